@@ -1,0 +1,97 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { z } from "zod";
+
+/**
+ * One schema over the environment, parsed once at start. Every option documents its
+ * default here; docs/configuration.md is checked against this list by a test.
+ */
+const environmentSchema = z.object({
+  /** Directory for the SQLite database, the master key file and other state. @default ./data */
+  TESSERA_DATA_DIR: z.string().min(1).default("./data"),
+  /** Address the HTTP server listens on. @default 127.0.0.1 */
+  TESSERA_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Port of the HTTP server (0 picks a free one). @default 8080 */
+  TESSERA_HTTP_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  /** Address users and operators reach this server at, used in links. @default http://{host}:{port} */
+  TESSERA_PUBLIC_URL: z.url().optional(),
+  /** PostgreSQL connection string; without it Tessera uses SQLite in the data directory. @default (none: SQLite) */
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+  /** Master key for token keys at rest: 32 bytes as 64 hex digits or base64. @default (none: key file in the data directory) */
+  TESSERA_MASTER_KEY: z.string().optional(),
+  /** Former master keys, comma separated, still accepted for decryption until `tessera keys rotate` has run. @default (none) */
+  TESSERA_PREVIOUS_MASTER_KEYS: z.string().optional(),
+  /** Largest request body the HTTP server accepts, in bytes. @default 10485760 */
+  TESSERA_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(10 * 1024 * 1024),
+  /** Lifetime of an operator console/API session from `createSession`, in seconds. @default 43200 */
+  TESSERA_SESSION_TTL_SECONDS: z.coerce.number().int().min(60).default(12 * 3600),
+  /** Log level: fatal, error, warn, info, debug, trace or silent. @default info */
+  TESSERA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /** Optional env file (KEY=value lines) read before the environment; the environment wins. @default (none) */
+  TESSERA_ENV_FILE: z.string().optional(),
+});
+
+export type Environment = z.infer<typeof environmentSchema>;
+
+export interface Config {
+  dataDir: string;
+  http: { host: string; port: number; bodyLimitBytes: number };
+  publicUrl: string;
+  database: { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
+  masterKey: { fromEnvironment: string | undefined; previous: string[]; keyFile: string };
+  sessionTtlSeconds: number;
+  logLevel: Environment["TESSERA_LOG_LEVEL"];
+}
+
+export const documentedOptions = Object.keys(environmentSchema.shape);
+
+/** Reads KEY=value lines; blank lines and lines starting with # are skipped. */
+export function parseEnvFile(text: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const equals = line.indexOf("=");
+    if (equals <= 0) throw new ConfigError(`env file line is not KEY=value: ${line}`);
+    let value = line.slice(equals + 1).trim();
+    if (/^(["']).*\1$/.test(value)) value = value.slice(1, -1);
+    values[line.slice(0, equals).trim()] = value;
+  }
+  return values;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config {
+  let merged: Record<string, string | undefined> = { ...environment };
+  if (environment.TESSERA_ENV_FILE) {
+    merged = { ...parseEnvFile(readFileSync(environment.TESSERA_ENV_FILE, "utf8")), ...environment };
+  }
+  // Empty strings mean "unset", as in most shells' `VAR= command`.
+  for (const [key, value] of Object.entries(merged)) if (value === "") delete merged[key];
+  const parsed = environmentSchema.safeParse(merged);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+    throw new ConfigError(`invalid configuration: ${problems.join("; ")}`);
+  }
+  const env = parsed.data;
+  const dataDir = path.resolve(env.TESSERA_DATA_DIR);
+  const publicHost = env.TESSERA_HTTP_HOST === "0.0.0.0" ? "127.0.0.1" : env.TESSERA_HTTP_HOST;
+  return {
+    dataDir,
+    http: { host: env.TESSERA_HTTP_HOST, port: env.TESSERA_HTTP_PORT, bodyLimitBytes: env.TESSERA_BODY_LIMIT_BYTES },
+    publicUrl: (env.TESSERA_PUBLIC_URL ?? `http://${publicHost}:${env.TESSERA_HTTP_PORT}`).replace(/\/$/, ""),
+    database: env.DATABASE_URL
+      ? { kind: "postgres", url: env.DATABASE_URL }
+      : { kind: "sqlite", file: path.join(dataDir, "tessera.db") },
+    masterKey: {
+      fromEnvironment: env.TESSERA_MASTER_KEY,
+      previous: (env.TESSERA_PREVIOUS_MASTER_KEYS ?? "").split(",").map((key) => key.trim()).filter(Boolean),
+      keyFile: path.join(dataDir, "master.keys"),
+    },
+    sessionTtlSeconds: env.TESSERA_SESSION_TTL_SECONDS,
+    logLevel: env.TESSERA_LOG_LEVEL,
+  };
+}

@@ -1,0 +1,143 @@
+import swagger from "@fastify/swagger";
+import swaggerUi from "@fastify/swagger-ui";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
+import {
+  hasZodFastifySchemaValidationErrors,
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
+import type { Services } from "../core.js";
+import { fail, TesseraError } from "../errors.js";
+import type { Principal } from "../modules/operators/access.js";
+import { auditRoutes } from "../modules/audit/routes.js";
+import { operatorRoutes } from "../modules/operators/routes.js";
+import { policyRoutes } from "../modules/policy/routes.js";
+import { tokenRoutes } from "../modules/tokens/routes.js";
+import { userRoutes } from "../modules/users/routes.js";
+import { virtualServerRoutes } from "../modules/virtual-servers/routes.js";
+import { isMigrated } from "../storage/migrate.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+  interface FastifyContextConfig {
+    /** Routes reachable without credentials. */
+    public?: boolean;
+  }
+}
+
+export interface HttpOptions {
+  bodyLimitBytes: number;
+  logLevel: string;
+  publicUrl: string;
+}
+
+/** The principal of an authenticated route; the onRequest hook guarantees one. */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw fail("UNAUTHENTICATED");
+  return request.principal;
+}
+
+function errorBody(error: TesseraError) {
+  return { error: { code: error.code, message: error.message, ...(error.details === undefined ? {} : { details: error.details }) } };
+}
+
+/** Maps every failure to `{ error: { code, message } }` with a catalogued code. */
+function toTesseraError(error: FastifyError, limit: number): TesseraError {
+  if (error instanceof TesseraError) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const problems = error.validation.map((issue) => {
+      const where = `${error.validationContext ?? "body"}${issue.instancePath.replaceAll("/", ".")}`.replace(/\.$/, "");
+      return `${where}: ${issue.message}`;
+    });
+    return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+  }
+  switch (error.code) {
+    case "FST_ERR_CTP_INVALID_JSON_BODY":
+    case "FST_ERR_CTP_EMPTY_JSON_BODY":
+      return fail("MALFORMED_JSON");
+    case "FST_ERR_CTP_BODY_TOO_LARGE":
+      return fail("BODY_TOO_LARGE", { limit });
+    case "FST_ERR_CTP_INVALID_MEDIA_TYPE":
+      return fail("UNSUPPORTED_MEDIA_TYPE");
+  }
+  if (error instanceof SyntaxError && error.statusCode === 400) return fail("MALFORMED_JSON");
+  return fail("INTERNAL");
+}
+
+export async function buildHttpApp(services: Services, options: HttpOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logLevel === "silent" ? false : { level: options.logLevel, redact: ["req.headers.authorization"] },
+    bodyLimit: options.bodyLimitBytes,
+    // Request ids in logs, from a proxy's header when there is one.
+    requestIdHeader: "x-request-id",
+  }).withTypeProvider<ZodTypeProvider>();
+
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.decorateRequest("principal", null);
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const mapped = toTesseraError(error, options.bodyLimitBytes);
+    if (mapped.code === "INTERNAL") request.log.error({ err: error }, "unexpected error");
+    void reply.status(mapped.status).send(errorBody(mapped));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const error = fail("ROUTE_NOT_FOUND", { method: request.method, url: request.url.split("?")[0] });
+    void reply.status(404).send(errorBody(error));
+  });
+
+  app.addHook("onRequest", async (request) => {
+    if (!request.url.startsWith("/api/v1/") || request.routeOptions.config.public) return;
+    const header = request.headers.authorization;
+    const bearer = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+    const principal = bearer ? await services.operators.authenticate(bearer) : null;
+    if (!principal) throw fail("UNAUTHENTICATED");
+    request.principal = principal;
+  });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: {
+        title: "Tessera admin API",
+        version: "1",
+        description: "Virtual servers, operators, users, tokens, policies and the audit trail. Errors are `{ error: { code, message } }`.",
+      },
+      servers: [{ url: options.publicUrl }],
+      components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "An API key (tsk_...) or a session token (tss_...)" } } },
+      security: [{ bearer: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(swaggerUi, { routePrefix: "/api/docs" });
+
+  app.get("/api/openapi.json", { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+
+  app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
+  app.get("/readyz", { schema: { hide: true } }, async (_request, reply) => {
+    try {
+      const ready = await isMigrated(services.storage);
+      return reply.status(ready ? 200 : 503).send({ status: ready ? "ready" : "migrations pending" });
+    } catch {
+      return reply.status(503).send({ status: "database unreachable" });
+    }
+  });
+
+  await app.register(
+    async (api) => {
+      await api.register(operatorRoutes, { services });
+      await api.register(virtualServerRoutes, { services });
+      await api.register(userRoutes, { services });
+      await api.register(tokenRoutes, { services });
+      await api.register(policyRoutes, { services });
+      await api.register(auditRoutes, { services });
+    },
+    { prefix: "/api/v1" },
+  );
+
+  return app;
+}

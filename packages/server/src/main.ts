@@ -1,0 +1,39 @@
+import type { FastifyInstance } from "fastify";
+import type { Config } from "./config.js";
+import { openCore, type Services } from "./core.js";
+import { buildHttpApp } from "./http/app.js";
+
+export { loadConfig } from "./config.js";
+export { openCore, createServices } from "./core.js";
+export { buildHttpApp } from "./http/app.js";
+
+export interface RunningServer {
+  services: Services;
+  app: FastifyInstance;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Composition root: config -> storage -> services -> surfaces. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const services = await openCore(config);
+  const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel, publicUrl: config.publicUrl });
+  try {
+    await app.listen({ host: config.http.host, port: config.http.port });
+  } catch (error) {
+    await services.storage.close();
+    throw error;
+  }
+  const address = app.server.address();
+  const port = typeof address === "object" && address ? address.port : config.http.port;
+  const host = config.http.host === "0.0.0.0" ? "127.0.0.1" : config.http.host;
+  return {
+    services,
+    app,
+    url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    async close() {
+      await app.close();
+      await services.storage.close();
+    },
+  };
+}

@@ -1,0 +1,196 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { hash as argon2Hash, verify as argon2Verify } from "@node-rs/argon2";
+import type { CoreDeps } from "../../deps.js";
+import { fail } from "../../errors.js";
+import { newId, newSecret } from "../../ids.js";
+import type { OperatorRow } from "../../storage/schema.js";
+import { findVisibleVirtualServer } from "../virtual-servers/service.js";
+import { canSee, requirePermission, type Principal, type Role } from "./access.js";
+
+export interface Operator {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  virtualServerId: string;
+  scopeIncludesChildren: boolean;
+  disabled: boolean;
+  createdAt: string;
+}
+
+function toOperator(row: OperatorRow): Operator {
+  return {
+    id: row.id,
+    email: row.email,
+    name: row.name,
+    role: row.role as Role,
+    virtualServerId: row.virtual_server_id,
+    scopeIncludesChildren: row.scope_children === 1,
+    disabled: row.disabled === 1,
+    createdAt: new Date(row.created_at).toISOString(),
+  };
+}
+
+// API keys and session tokens are 256-bit random secrets: a fast hash is enough to
+// keep the database from holding usable credentials (argon2 is for human passwords).
+function hashSecret(secret: string): string {
+  return createHash("sha256").update(secret).digest("hex");
+}
+
+function sameHash(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+}
+
+const API_KEY_PREFIX = "tsk_";
+const SESSION_PREFIX = "tss_";
+
+export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { sessionTtlSeconds: number }) {
+  const { db, clock, audit } = deps;
+
+  async function principalFor(operatorId: string): Promise<Principal | null> {
+    const row = await db
+      .selectFrom("operators")
+      .innerJoin("virtual_servers", "virtual_servers.id", "operators.virtual_server_id")
+      .select(["operators.id", "operators.email", "operators.role", "operators.disabled", "operators.scope_children"])
+      .select(["virtual_servers.id as vs_id", "virtual_servers.path as vs_path"])
+      .where("operators.id", "=", operatorId)
+      .executeTakeFirst();
+    if (!row || row.disabled === 1) return null;
+    return {
+      kind: "operator",
+      operatorId: row.id,
+      actor: `operator:${row.email}`,
+      role: row.role as Role,
+      scope: { virtualServerId: row.vs_id, path: row.vs_path, includesChildren: row.scope_children === 1 },
+    };
+  }
+
+  return {
+    async create(
+      principal: Principal,
+      input: { email: string; name: string; role: Role; virtualServerId: string; scopeIncludesChildren?: boolean; password?: string },
+    ): Promise<Operator> {
+      requirePermission(principal, "operators.manage");
+      const passwordHash = input.password ? await argon2Hash(input.password) : null;
+      return db.transaction().execute(async (trx) => {
+        const home = await findVisibleVirtualServer(trx, principal, input.virtualServerId);
+        // The new operator's scope must sit inside the creator's: a child scope is
+        // inside only when the creator's scope already includes children.
+        const includesChildren = input.scopeIncludesChildren ?? false;
+        if (includesChildren && !principal.scope.includesChildren) throw fail("SCOPE_ESCALATION");
+        const email = input.email.trim().toLowerCase();
+        const taken = await trx.selectFrom("operators").select("id").where("email", "=", email).executeTakeFirst();
+        if (taken) throw fail("OPERATOR_EMAIL_TAKEN", { email });
+        const now = clock.nowMs();
+        const row: OperatorRow = {
+          id: newId("op"),
+          email,
+          name: input.name,
+          password_hash: passwordHash,
+          role: input.role,
+          virtual_server_id: home.id,
+          scope_children: includesChildren ? 1 : 0,
+          disabled: 0,
+          created_at: now,
+          updated_at: now,
+        };
+        await trx.insertInto("operators").values(row).execute();
+        await audit.append(trx, principal, [
+          {
+            action: "operator.create",
+            virtualServerId: home.id,
+            targetType: "operator",
+            targetId: row.id,
+            details: { email, role: row.role, scopeIncludesChildren: includesChildren },
+          },
+        ]);
+        return toOperator(row);
+      });
+    },
+
+    async list(principal: Principal, virtualServerId: string): Promise<Operator[]> {
+      requirePermission(principal, "operators.read");
+      await findVisibleVirtualServer(db, principal, virtualServerId);
+      const rows = await db
+        .selectFrom("operators")
+        .selectAll()
+        .where("virtual_server_id", "=", virtualServerId)
+        .orderBy("email")
+        .execute();
+      return rows.map(toOperator);
+    },
+
+    /** Issues an API key for an operator; the key is returned once and stored hashed. */
+    async createApiKey(principal: Principal, operatorId: string, name: string): Promise<{ id: string; apiKey: string }> {
+      return db.transaction().execute(async (trx) => {
+        const target = await trx.selectFrom("operators").selectAll().where("id", "=", operatorId).executeTakeFirst();
+        const home = target
+          ? await trx.selectFrom("virtual_servers").select("path").where("id", "=", target.virtual_server_id).executeTakeFirst()
+          : undefined;
+        if (!target || !home || !canSee(principal, home)) throw fail("OPERATOR_NOT_FOUND", { id: operatorId });
+        // Anyone may make keys for themselves; keys for others are an admin's job.
+        if (principal.operatorId !== operatorId) requirePermission(principal, "operators.manage");
+        const id = newId("key");
+        const secret = newSecret();
+        await trx
+          .insertInto("api_keys")
+          .values({
+            id,
+            operator_id: operatorId,
+            name,
+            secret_hash: hashSecret(secret),
+            created_at: clock.nowMs(),
+            last_used_at: null,
+            revoked_at: null,
+          })
+          .execute();
+        await audit.append(trx, principal, [
+          { action: "api_key.create", virtualServerId: target.virtual_server_id, targetType: "api_key", targetId: id, details: { operatorId, name } },
+        ]);
+        return { id, apiKey: `${API_KEY_PREFIX}${id}.${secret}` };
+      });
+    },
+
+    /** Password login: a session token for the console and API, expiring after the session TTL. */
+    async createSession(email: string, password: string): Promise<{ token: string; expiresAt: string }> {
+      const row = await db.selectFrom("operators").selectAll().where("email", "=", email.trim().toLowerCase()).executeTakeFirst();
+      // Verify against a fixed hash when the operator is unknown, so timing does not
+      // tell which emails exist.
+      const storedHash = row?.password_hash ?? (await dummyHash());
+      const good = await argon2Verify(storedHash, password).catch(() => false);
+      if (!row || !good || row.disabled === 1) throw fail("INVALID_CREDENTIALS");
+      const id = newId("ses");
+      const secret = newSecret();
+      const now = clock.nowMs();
+      const expiresAt = now + deps.sessionTtlSeconds * 1000;
+      await db
+        .insertInto("sessions")
+        .values({ id, operator_id: row.id, secret_hash: hashSecret(secret), created_at: now, expires_at: expiresAt })
+        .execute();
+      return { token: `${SESSION_PREFIX}${id}.${secret}`, expiresAt: new Date(expiresAt).toISOString() };
+    },
+
+    /** Turns a bearer credential into a principal, or null when it is not valid now. */
+    async authenticate(bearer: string): Promise<Principal | null> {
+      const match = /^(tsk_|tss_)([a-z]+_[a-z2-7]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
+      if (!match) return null;
+      const [, prefix, id, secret] = match as unknown as [string, string, string, string];
+      if (prefix === API_KEY_PREFIX) {
+        const key = await db.selectFrom("api_keys").selectAll().where("id", "=", id).executeTakeFirst();
+        if (!key || key.revoked_at !== null || !sameHash(key.secret_hash, hashSecret(secret))) return null;
+        return principalFor(key.operator_id);
+      }
+      const session = await db.selectFrom("sessions").selectAll().where("id", "=", id).executeTakeFirst();
+      if (!session || session.expires_at <= clock.nowMs() || !sameHash(session.secret_hash, hashSecret(secret))) return null;
+      return principalFor(session.operator_id);
+    },
+  };
+}
+
+let dummy: Promise<string> | undefined;
+function dummyHash(): Promise<string> {
+  dummy ??= argon2Hash(newSecret());
+  return dummy;
+}
+
+export type OperatorService = ReturnType<typeof createOperatorService>;

@@ -1,0 +1,57 @@
+import { z } from "zod";
+import type { UserRow } from "../../storage/schema.js";
+
+// Login names as RADIUS and most directories accept them: no spaces or control
+// characters, at most 128 characters.
+export const userIdSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[^\s\p{Cc}]+$/u, "a user id has no spaces or control characters");
+
+export const groupNameSchema = z.string().trim().min(1).max(128);
+
+export const userInputSchema = z.strictObject({
+  userId: userIdSchema,
+  firstName: z.string().trim().max(128).default(""),
+  lastName: z.string().trim().max(128).default(""),
+  email: z.union([z.email().max(254), z.literal("")]).default(""),
+  groups: z.array(groupNameSchema).max(256).default([]),
+});
+
+export type UserInput = z.infer<typeof userInputSchema>;
+
+export const userUpdateSchema = z.strictObject({
+  firstName: z.string().trim().max(128).optional(),
+  lastName: z.string().trim().max(128).optional(),
+  email: z.union([z.email().max(254), z.literal("")]).optional(),
+  groups: z.array(groupNameSchema).max(256).optional(),
+});
+
+export type UserUpdate = z.infer<typeof userUpdateSchema>;
+
+export interface User {
+  userId: string;
+  virtualServerId: string;
+  firstName: string;
+  lastName: string;
+  email: string;
+  groups: string[];
+  tokens: Array<{ serial: string; type: string; state: string }>;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function toUser(row: UserRow, groups: string[], tokens: User["tokens"]): User {
+  return {
+    userId: row.user_id,
+    virtualServerId: row.virtual_server_id,
+    firstName: row.first_name,
+    lastName: row.last_name,
+    email: row.email,
+    groups,
+    tokens,
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}

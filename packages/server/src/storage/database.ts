@@ -1,0 +1,105 @@
+import { mkdirSync } from "node:fs";
+import path from "node:path";
+import SQLite from "better-sqlite3";
+import {
+  CompiledQuery,
+  Kysely,
+  PostgresDialect,
+  SqliteDialect,
+  SqliteDriver,
+  type DatabaseConnection,
+  type Driver,
+  type SqliteDatabase,
+  type SqliteStatement,
+} from "kysely";
+import pg from "pg";
+import type { Database } from "./schema.js";
+
+export type DatabaseKind = "sqlite" | "postgres";
+
+export type DatabaseTarget = { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
+
+export interface Storage {
+  db: Kysely<Database>;
+  kind: DatabaseKind;
+  close(): Promise<void>;
+}
+
+// PostgreSQL's int8 arrives as a string by default; every bigint here is a time in
+// milliseconds or a counter, all far below 2^53, so numbers are safe and keep one
+// representation across both databases.
+const pgTypes = {
+  getTypeParser(oid: number, format?: string) {
+    if (oid === 20) return (value: string) => Number(value);
+    return format === undefined ? pg.types.getTypeParser(oid) : pg.types.getTypeParser(oid, format as "text");
+  },
+};
+
+/**
+ * Transactions on SQLite start with BEGIN IMMEDIATE: a deferred transaction that reads
+ * and then writes fails at once with SQLITE_BUSY when another process (the CLI beside a
+ * running server) holds the write lock, instead of waiting for busy_timeout.
+ */
+class ImmediateSqliteDriver extends SqliteDriver {
+  override async beginTransaction(connection: DatabaseConnection): Promise<void> {
+    await connection.executeQuery(CompiledQuery.raw("begin immediate"));
+  }
+}
+
+class ImmediateSqliteDialect extends SqliteDialect {
+  readonly #config: ConstructorParameters<typeof SqliteDialect>[0];
+  constructor(config: ConstructorParameters<typeof SqliteDialect>[0]) {
+    super(config);
+    this.#config = config;
+  }
+  override createDriver(): Driver {
+    return new ImmediateSqliteDriver(this.#config);
+  }
+}
+
+/**
+ * Kysely prepares every statement anew; better-sqlite3 statements can be reused, and
+ * the same few hundred query shapes repeat, so keep the recent ones.
+ */
+function withStatementCache(database: SQLite.Database, size = 512): SqliteDatabase {
+  const cache = new Map<string, SQLite.Statement>();
+  return {
+    close: () => database.close(),
+    prepare(sql: string): SqliteStatement {
+      let statement = cache.get(sql);
+      if (statement) {
+        cache.delete(sql);
+      } else {
+        statement = database.prepare(sql);
+        if (cache.size >= size) cache.delete(cache.keys().next().value as string);
+      }
+      cache.set(sql, statement);
+      return statement as unknown as SqliteStatement;
+    },
+  };
+}
+
+export function openSqlite(file: string): SQLite.Database {
+  if (file !== ":memory:") mkdirSync(path.dirname(file), { recursive: true });
+  const database = new SQLite(file);
+  database.pragma("journal_mode = WAL");
+  // NORMAL in WAL mode is durable across process crashes; only an OS crash may lose
+  // the last transactions, never corrupt the file.
+  database.pragma("synchronous = NORMAL");
+  database.pragma("busy_timeout = 10000");
+  database.pragma("foreign_keys = ON");
+  return database;
+}
+
+export function openStorage(target: DatabaseTarget): Storage {
+  if (target.kind === "sqlite") {
+    const database = openSqlite(target.file);
+    const db = new Kysely<Database>({
+      dialect: new ImmediateSqliteDialect({ database: withStatementCache(database) }),
+    });
+    return { db, kind: "sqlite", close: () => db.destroy() };
+  }
+  const pool = new pg.Pool({ connectionString: target.url, max: 10, types: pgTypes });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  return { db, kind: "postgres", close: () => db.destroy() };
+}

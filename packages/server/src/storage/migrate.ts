@@ -1,0 +1,32 @@
+import { Migrator, type Migration, type MigrationProvider } from "kysely";
+import type { Storage } from "./database.js";
+import { initialMigration } from "./migrations/001-initial.js";
+
+// Migrations are code, listed here in order, identical for both databases except where
+// a migration asks for the database kind.
+function migrationsFor(storage: Storage): Record<string, Migration> {
+  return {
+    "001-initial": initialMigration(storage.kind),
+  };
+}
+
+export function createMigrator(storage: Storage): Migrator {
+  const provider: MigrationProvider = { getMigrations: async () => migrationsFor(storage) };
+  return new Migrator({ db: storage.db, provider });
+}
+
+export interface MigrationReport {
+  applied: string[];
+}
+
+export async function migrateToLatest(storage: Storage): Promise<MigrationReport> {
+  const { error, results } = await createMigrator(storage).migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return { applied: (results ?? []).filter((r) => r.status === "Success").map((r) => r.migrationName) };
+}
+
+/** True when every migration this build knows has been applied (for /readyz). */
+export async function isMigrated(storage: Storage): Promise<boolean> {
+  const migrations = await createMigrator(storage).getMigrations();
+  return migrations.every((migration) => migration.executedAt !== undefined);
+}

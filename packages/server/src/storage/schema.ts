@@ -1,0 +1,157 @@
+import type { Generated, Insertable, Selectable, Updateable } from "kysely";
+
+// Times are milliseconds since the epoch in a 64-bit integer on both databases, and
+// booleans are 0/1 integers: one representation, so one query layer serves both.
+
+export interface VirtualServersTable {
+  id: string;
+  name: string;
+  parent_id: string | null;
+  /** Materialised path of ids from the root, "/root/child/": scope checks are a prefix test. */
+  path: string;
+  capacity: number | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface OperatorsTable {
+  id: string;
+  email: string;
+  name: string;
+  password_hash: string | null;
+  role: string;
+  virtual_server_id: string;
+  scope_children: number;
+  disabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  operator_id: string;
+  name: string;
+  secret_hash: string;
+  created_at: number;
+  last_used_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface SessionsTable {
+  id: string;
+  operator_id: string;
+  secret_hash: string;
+  created_at: number;
+  expires_at: number;
+}
+
+export interface UsersTable {
+  id: string;
+  virtual_server_id: string;
+  user_id: string;
+  first_name: string;
+  last_name: string;
+  email: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface UserGroupsTable {
+  user_pk: string;
+  virtual_server_id: string;
+  group_name: string;
+}
+
+export interface TokensTable {
+  serial: string;
+  virtual_server_id: string;
+  type: string;
+  state: string;
+  user_pk: string | null;
+  otp_mode: string;
+  algorithm: string;
+  digits: number;
+  period_seconds: number;
+  key_ciphertext: string | null;
+  key_id: string | null;
+  hotp_counter: Generated<number>;
+  last_totp_step: number | null;
+  drift_steps: Generated<number>;
+  failures: Generated<number>;
+  locked_until: number | null;
+  state_reason: string | null;
+  created_at: number;
+  updated_at: number;
+  state_changed_at: number;
+}
+
+export interface DevicesTable {
+  token_serial: string;
+  app: string;
+  target: string | null;
+  device_type: string | null;
+  app_version: string | null;
+  push_at_enrollment: string;
+  push_now: string;
+  enrolled_at: number;
+  updated_at: number;
+}
+
+export interface PoliciesTable {
+  virtual_server_id: string;
+  settings: string;
+  updated_at: number;
+}
+
+export interface AuditLogTable {
+  seq: number;
+  at: number;
+  actor: string;
+  operator_id: string | null;
+  action: string;
+  virtual_server_id: string | null;
+  target_type: string;
+  target_id: string | null;
+  token_serial: string | null;
+  user_pk: string | null;
+  from_state: string | null;
+  to_state: string | null;
+  reason: string | null;
+  details: string | null;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface SerialCountersTable {
+  prefix: string;
+  next_value: number;
+}
+
+export interface MetaTable {
+  key: string;
+  value: string;
+}
+
+export interface Database {
+  virtual_servers: VirtualServersTable;
+  operators: OperatorsTable;
+  api_keys: ApiKeysTable;
+  sessions: SessionsTable;
+  users: UsersTable;
+  user_groups: UserGroupsTable;
+  tokens: TokensTable;
+  devices: DevicesTable;
+  policies: PoliciesTable;
+  audit_log: AuditLogTable;
+  serial_counters: SerialCountersTable;
+  meta: MetaTable;
+}
+
+export type VirtualServerRow = Selectable<VirtualServersTable>;
+export type OperatorRow = Selectable<OperatorsTable>;
+export type UserRow = Selectable<UsersTable>;
+export type TokenRow = Selectable<TokensTable>;
+export type NewToken = Insertable<TokensTable>;
+export type TokenUpdate = Updateable<TokensTable>;
+export type DeviceRow = Selectable<DevicesTable>;
+export type AuditRow = Selectable<AuditLogTable>;
