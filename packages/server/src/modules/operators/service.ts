@@ -70,10 +70,9 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
       principal: Principal,
       input: { email: string; name: string; role: Role; virtualServerId: string; scopeIncludesChildren?: boolean; password?: string },
     ): Promise<Operator> {
-      requirePermission(principal, "operators.manage");
       const passwordHash = input.password ? await argon2Hash(input.password) : null;
       return db.transaction().execute(async (trx) => {
-        const home = await findVisibleVirtualServer(trx, principal, input.virtualServerId);
+        const home = await findVisibleVirtualServer(trx, principal, input.virtualServerId, "operators.manage");
         // The new operator's scope must sit inside the creator's: a child scope is
         // inside only when the creator's scope already includes children.
         const includesChildren = input.scopeIncludesChildren ?? false;
@@ -109,8 +108,7 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
     },
 
     async list(principal: Principal, virtualServerId: string): Promise<Operator[]> {
-      requirePermission(principal, "operators.read");
-      await findVisibleVirtualServer(db, principal, virtualServerId);
+      await findVisibleVirtualServer(db, principal, virtualServerId, "operators.read");
       const rows = await db
         .selectFrom("operators")
         .selectAll()

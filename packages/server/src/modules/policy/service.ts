@@ -2,7 +2,7 @@ import type { Kysely } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import type { Database } from "../../storage/schema.js";
-import { requirePermission, type Principal } from "../operators/access.js";
+import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { policySettingsSchema, resolvePolicy, type PolicyOverrides, type PolicyUpdate, type ResolvedPolicy } from "./policy.js";
 
@@ -29,15 +29,13 @@ export function createPolicyService(deps: Pick<CoreDeps, "db" | "clock" | "audit
   const { db, clock, audit } = deps;
   return {
     async get(principal: Principal, virtualServerId: string): Promise<PolicyView> {
-      requirePermission(principal, "policy.read");
-      await findVisibleVirtualServer(db, principal, virtualServerId);
+      await findVisibleVirtualServer(db, principal, virtualServerId, "policy.read");
       return effectivePolicy(db, virtualServerId);
     },
 
     async update(principal: Principal, virtualServerId: string, update: PolicyUpdate): Promise<PolicyView> {
-      requirePermission(principal, "policy.manage");
       return db.transaction().execute(async (trx) => {
-        await findVisibleVirtualServer(trx, principal, virtualServerId);
+        await findVisibleVirtualServer(trx, principal, virtualServerId, "policy.manage");
         const before = await effectivePolicy(trx, virtualServerId);
         const overrides: Record<string, unknown> = { ...before.overrides };
         for (const [field, value] of Object.entries(update)) {

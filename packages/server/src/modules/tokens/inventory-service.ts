@@ -55,9 +55,8 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
   return {
     /** Adds new tokens with generated serials to a virtual server's inventory. */
     async add(principal: Principal, input: { virtualServerId: string; type: GeneratedTokenType; count: number }) {
-      requirePermission(principal, "tokens.manage");
       return db.transaction().execute(async (trx) => {
-        const vs = await findVisibleVirtualServer(trx, principal, input.virtualServerId);
+        const vs = await findVisibleVirtualServer(trx, principal, input.virtualServerId, "tokens.manage");
         await checkCapacity(trx, vs.id, vs.capacity, input.count);
         const policy = (await effectivePolicy(trx, vs.id)).effective;
         const serials = await reserveSerials(trx, input.type, input.count);
@@ -99,9 +98,8 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
      * half imported is worse than one refused with every problem listed.
      */
     async importSeeds(principal: Principal, input: { virtualServerId: string; seeds: ImportedSeed[] }) {
-      requirePermission(principal, "tokens.manage");
       return db.transaction().execute(async (trx) => {
-        const vs = await findVisibleVirtualServer(trx, principal, input.virtualServerId);
+        const vs = await findVisibleVirtualServer(trx, principal, input.virtualServerId, "tokens.manage");
         await checkCapacity(trx, vs.id, vs.capacity, input.seeds.length);
         const invalid = input.seeds.filter((seed) => serialProblem(seed.serial) !== null);
         if (invalid.length > 0) {
@@ -173,8 +171,7 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
 
     /** One page of a virtual server's tokens, ordered by serial; the cursor is the last serial. */
     async list(principal: Principal, search: TokenSearch): Promise<{ items: Token[]; nextCursor: string | null }> {
-      requirePermission(principal, "tokens.read");
-      await findVisibleVirtualServer(db, principal, search.virtualServerId);
+      await findVisibleVirtualServer(db, principal, search.virtualServerId, "tokens.read");
       const after = decodeTextCursor(search.cursor);
       let query = selectTokenViews(db).where("tokens.virtual_server_id", "=", search.virtualServerId);
       if (after !== undefined) query = query.where("tokens.serial", ">", after);
@@ -213,9 +210,8 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
       input: { fromVirtualServerId: string; toVirtualServerId: string; serials?: string[]; type?: TokenType; count?: number },
       direction: "allocate" | "deallocate",
     ) {
-      requirePermission(principal, "tokens.manage");
       return db.transaction().execute(async (trx) => {
-        const from = await findVisibleVirtualServer(trx, principal, input.fromVirtualServerId);
+        const from = await findVisibleVirtualServer(trx, principal, input.fromVirtualServerId, "tokens.manage");
         const to = await findVisibleVirtualServer(trx, principal, input.toVirtualServerId);
         const [parent, child] = direction === "allocate" ? [from, to] : [to, from];
         if (child.parent_id !== parent.id) throw fail("NOT_A_CHILD", { child: child.id, parent: parent.id });

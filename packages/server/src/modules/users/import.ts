@@ -4,7 +4,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
 import type { UserRow } from "../../storage/schema.js";
-import { requirePermission, type Principal } from "../operators/access.js";
+import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { userInputSchema, type UserInput } from "./user.js";
 
@@ -80,8 +80,7 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
     source: string | Readable,
     options: { batchSize?: number; onProgress?: (progress: ImportProgress) => void } = {},
   ): Promise<UserImportReport> {
-    requirePermission(principal, "users.manage");
-    await findVisibleVirtualServer(db, principal, virtualServerId);
+    await findVisibleVirtualServer(db, principal, virtualServerId, "users.manage");
     const batchSize = options.batchSize ?? 1000;
     const report: UserImportReport = { imported: 0, failed: 0, errors: [] };
     const progress: ImportProgress = { rows: 0, imported: 0, failed: 0, bytes: 0 };

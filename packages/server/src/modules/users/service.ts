@@ -3,7 +3,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
 import type { Database, UserRow } from "../../storage/schema.js";
-import { requirePermission, type Principal } from "../operators/access.js";
+import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { toUser, type User, type UserInput, type UserUpdate } from "./user.js";
 
@@ -70,9 +70,8 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
 
   return {
     async create(principal: Principal, virtualServerId: string, input: UserInput): Promise<User> {
-      requirePermission(principal, "users.manage");
       return db.transaction().execute(async (trx) => {
-        await findVisibleVirtualServer(trx, principal, virtualServerId);
+        await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
         const existing = await trx
           .selectFrom("users")
           .select("id")
@@ -101,16 +100,14 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
     },
 
     async get(principal: Principal, virtualServerId: string, userId: string): Promise<User> {
-      requirePermission(principal, "users.read");
-      await findVisibleVirtualServer(db, principal, virtualServerId);
+      await findVisibleVirtualServer(db, principal, virtualServerId, "users.read");
       const [user] = await hydrate(db, [await findUser(db, virtualServerId, userId)]);
       return user!;
     },
 
     async update(principal: Principal, virtualServerId: string, userId: string, input: UserUpdate): Promise<User> {
-      requirePermission(principal, "users.manage");
       await db.transaction().execute(async (trx) => {
-        await findVisibleVirtualServer(trx, principal, virtualServerId);
+        await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
         const row = await findUser(trx, virtualServerId, userId);
         const next = {
           first_name: input.firstName ?? row.first_name,
@@ -135,9 +132,8 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
     },
 
     async delete(principal: Principal, virtualServerId: string, userId: string): Promise<void> {
-      requirePermission(principal, "users.manage");
       await db.transaction().execute(async (trx) => {
-        await findVisibleVirtualServer(trx, principal, virtualServerId);
+        await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
         const row = await findUser(trx, virtualServerId, userId);
         const held = await trx
           .selectFrom("tokens")
@@ -154,8 +150,7 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
     },
 
     async list(principal: Principal, virtualServerId: string, search: UserSearch): Promise<{ items: User[]; nextCursor: string | null }> {
-      requirePermission(principal, "users.read");
-      await findVisibleVirtualServer(db, principal, virtualServerId);
+      await findVisibleVirtualServer(db, principal, virtualServerId, "users.read");
       const after = decodeTextCursor(search.cursor);
       let query = db.selectFrom("users").selectAll("users").where("users.virtual_server_id", "=", virtualServerId);
       if (after !== undefined) query = query.where("users.user_id", ">", after);
@@ -199,8 +194,7 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
     },
 
     async listGroups(principal: Principal, virtualServerId: string): Promise<Array<{ name: string; members: number }>> {
-      requirePermission(principal, "users.read");
-      await findVisibleVirtualServer(db, principal, virtualServerId);
+      await findVisibleVirtualServer(db, principal, virtualServerId, "users.read");
       const rows = await db
         .selectFrom("user_groups")
         .select((eb) => ["group_name", eb.fn.countAll<number>().as("members")])

@@ -3,7 +3,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
 import type { Database, VirtualServerRow } from "../../storage/schema.js";
-import { canSee, requirePermission, type Principal } from "../operators/access.js";
+import { canSee, requirePermission, type Permission, type Principal } from "../operators/access.js";
 
 export interface VirtualServer {
   id: string;
@@ -30,9 +30,12 @@ export async function findVisibleVirtualServer(
   db: Kysely<Database>,
   principal: Principal,
   id: string,
+  permission?: Permission,
 ): Promise<VirtualServerRow> {
   const row = await db.selectFrom("virtual_servers").selectAll().where("id", "=", id).executeTakeFirst();
   if (!row || !canSee(principal, row)) throw fail("VIRTUAL_SERVER_NOT_FOUND", { id });
+  // Scope before role: what the operator cannot see is "not found", never "forbidden".
+  if (permission) requirePermission(principal, permission);
   return row;
 }
 
@@ -49,11 +52,10 @@ export function createVirtualServerService(deps: Pick<CoreDeps, "db" | "clock" |
 
   return {
     async create(principal: Principal, input: { name: string; parentId?: string | null; capacity?: number | null }) {
-      requirePermission(principal, "virtualServers.manage");
       return db.transaction().execute(async (trx) => {
         let parentPath = "/";
         if (input.parentId) {
-          const parent = await findVisibleVirtualServer(trx, principal, input.parentId);
+          const parent = await findVisibleVirtualServer(trx, principal, input.parentId, "virtualServers.manage");
           // Creating a child needs scope over the parent's children.
           if (!principal.scope.includesChildren) throw fail("SCOPE_ESCALATION");
           parentPath = parent.path;
@@ -103,14 +105,12 @@ export function createVirtualServerService(deps: Pick<CoreDeps, "db" | "clock" |
     },
 
     async get(principal: Principal, id: string): Promise<VirtualServer> {
-      requirePermission(principal, "virtualServers.read");
-      return toVirtualServer(await findVisibleVirtualServer(db, principal, id));
+      return toVirtualServer(await findVisibleVirtualServer(db, principal, id, "virtualServers.read"));
     },
 
     async update(principal: Principal, id: string, input: { name?: string; capacity?: number | null }) {
-      requirePermission(principal, "virtualServers.manage");
       return db.transaction().execute(async (trx) => {
-        const row = await findVisibleVirtualServer(trx, principal, id);
+        const row = await findVisibleVirtualServer(trx, principal, id, "virtualServers.manage");
         if (input.capacity !== undefined && principal.kind !== "installer" && !governs(principal, row)) {
           throw fail("SCOPE_ESCALATION");
         }

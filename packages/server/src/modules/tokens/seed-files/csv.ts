@@ -22,22 +22,25 @@ import {
 
 type Field = "serial" | "seed" | "mode" | "digits" | "period" | "algorithm" | "counter";
 
-/** Header names after lower-casing and dropping "_", "-" and spaces ("Serial_No" → "serialno"). */
-const COLUMN_NAMES: Record<string, Field> = {
-  serial: "serial",
-  serialno: "serial",
-  serialnumber: "serial",
-  seed: "seed",
-  secret: "seed",
-  type: "mode",
-  mode: "mode",
-  otpmode: "mode",
-  digits: "digits",
-  period: "period",
-  periodseconds: "period",
-  algorithm: "algorithm",
-  counter: "counter",
-};
+/**
+ * Header names after lower-casing and dropping "_", "-" and spaces ("Serial_No" → "serialno").
+ * A Map, so a header such as "constructor" cannot find a prototype member.
+ */
+const COLUMN_NAMES = new Map<string, Field>([
+  ["serial", "serial"],
+  ["serialno", "serial"],
+  ["serialnumber", "serial"],
+  ["seed", "seed"],
+  ["secret", "seed"],
+  ["type", "mode"],
+  ["mode", "mode"],
+  ["otpmode", "mode"],
+  ["digits", "digits"],
+  ["period", "period"],
+  ["periodseconds", "period"],
+  ["algorithm", "algorithm"],
+  ["counter", "counter"],
+]);
 
 const REQUIRED: Field[] = ["serial", "seed"];
 
@@ -122,7 +125,7 @@ function readHeader(header: Row): { ok: true; columns: Columns } | { ok: false; 
   const columns: Columns = new Map();
   const problems: SeedProblem[] = [];
   header.fields.forEach((name, index) => {
-    const field = COLUMN_NAMES[normaliseColumnName(name)];
+    const field = COLUMN_NAMES.get(normaliseColumnName(name));
     if (field === undefined) return;
     const earlier = columns.get(field);
     if (earlier === undefined) columns.set(field, index);

@@ -37,24 +37,26 @@ function no(problem: string): Read<never> {
   return { ok: false, problem };
 }
 
-// RFC 6030 section 10 (algorithm URIs registered by RFC 6030 and for TOTP).
-const KEY_ALGORITHMS: Record<string, OtpMode> = {
-  "urn:ietf:params:xml:ns:keyprov:pskc:hotp": "hotp",
-  "urn:ietf:params:xml:ns:keyprov:pskc:totp": "totp",
-};
+// HOTP is the profile RFC 6030 defines itself (in its IANA algorithm registry, section 10);
+// the TOTP URI comes from the PSKC algorithm profiles draft that token vendors follow.
+// Maps, not object literals: a URI such as "constructor" must not find a prototype member.
+const KEY_ALGORITHMS = new Map<string, OtpMode>([
+  ["urn:ietf:params:xml:ns:keyprov:pskc:hotp", "hotp"],
+  ["urn:ietf:params:xml:ns:keyprov:pskc:totp", "totp"],
+]);
 
 // XML Encryption 1.0 section 5.2 block ciphers, with the key length each needs.
-const CBC_CIPHERS: Record<string, { name: string; keyBytes: number }> = {
-  "http://www.w3.org/2001/04/xmlenc#aes128-cbc": { name: "aes-128-cbc", keyBytes: 16 },
-  "http://www.w3.org/2001/04/xmlenc#aes192-cbc": { name: "aes-192-cbc", keyBytes: 24 },
-  "http://www.w3.org/2001/04/xmlenc#aes256-cbc": { name: "aes-256-cbc", keyBytes: 32 },
-};
+const CBC_CIPHERS = new Map<string, { name: string; keyBytes: number }>([
+  ["http://www.w3.org/2001/04/xmlenc#aes128-cbc", { name: "aes-128-cbc", keyBytes: 16 }],
+  ["http://www.w3.org/2001/04/xmlenc#aes192-cbc", { name: "aes-192-cbc", keyBytes: 24 }],
+  ["http://www.w3.org/2001/04/xmlenc#aes256-cbc", { name: "aes-256-cbc", keyBytes: 32 }],
+]);
 
 // RFC 6030 section 6.1.1: MACMethod names an XML Signature HMAC (RFC 3275, RFC 4051).
-const MAC_HASHES: Record<string, "sha1" | "sha256"> = {
-  "http://www.w3.org/2000/09/xmldsig#hmac-sha1": "sha1",
-  "http://www.w3.org/2001/04/xmldsig-more#hmac-sha256": "sha256",
-};
+const MAC_HASHES = new Map<string, "sha1" | "sha256">([
+  ["http://www.w3.org/2000/09/xmldsig#hmac-sha1", "sha1"],
+  ["http://www.w3.org/2001/04/xmldsig-more#hmac-sha256", "sha256"],
+]);
 
 const AES_BLOCK_BYTES = 16;
 
@@ -77,8 +79,10 @@ export function parsePskc(xml: string, options: PskcOptions = {}): SeedFileResul
   packages.forEach((keyPackage, index) => {
     const number = index + 1;
     const read = readKeyPackage(keyPackage, keys.value);
-    const where = (problem: string): SeedProblem =>
-      read.serial === undefined ? { problem: `key package ${number}: ${problem}` } : { serial: read.serial, problem: `key package ${number}: ${problem}` };
+    const where = (text: string): SeedProblem => {
+      const problem = `key package ${number}: ${text}`;
+      return read.serial === undefined ? { problem } : { serial: read.serial, problem };
+    };
     problems.push(...read.problems.map(where));
     if (read.serial !== undefined) {
       const first = firstPackageOf.get(read.serial);
@@ -194,7 +198,10 @@ function readContainerKeys(container: unknown, preSharedKey: Buffer | undefined)
   if (!macMethod.ok) return macMethod;
   if (!containsElement(container, "EncryptedValue") && macMethod.value === undefined) return ok({});
   if (!preSharedKey) return no("the file is encrypted (RFC 6030 section 6.1): a pre-shared key is needed to read it");
-  if (macMethod.value === undefined) return ok({ preSharedKey });
+  // RFC 6030 section 6.1.1: CBC has no integrity of its own, so encrypted values come
+  // with a MAC. Without one, a wrong key passes the padding check one time in 256 and
+  // would import a seed that never produces a right code.
+  if (macMethod.value === undefined) return no("the file is encrypted but has no MACMethod (RFC 6030 section 6.1.1): its secrets cannot be checked");
   const mac = readMacKey(macMethod.value, preSharedKey);
   return mac.ok ? ok({ preSharedKey, mac: mac.value }) : mac;
 }
@@ -205,7 +212,7 @@ function readContainerKeys(container: unknown, preSharedKey: Buffer | undefined)
  */
 function readMacKey(macMethod: unknown, preSharedKey: Buffer): Read<NonNullable<ContainerKeys["mac"]>> {
   const uri = attribute(macMethod, "Algorithm") ?? "";
-  const hash = MAC_HASHES[uri];
+  const hash = MAC_HASHES.get(uri);
   if (!hash) return no(`MACMethod algorithm "${uri}" is not supported: use HMAC-SHA1 or HMAC-SHA256`);
   const macKey = one(macMethod, "MACKey");
   if (!macKey.ok) return macKey;
@@ -230,7 +237,7 @@ function readCipherValue(encrypted: unknown, key: Buffer): Read<CipherValue> {
   const method = one(encrypted, "EncryptionMethod");
   if (!method.ok) return method;
   const uri = attribute(method.value, "Algorithm") ?? "";
-  const cipher = CBC_CIPHERS[uri];
+  const cipher = CBC_CIPHERS.get(uri);
   if (!cipher) return no(`encryption algorithm "${uri}" is not supported: use AES-CBC`);
   if (key.length !== cipher.keyBytes) {
     return no(`the pre-shared key is ${key.length} bytes but ${cipher.name} needs ${cipher.keyBytes}`);
@@ -317,11 +324,14 @@ function readSerial(keyPackage: unknown): Read<string> {
 function readOtpMode(key: unknown): Read<OtpMode> {
   const uri = attribute(key, "Algorithm");
   if (!uri) return no("the Key has no Algorithm");
-  const mode = KEY_ALGORITHMS[uri];
+  const mode = KEY_ALGORITHMS.get(uri);
   return mode ? ok(mode) : no(`key algorithm "${uri}" is not supported: only HOTP and TOTP`);
 }
 
-/** Section 4.3.4: ResponseFormat gives the OTP's length and encoding. */
+/**
+ * Section 4.3.4: ResponseFormat gives the OTP's length and encoding. The HOTP profile
+ * allows 6 to 9 decimal digits; Tessera verifies 6 or 8 only.
+ */
 function readDigits(key: unknown): Read<6 | 8> {
   const format = descend(key, ["AlgorithmParameters", "ResponseFormat"]);
   if (!format.ok) return format;

@@ -1,0 +1,24 @@
+import type { FastifyInstance, LightMyRequestResponse } from "fastify";
+import type { TestCore } from "../testing/databases.js";
+import { buildHttpApp } from "./app.js";
+
+/** The HTTP app over a test core, driven in-process with inject (no sockets). */
+export async function createTestApp(core: TestCore, options: { bodyLimitBytes?: number } = {}) {
+  const app: FastifyInstance = await buildHttpApp(core.services, {
+    bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
+    logLevel: "silent",
+    publicUrl: "http://tessera.test",
+  });
+  await app.ready();
+  const call = async (method: string, url: string, key: string | null, body?: unknown, headers: Record<string, string> = {}) => {
+    const response: LightMyRequestResponse = await app.inject({
+      method: method as "GET",
+      url,
+      headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...headers },
+      ...(body === undefined ? {} : typeof body === "string" ? { payload: body, headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}), ...headers } } : { payload: body as object }),
+    });
+    const json = response.body.length > 0 && response.headers["content-type"]?.toString().includes("json") ? (response.json() as Record<string, unknown>) : null;
+    return { status: response.statusCode, json: json as any, body: response.body }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  return { app, call, close: () => app.close() };
+}

@@ -1,0 +1,132 @@
+import { sql } from "kysely";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { installerPrincipal } from "../modules/operators/access.js";
+import { reserveSerials } from "../modules/tokens/serial.js";
+import { verifyAuditChain } from "../modules/audit/service.js";
+import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { createTenant } from "../testing/fixtures.js";
+import { isMigrated, migrateToLatest } from "./migrate.js";
+
+// The storage contract: what the services rely on from a database, run unchanged on
+// SQLite and PostgreSQL.
+describeEachDatabase("storage contract", (kind) => {
+  let core: TestCore;
+  beforeAll(async () => {
+    core = await createTestCore(kind);
+  });
+  afterAll(async () => core.close());
+
+  it("applies every migration and reports itself ready; applying again changes nothing", async () => {
+    expect(await isMigrated(core.storage)).toBe(true);
+    expect((await migrateToLatest(core.storage)).applied).toEqual([]);
+  });
+
+  it("returns 64-bit times and counters as numbers", async () => {
+    const { db } = core.storage;
+    const tenant = await createTenant(core.services, "numbers");
+    const row = await db.selectFrom("virtual_servers").selectAll().where("id", "=", tenant.virtualServerId).executeTakeFirstOrThrow();
+    expect(typeof row.created_at).toBe("number");
+    expect(row.created_at).toBe(core.clock.nowMs());
+    const big = 2 ** 52 + 1;
+    await db.insertInto("serial_counters").values({ prefix: "ZZ", next_value: big }).execute();
+    const counter = await db.selectFrom("serial_counters").selectAll().where("prefix", "=", "ZZ").executeTakeFirstOrThrow();
+    expect(counter.next_value).toBe(big);
+  });
+
+  it("compares serials bytewise, so prefix ranges find exactly the serials with that prefix", async () => {
+    const { db } = core.storage;
+    const tenant = await createTenant(core.services, "collation");
+    const seeds = ["ab-1", "AB-2", "ab_3", "ab.4", "abc", "b"].map((serial) => ({
+      serial,
+      secret: Buffer.alloc(20, 3),
+      otpMode: "totp" as const,
+      digits: 6 as const,
+      periodSeconds: 30,
+      algorithm: "SHA1" as const,
+      counter: 0,
+    }));
+    await core.services.tokens.importSeeds(installerPrincipal, { virtualServerId: tenant.virtualServerId, seeds });
+    const ordered = await db.selectFrom("tokens").select("serial").where("virtual_server_id", "=", tenant.virtualServerId).orderBy("serial").execute();
+    expect(ordered.map((row) => row.serial)).toEqual(["AB-2", "ab-1", "ab.4", "ab_3", "abc", "b"]);
+    const page = await core.services.tokens.list(installerPrincipal, { virtualServerId: tenant.virtualServerId, serialPrefix: "ab", limit: 10 });
+    expect(page.items.map((token) => token.serial)).toEqual(["ab-1", "ab.4", "ab_3", "abc"]);
+  });
+
+  it("refuses a second token with the same serial and a second user with the same id in one virtual server", async () => {
+    const { db } = core.storage;
+    const tenant = await createTenant(core.services, "unique");
+    const { serials } = await core.services.tokens.add(installerPrincipal, { virtualServerId: tenant.virtualServerId, type: "mobile", count: 1 });
+    const row = await db.selectFrom("tokens").selectAll().where("serial", "=", serials[0]!).executeTakeFirstOrThrow();
+    await expect(db.insertInto("tokens").values({ ...row }).execute()).rejects.toThrow();
+    await core.services.users.create(installerPrincipal, tenant.virtualServerId, { userId: "same", firstName: "", lastName: "", email: "", groups: [] });
+    const user = await db.selectFrom("users").selectAll().where("user_id", "=", "same").executeTakeFirstOrThrow();
+    await expect(db.insertInto("users").values({ ...user, id: "usr_other" }).execute()).rejects.toThrow();
+  });
+
+  it("keeps the audit trail append-only in the database itself", async () => {
+    const { db } = core.storage;
+    await createTenant(core.services, "append-only");
+    await expect(db.updateTable("audit_log").set({ reason: "rewritten" }).where("seq", "=", 1).execute()).rejects.toThrow(/append-only/);
+    await expect(db.deleteFrom("audit_log").where("seq", "=", 1).execute()).rejects.toThrow(/append-only/);
+  });
+
+  it("rolls a failed transaction back whole", async () => {
+    const { db } = core.storage;
+    const before = await db.selectFrom("virtual_servers").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto("virtual_servers")
+          .values({ id: "vs_rollback", name: "rollback", parent_id: null, path: "/vs_rollback/", capacity: null, created_at: 1, updated_at: 1 })
+          .execute();
+        throw new Error("crash in the middle");
+      }),
+    ).rejects.toThrow("crash in the middle");
+    const after = await db.selectFrom("virtual_servers").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    expect(Number(after.n)).toBe(Number(before.n));
+  });
+
+  it("hands out distinct serial numbers to concurrent transactions", async () => {
+    const { db } = core.storage;
+    const batches = await Promise.all(
+      Array.from({ length: 8 }, () => db.transaction().execute((trx) => reserveSerials(trx, "email", 25))),
+    );
+    const all = batches.flat();
+    expect(new Set(all).size).toBe(200);
+  });
+
+  it("keeps the audit chain linear when many transactions append at once", async () => {
+    const tenant = await createTenant(core.services, "chain");
+    await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        core.services.users.create(tenant.principals.admin, tenant.virtualServerId, {
+          userId: `chain-${i}`,
+          firstName: "",
+          lastName: "",
+          email: "",
+          groups: [],
+        }),
+      ),
+    );
+    const verdict = await verifyAuditChain(core.storage.db);
+    expect(verdict.ok).toBe(true);
+  });
+
+  it("cascades a deleted token's device record", async () => {
+    const { db } = core.storage;
+    const tenant = await createTenant(core.services, "cascade");
+    const { serials } = await core.services.tokens.add(installerPrincipal, { virtualServerId: tenant.virtualServerId, type: "mobile", count: 1 });
+    const serial = serials[0]!;
+    await db
+      .insertInto("devices")
+      .values({ token_serial: serial, app: "tessera", target: null, device_type: null, app_version: null, push_at_enrollment: "enabled", push_now: "enabled", enrolled_at: 1, updated_at: 1 })
+      .execute();
+    await db.deleteFrom("tokens").where("serial", "=", serial).execute();
+    expect(await db.selectFrom("devices").selectAll().where("token_serial", "=", serial).execute()).toEqual([]);
+  });
+
+  it("answers a plain query through the raw sql helper", async () => {
+    const result = await sql<{ one: number }>`select 1 as one`.execute(core.storage.db);
+    expect(Number(result.rows[0]!.one)).toBe(1);
+  });
+});

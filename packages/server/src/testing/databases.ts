@@ -1,0 +1,109 @@
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import pg from "pg";
+import { describe } from "vitest";
+import { fixedClock, type Clock } from "../clock.js";
+import { createServices, type Services } from "../core.js";
+import { createKeyring } from "../crypto/keyring.js";
+import { openStorage, type DatabaseKind, type DatabaseTarget, type Storage } from "../storage/database.js";
+import { migrateToLatest } from "../storage/migrate.js";
+
+/**
+ * Test databases: a SQLite file in a fresh temporary directory, or a PostgreSQL
+ * database created for the test file and dropped afterwards. PostgreSQL is reached at
+ * TESSERA_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres); when it is
+ * not there the PostgreSQL suites fail, they are never skipped.
+ */
+export const adminPgUrl = process.env.TESSERA_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+export const databaseKinds: DatabaseKind[] = ["sqlite", "postgres"];
+
+export interface TestDatabase {
+  kind: DatabaseKind;
+  target: DatabaseTarget;
+  /** Environment variables that point a child process (the CLI) at this database. */
+  env: Record<string, string>;
+  dataDir: string;
+  drop(): Promise<void>;
+}
+
+function withDatabase(url: string, database: string): string {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+export async function createTestDatabase(kind: DatabaseKind): Promise<TestDatabase> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "tessera-test-"));
+  if (kind === "sqlite") {
+    const file = path.join(dataDir, "tessera.db");
+    return {
+      kind,
+      target: { kind, file },
+      env: { TESSERA_DATA_DIR: dataDir },
+      dataDir,
+      drop: async () => rmSync(dataDir, { recursive: true, force: true }),
+    };
+  }
+  const name = `tessera_test_${randomBytes(6).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: adminPgUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = withDatabase(adminPgUrl, name);
+  return {
+    kind,
+    target: { kind, url },
+    env: { TESSERA_DATA_DIR: dataDir, DATABASE_URL: url },
+    dataDir,
+    async drop() {
+      const client = new pg.Client({ connectionString: adminPgUrl });
+      await client.connect();
+      try {
+        await client.query(`drop database if exists ${name} with (force)`);
+      } finally {
+        await client.end();
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const testMasterKey = Buffer.alloc(32, 7);
+
+export interface TestCore {
+  database: TestDatabase;
+  storage: Storage;
+  services: Services;
+  clock: Clock & { advance(ms: number): void };
+  close(): Promise<void>;
+}
+
+/** A migrated database of the given kind with services over it and a clock the test moves. */
+export async function createTestCore(kind: DatabaseKind): Promise<TestCore> {
+  const database = await createTestDatabase(kind);
+  const storage = openStorage(database.target);
+  await migrateToLatest(storage);
+  const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
+  const services = createServices(storage, createKeyring([testMasterKey]), { clock });
+  return {
+    database,
+    storage,
+    services,
+    clock,
+    async close() {
+      await storage.close();
+      await database.drop();
+    },
+  };
+}
+
+/** Runs the same suite on SQLite and on PostgreSQL. */
+export function describeEachDatabase(name: string, suite: (kind: DatabaseKind) => void): void {
+  for (const kind of databaseKinds) describe(`${name} [${kind}]`, () => suite(kind));
+}
