@@ -33,6 +33,7 @@ export const errorCatalogue = {
   UNSUPPORTED_MEDIA_TYPE: defineError(415, "Send the request body as application/json"),
   UNAUTHENTICATED: defineError(401, "Authenticate with an API key or a session token (Authorization: Bearer ...)"),
   INVALID_CREDENTIALS: defineError(401, "The email or password is not right"),
+  RATE_LIMITED: defineError(429, "Too many failed attempts; try again in {retryAfterSeconds} s"),
   FORBIDDEN: defineError(403, "The {role} role may not {action}"),
   ROUTE_NOT_FOUND: defineError(404, "No route {method} {url}"),
   CURSOR_INVALID: defineError(400, "The cursor is not one this server handed out"),

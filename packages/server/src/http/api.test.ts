@@ -77,6 +77,24 @@ describeEachDatabase("admin API", (kind) => {
       expect(me.json).toMatchObject({ operatorId: operator.id, role: "auditor", virtualServerId: t.virtualServerId });
     });
 
+    it("audits logins and, after ten failures for one email, refuses even the right password for a while", async () => {
+      await core.services.operators.create(installerPrincipal, { email: "guessed@api.test", name: "Guessed", role: "auditor", virtualServerId: t.virtualServerId, password: "the real password" });
+      for (let i = 0; i < 10; i++) {
+        const wrong = await api.call("POST", "/api/v1/sessions", null, { email: "guessed@api.test", password: `guess ${i}` });
+        expect(wrong.json.error.code).toBe("INVALID_CREDENTIALS");
+      }
+      const limited = await api.call("POST", "/api/v1/sessions", null, { email: "guessed@api.test", password: "the real password" });
+      expect(limited.status).toBe(429);
+      expect(limited.json.error.code).toBe("RATE_LIMITED");
+      const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=operator.login_failed&limit=100`, key);
+      expect(trail.json.items.filter((r: { actor: string }) => r.actor === "operator:guessed@api.test")).toHaveLength(10);
+      await core.services.operators.create(installerPrincipal, { email: "unharmed@api.test", name: "Unharmed", role: "auditor", virtualServerId: t.virtualServerId, password: "another password" });
+      const other = await api.call("POST", "/api/v1/sessions", null, { email: "unharmed@api.test", password: "another password" });
+      expect(other.status).toBe(201);
+      const logins = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=operator.login`, key);
+      expect(logins.json.items.length).toBeGreaterThanOrEqual(1);
+    });
+
     it("stops accepting a session token once it expires", async () => {
       await core.services.operators.create(installerPrincipal, { email: "short@api.test", name: "Short", role: "auditor", virtualServerId: t.virtualServerId, password: "a long enough password" });
       const session = await api.call("POST", "/api/v1/sessions", null, { email: "short@api.test", password: "a long enough password" });

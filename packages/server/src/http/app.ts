@@ -83,6 +83,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   app.setErrorHandler((error: FastifyError, request, reply) => {
     const mapped = toTesseraError(error, options.bodyLimitBytes);
     if (mapped.code === "INTERNAL") request.log.error({ err: error }, "unexpected error");
+    if (mapped.code === "RATE_LIMITED") void reply.header("retry-after", String((mapped.details as { retryAfterSeconds: number }).retryAfterSeconds));
     void reply.status(mapped.status).send(errorBody(mapped));
   });
   app.setNotFoundHandler((request, reply) => {

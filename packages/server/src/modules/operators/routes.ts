@@ -28,10 +28,11 @@ export const operatorRoutes: FastifyPluginAsyncZod<{ services: Services }> = asy
         summary: "Log in with email and password; returns a bearer session token",
         security: [],
         body: z.strictObject({ email: z.string().min(1).max(254), password: z.string().min(1).max(1024) }),
-        response: { 201: z.object({ token: z.string(), expiresAt: z.string() }), 400: errorResponse, 401: errorResponse },
+        response: { 201: z.object({ token: z.string(), expiresAt: z.string() }), 400: errorResponse, 401: errorResponse, 429: errorResponse },
       },
     },
-    async (request, reply) => reply.status(201).send(await services.operators.createSession(request.body.email, request.body.password)),
+    async (request, reply) =>
+      reply.status(201).send(await services.operators.createSession(request.body.email, request.body.password, request.ip)),
   );
 
   app.get(

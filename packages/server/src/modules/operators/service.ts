@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { hash as argon2Hash, verify as argon2Verify } from "@node-rs/argon2";
+import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId, newSecret } from "../../ids.js";
@@ -42,10 +43,26 @@ function sameHash(a: string, b: string): boolean {
 }
 
 const API_KEY_PREFIX = "tsk_";
+const EMAIL_FAILURES = 10;
+const ADDRESS_FAILURES = 50;
+const LIMIT_WINDOW_SECONDS = 15 * 60;
+
+/** A penalty past the limit rejects with the limiter's state; the count is what matters. */
+const ignoreLimit = (reason: unknown) => {
+  if (!(reason instanceof RateLimiterRes)) throw reason;
+};
+
+function loginPrincipal(email: string, operatorId: string | null = null): Principal {
+  return { kind: "operator", operatorId, actor: `operator:${email}`, role: "auditor", scope: { virtualServerId: null, path: "/", includesChildren: false } };
+}
 const SESSION_PREFIX = "tss_";
 
 export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { sessionTtlSeconds: number }) {
   const { db, clock, audit } = deps;
+  // Per process: with several nodes an attacker gets the limit once per node, which
+  // still turns guessing a password into a hopeless job.
+  const failuresByEmail = new RateLimiterMemory({ points: EMAIL_FAILURES, duration: LIMIT_WINDOW_SECONDS });
+  const failuresByAddress = new RateLimiterMemory({ points: ADDRESS_FAILURES, duration: LIMIT_WINDOW_SECONDS });
 
   async function principalFor(operatorId: string): Promise<Principal | null> {
     const row = await db
@@ -149,22 +166,55 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
       });
     },
 
-    /** Password login: a session token for the console and API, expiring after the session TTL. */
-    async createSession(email: string, password: string): Promise<{ token: string; expiresAt: string }> {
-      const row = await db.selectFrom("operators").selectAll().where("email", "=", email.trim().toLowerCase()).executeTakeFirst();
+    /**
+     * Password login: a session token for the console and API, expiring after the session
+     * TTL. Failures are counted per email and per source address; past the limit the
+     * login is refused before the password is even checked.
+     */
+    async createSession(email: string, password: string, sourceAddress = "unknown"): Promise<{ token: string; expiresAt: string }> {
+      const normalised = email.trim().toLowerCase();
+      const blocked = await Promise.all([failuresByEmail.get(normalised), failuresByAddress.get(sourceAddress)]);
+      const retryMs = Math.max(
+        ...blocked.map((res, i) => (res && res.consumedPoints >= [EMAIL_FAILURES, ADDRESS_FAILURES][i]! ? res.msBeforeNext : 0)),
+      );
+      if (retryMs > 0) {
+        const retryAfterSeconds = Math.ceil(retryMs / 1000);
+        throw fail("RATE_LIMITED", { retryAfterSeconds }, { retryAfterSeconds });
+      }
+
+      const row = await db.selectFrom("operators").selectAll().where("email", "=", normalised).executeTakeFirst();
       // Verify against a fixed hash when the operator is unknown, so timing does not
       // tell which emails exist.
       const storedHash = row?.password_hash ?? (await dummyHash());
       const good = await argon2Verify(storedHash, password).catch(() => false);
-      if (!row || !good || row.disabled === 1) throw fail("INVALID_CREDENTIALS");
+      if (!row || !good || row.disabled === 1) {
+        await Promise.all([
+          failuresByEmail.penalty(normalised).catch(ignoreLimit),
+          failuresByAddress.penalty(sourceAddress).catch(ignoreLimit),
+        ]);
+        if (row) {
+          await db.transaction().execute((trx) =>
+            audit.append(trx, loginPrincipal(row.email), [
+              { action: "operator.login_failed", virtualServerId: row.virtual_server_id, targetType: "operator", targetId: row.id, details: { sourceAddress } },
+            ]),
+          );
+        }
+        throw fail("INVALID_CREDENTIALS");
+      }
+      await failuresByEmail.delete(normalised);
       const id = newId("ses");
       const secret = newSecret();
       const now = clock.nowMs();
       const expiresAt = now + deps.sessionTtlSeconds * 1000;
-      await db
-        .insertInto("sessions")
-        .values({ id, operator_id: row.id, secret_hash: hashSecret(secret), created_at: now, expires_at: expiresAt })
-        .execute();
+      await db.transaction().execute(async (trx) => {
+        await trx
+          .insertInto("sessions")
+          .values({ id, operator_id: row.id, secret_hash: hashSecret(secret), created_at: now, expires_at: expiresAt })
+          .execute();
+        await audit.append(trx, loginPrincipal(row.email, row.id), [
+          { action: "operator.login", virtualServerId: row.virtual_server_id, targetType: "operator", targetId: row.id, details: { sourceAddress } },
+        ]);
+      });
       return { token: `${SESSION_PREFIX}${id}.${secret}`, expiresAt: new Date(expiresAt).toISOString() };
     },
 
