@@ -1,5 +1,5 @@
 import { createReadStream, readFileSync, statSync } from "node:fs";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig, type Config } from "../config.js";
 import { openCore, type Services } from "../core.js";
 import { addKeyToKeyFile, loadKeyring, pruneKeyFile } from "../crypto/keyring.js";
@@ -44,6 +44,17 @@ async function resolveVirtualServer(services: Services, idOrName: string): Promi
 }
 
 export class CliError extends Error {}
+
+/** Parses a whole-number option within a range, or refuses it the way commander reports bad arguments. */
+function wholeNumber(min: number, max: number) {
+  return (value: string): number => {
+    const parsed = Number(value);
+    if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(parsed) || parsed < min || parsed > max) {
+      throw new InvalidArgumentError(`a whole number from ${min} to ${max}`);
+    }
+    return parsed;
+  };
+}
 
 const jsonOption = new Option("--json", "print one JSON object for scripts");
 
@@ -118,7 +129,7 @@ export function buildProgram(): Command {
     .command("import")
     .argument("<file>", "CSV with a header row: userId, firstName, lastName, email, groups (';' separated)")
     .requiredOption("--vs <virtualServer>", "virtual server id or name")
-    .option("--batch-size <n>", "users written per transaction", (value) => Number(value), 1000)
+    .option("--batch-size <n>", "users written per transaction", wholeNumber(1, 10_000), 1000)
     .addOption(jsonOption)
     .action(async (file: string, options: { vs: string; batchSize: number; json?: boolean }) =>
       withServices(async (services) => {
@@ -148,14 +159,11 @@ export function buildProgram(): Command {
     .description("add mobile or email tokens with generated serials")
     .requiredOption("--vs <virtualServer>", "virtual server id or name")
     .addOption(new Option("--type <type>", "token type").choices(generatedTokenTypes).makeOptionMandatory())
-    .requiredOption("--count <n>", "how many", (value) => Number(value))
+    .requiredOption("--count <n>", "how many", wholeNumber(1, 1_000_000))
     .addOption(jsonOption)
     .action(async (options: { vs: string; type: (typeof generatedTokenTypes)[number]; count: number; json?: boolean }) =>
       withServices(async (services) => {
         const virtualServerId = await resolveVirtualServer(services, options.vs);
-        if (!Number.isInteger(options.count) || options.count < 1 || options.count > 1_000_000) {
-          throw new CliError("--count must be a whole number from 1 to 1000000");
-        }
         const progress = createProgress("adding tokens", options.count, { quiet: !!options.json });
         let added = 0;
         const serials: string[] = [];
@@ -198,7 +206,7 @@ export function buildProgram(): Command {
     .addOption(new Option("--state <state>").choices(tokenStates))
     .addOption(new Option("--type <type>").choices(tokenTypeIds))
     .option("--user <userId>", "held by this user")
-    .option("--limit <n>", "page size", (value) => Number(value), 100)
+    .option("--limit <n>", "page size", wholeNumber(1, 1000), 100)
     .option("--cursor <cursor>", "the next page, from a previous --json answer")
     .addOption(jsonOption)
     .action(async (options: { vs: string; prefix?: string; state?: (typeof tokenStates)[number]; type?: (typeof tokenTypeIds)[number]; user?: string; limit: number; cursor?: string; json?: boolean }) =>
@@ -259,9 +267,8 @@ export function buildProgram(): Command {
       }),
     );
 
-  program
-    .command("keys")
-    .description("the master key")
+  const keys = program.command("keys").description("the master key");
+  keys
     .command("rotate")
     .description("make a new master key (key file) or take the one in TESSERA_MASTER_KEY, and re-encrypt every token key")
     .addOption(jsonOption)
@@ -271,16 +278,33 @@ export function buildProgram(): Command {
       const services = await openCore(config);
       try {
         const result = await reencryptTokenKeys(services);
-        pruneKeyFile(config.masterKey);
         print(!!options.json, { ...result, keyId: keyring.currentKeyId }, () =>
-          `re-encrypted ${result.reencrypted} token keys under master key ${keyring.currentKeyId}`,
+          `re-encrypted ${result.reencrypted} token keys under master key ${keyring.currentKeyId}; ` +
+            "the old key stays for decryption until `tessera keys prune`",
         );
       } finally {
         await services.storage.close();
       }
     });
 
+  keys
+    .command("prune")
+    .description("remove from the key file the master keys no token uses any more (after every node runs with the new key)")
+    .addOption(jsonOption)
+    .action(async (options: { json?: boolean }) =>
+      withServices(async (services, config) => {
+        const rows = await services.storage.db.selectFrom("tokens").select("key_id").distinct().where("key_id", "is not", null).execute();
+        const result = pruneKeyFile(config.masterKey, rows.map((row) => row.key_id!));
+        print(!!options.json, result, () => (result.removed.length ? `removed ${result.removed.join(", ")}` : "nothing to remove"));
+      }),
+    );
+
   return program;
+}
+
+function isFileError(error: unknown): error is NodeJS.ErrnoException & { path: string; code: string } {
+  const candidate = error as NodeJS.ErrnoException | null;
+  return candidate instanceof Error && typeof candidate.path === "string" && typeof candidate.code === "string";
 }
 
 /** Prints errors the way scripts can read them: the code first, exit status 1. */
@@ -293,6 +317,10 @@ export async function runCli(argv: string[]): Promise<void> {
       process.exitCode = 1;
     } else if (error instanceof CliError || (error instanceof Error && error.name === "ConfigError")) {
       process.stderr.write(`error: ${error.message}\n`);
+      process.exitCode = 1;
+    } else if (isFileError(error)) {
+      // A file that is not there or not readable is the caller's mistake, not a crash.
+      process.stderr.write(`error: cannot read ${error.path}: ${error.code}\n`);
       process.exitCode = 1;
     } else {
       throw error;

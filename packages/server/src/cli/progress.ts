@@ -15,13 +15,21 @@ export function createProgress(label: string, total: number, options: { quiet: b
     return { update: (value: number, note = "") => bar.update(value, { note }), stop: () => bar.stop() };
   }
   let lastPrint = 0;
+  let last: { value: number; note: string } | null = null;
+  const write = (value: number, note: string) =>
+    process.stderr.write(`${label}: ${total > 0 ? Math.floor((value / total) * 100) : 0}% ${note}\n`);
   return {
     update(value: number, note = "") {
+      last = { value, note };
       const now = Date.now();
       if (now - lastPrint < 2000) return;
       lastPrint = now;
-      process.stderr.write(`${label}: ${total > 0 ? Math.floor((value / total) * 100) : 0}% ${note}\n`);
+      last = null;
+      write(value, note);
     },
-    stop: () => {},
+    // The final figures always reach the log, however soon after the previous line.
+    stop: () => {
+      if (last) write(last.value, last.note);
+    },
   };
 }

@@ -51,14 +51,27 @@ describe("master keys and token keys at rest", () => {
   it("rotates: a new key encrypts, the old one still decrypts until pruned", () => {
     const s = settings();
     const old = loadKeyring(s);
+    const oldId = old.currentKeyId;
     const sealed = old.encrypt(Buffer.alloc(20, 4), "S");
     const rotated = addKeyToKeyFile(s);
-    expect(rotated.currentKeyId).not.toBe(old.currentKeyId);
+    expect(rotated.currentKeyId).not.toBe(oldId);
     expect(rotated.decrypt(sealed.ciphertext, sealed.keyId, "S")).toEqual(Buffer.alloc(20, 4));
-    pruneKeyFile(s);
+    expect(pruneKeyFile(s, [oldId]).removed).toEqual([]);
+    expect(pruneKeyFile(s, []).removed).toEqual([oldId]);
     expect(() => loadKeyring(s).decrypt(sealed.ciphertext, sealed.keyId, "S")).toThrow(KeyringError);
     expect(statSync(s.keyFile).mode & 0o777).toBe(0o600);
     expect(JSON.parse(readFileSync(s.keyFile, "utf8")).keys).toHaveLength(1);
+  });
+
+  it("follows a rotation made by another process while it runs", () => {
+    const s = settings();
+    const running = loadKeyring(s);
+    const before = running.currentKeyId;
+    const other = addKeyToKeyFile(s);
+    const sealedElsewhere = other.encrypt(Buffer.alloc(20, 8), "S");
+    expect(running.decrypt(sealedElsewhere.ciphertext, sealedElsewhere.keyId, "S")).toEqual(Buffer.alloc(20, 8));
+    expect(running.currentKeyId).toBe(other.currentKeyId);
+    expect(running.currentKeyId).not.toBe(before);
   });
 
   it("takes the key from the environment without writing a key file, previous keys decrypting", () => {

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 
 /**
@@ -101,8 +101,30 @@ export function loadKeyring(settings: MasterKeySettings): Keyring {
       keys: [{ id: keyIdOf(key), key: key.toString("base64"), createdAt: new Date().toISOString() }],
     });
   }
-  const file = readKeyFile(settings.keyFile);
-  return createKeyring([...file.keys.map((entry) => parseMasterKey(entry.key)), ...settings.previous.map(parseMasterKey)]);
+  const previous = settings.previous.map(parseMasterKey);
+  const read = () => {
+    const file = readKeyFile(settings.keyFile);
+    return { keyring: createKeyring([...file.keys.map((entry) => parseMasterKey(entry.key)), ...previous]), mtimeMs: statSync(settings.keyFile).mtimeMs };
+  };
+  // A rotation (`tessera keys rotate`, another process) rewrites the key file while
+  // servers run: they take the new key for encryption as soon as the file changes, and
+  // re-read it when they meet a key id they do not know.
+  let loaded = read();
+  const fresh = () => {
+    if (statSync(settings.keyFile).mtimeMs !== loaded.mtimeMs) loaded = read();
+    return loaded.keyring;
+  };
+  return {
+    get currentKeyId() {
+      return fresh().currentKeyId;
+    },
+    keyIds: () => fresh().keyIds(),
+    encrypt: (plaintext, context) => fresh().encrypt(plaintext, context),
+    decrypt(ciphertext, keyId, context) {
+      if (!loaded.keyring.keyIds().includes(keyId)) loaded = read();
+      return loaded.keyring.decrypt(ciphertext, keyId, context);
+    },
+  };
 }
 
 /** Adds a new newest key to the key file and returns the keyring that uses it. */
@@ -119,9 +141,14 @@ export function addKeyToKeyFile(settings: MasterKeySettings): Keyring {
   return loadKeyring(settings);
 }
 
-/** Drops every key but the newest from the key file, once nothing is encrypted under them. */
-export function pruneKeyFile(settings: MasterKeySettings): void {
-  if (settings.fromEnvironment || !existsSync(settings.keyFile)) return;
+/**
+ * Drops from the key file every key but the newest and those still named by `inUse`
+ * (the key ids token rows carry). Run it once every node encrypts with the new key.
+ */
+export function pruneKeyFile(settings: MasterKeySettings, inUse: string[]): { removed: string[] } {
+  if (settings.fromEnvironment || !existsSync(settings.keyFile)) return { removed: [] };
   const file = readKeyFile(settings.keyFile);
-  writeKeyFile(settings.keyFile, { keys: file.keys.slice(0, 1) });
+  const keep = file.keys.filter((entry, index) => index === 0 || inUse.includes(keyIdOf(parseMasterKey(entry.key))));
+  writeKeyFile(settings.keyFile, { keys: keep });
+  return { removed: file.keys.filter((entry) => !keep.includes(entry)).map((entry) => keyIdOf(parseMasterKey(entry.key))) };
 }

@@ -175,6 +175,16 @@ describeEachDatabase("admin API", (kind) => {
       expect((await api.call("GET", `${users()}/imp-4`, key)).json).toMatchObject({ firstName: 'Dee "Quoted"', groups: ["vpn"] });
       const again = await api.call("POST", `${users()}/import`, key, { csv });
       expect(again.json.imported).toBe(0);
+      // Rows already in the database are found when their batch is written, yet the
+      // report lists every error in file order.
+      expect(again.json.errors.map((e: { line: number; code: string }) => [e.line, e.code])).toEqual([
+        [2, "USER_EXISTS"],
+        [3, "VALIDATION_FAILED"],
+        [4, "VALIDATION_FAILED"],
+        [5, "USER_EXISTS"],
+        [6, "USER_EXISTS"],
+        [7, "USER_EXISTS"],
+      ]);
     });
 
     it("refuses a CSV without a user id column and imports nothing", async () => {

@@ -2,11 +2,10 @@ import { Readable } from "node:stream";
 import { parse } from "csv-parse";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
-import { newId } from "../../ids.js";
 import type { UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
-import { userInputSchema, type UserInput } from "./user.js";
+import { newUserRow, userInputSchema, type UserInput } from "./user.js";
 
 export interface ImportRowError {
   /** Line in the file, the header being line 1. */
@@ -87,13 +86,22 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
     const seenInFile = new Set<string>();
     let batch: PendingRow[] = [];
 
+    // Errors found while reading wait for the batch they belong to: rows already in the
+    // database are only found when the batch is written, and the report lists errors in
+    // file order.
+    let pending: ImportRowError[] = [];
     const reject = (error: ImportRowError) => {
       report.failed += 1;
-      if (report.errors.length < MAX_LISTED_ERRORS) report.errors.push(error);
+      pending.push(error);
+    };
+    const settleErrors = () => {
+      pending.sort((a, b) => a.line - b.line);
+      for (const error of pending) if (report.errors.length < MAX_LISTED_ERRORS) report.errors.push(error);
+      pending = [];
     };
 
     const flush = async () => {
-      if (batch.length === 0) return;
+      if (batch.length === 0) return settleErrors();
       const rows = batch;
       batch = [];
       const imported = await db.transaction().execute(async (trx) => {
@@ -119,18 +127,9 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
             reject({ line, userId: input.userId, code: "USER_EXISTS", message: `User ${input.userId} already exists` });
             continue;
           }
-          const id = newId("usr");
-          users.push({
-            id,
-            virtual_server_id: virtualServerId,
-            user_id: input.userId,
-            first_name: input.firstName,
-            last_name: input.lastName,
-            email: input.email,
-            created_at: now,
-            updated_at: now,
-          });
-          for (const group of new Set(input.groups)) groups.push({ user_pk: id, virtual_server_id: virtualServerId, group_name: group });
+          const user = newUserRow(virtualServerId, input, now);
+          users.push(user);
+          for (const group of new Set(input.groups)) groups.push({ user_pk: user.id, virtual_server_id: virtualServerId, group_name: group });
         }
         // Parameter limits: 8 columns x 1000 users and 3 x 2000 groups stay well inside.
         for (let i = 0; i < users.length; i += 1000) await trx.insertInto("users").values(users.slice(i, i + 1000)).execute();
@@ -147,6 +146,7 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
         }
         return users.length;
       });
+      settleErrors();
       report.imported += imported;
       progress.imported = report.imported;
       progress.failed = report.failed;
@@ -205,6 +205,7 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
         const line = (error as { lines?: number }).lines ?? 0;
         if (report.imported === 0 && progress.rows === 0 && error.code === "CSV_INVALID") throw error;
         reject({ line, userId: null, code: "CSV_INVALID", message: `${error.message}; the rest of the file was not read` });
+        settleErrors();
         return report;
       }
       throw error;

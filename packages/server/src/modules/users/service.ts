@@ -1,11 +1,10 @@
 import type { Kysely, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
-import { newId } from "../../ids.js";
 import type { Database, UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
-import { toUser, type User, type UserInput, type UserUpdate } from "./user.js";
+import { newUserRow, toUser, type User, type UserInput, type UserUpdate } from "./user.js";
 
 export interface UserSearch {
   /** Matches the start of the user id, first name, last name or email (case as stored). */
@@ -80,16 +79,7 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
           .executeTakeFirst();
         if (existing) throw fail("USER_EXISTS", { userId: input.userId });
         const now = clock.nowMs();
-        const row: UserRow = {
-          id: newId("usr"),
-          virtual_server_id: virtualServerId,
-          user_id: input.userId,
-          first_name: input.firstName,
-          last_name: input.lastName,
-          email: input.email,
-          created_at: now,
-          updated_at: now,
-        };
+        const row = newUserRow(virtualServerId, input, now);
         await trx.insertInto("users").values(row).execute();
         await replaceGroups(trx, row, input.groups);
         await audit.append(trx, principal, [

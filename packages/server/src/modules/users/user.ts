@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { newId } from "../../ids.js";
 import type { UserRow } from "../../storage/schema.js";
 
 // Login names as RADIUS and most directories accept them: no spaces or control
@@ -53,5 +54,19 @@ export function toUser(row: UserRow, groups: string[], tokens: User["tokens"]): 
     tokens,
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
+
+/** The row of a new user, with a fresh internal id. */
+export function newUserRow(virtualServerId: string, input: UserInput, nowMs: number): UserRow {
+  return {
+    id: newId("usr"),
+    virtual_server_id: virtualServerId,
+    user_id: input.userId,
+    first_name: input.firstName,
+    last_name: input.lastName,
+    email: input.email,
+    created_at: nowMs,
+    updated_at: nowMs,
   };
 }
