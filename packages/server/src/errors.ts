@@ -42,6 +42,8 @@ export const errorCatalogue = {
   SCOPE_ESCALATION: defineError(403, "An operator can only be given a scope inside your own"),
   OPERATOR_NOT_FOUND: defineError(404, "Operator {id} does not exist"),
   OPERATOR_EMAIL_TAKEN: defineError(409, "An operator with email {email} already exists"),
+  OPERATOR_SELF_CHANGE: defineError(409, "You cannot change your own role or disable yourself; ask another admin"),
+  API_KEY_NOT_FOUND: defineError(404, "API key {id} does not exist"),
   USER_NOT_FOUND: defineError(404, "User {userId} does not exist"),
   USER_EXISTS: defineError(409, "User {userId} already exists in this virtual server"),
   USER_HAS_TOKENS: defineError(409, "User {userId} holds {count} token(s); revoke them first"),

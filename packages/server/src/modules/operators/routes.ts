@@ -35,6 +35,22 @@ export const operatorRoutes: FastifyPluginAsyncZod<{ services: Services }> = asy
       reply.status(201).send(await services.operators.createSession(request.body.email, request.body.password, request.ip)),
   );
 
+  app.delete(
+    "/sessions/current",
+    {
+      schema: {
+        operationId: "deleteSession",
+        summary: "Log out: the session token used for this request stops working",
+        response: { 204: z.null(), 401: errorResponse },
+      },
+    },
+    async (request, reply) => {
+      principalOf(request);
+      await services.operators.endSession(request.headers.authorization?.slice(7).trim() ?? "");
+      return reply.status(204).send(null);
+    },
+  );
+
   app.get(
     "/me",
     {
@@ -111,5 +127,62 @@ export const operatorRoutes: FastifyPluginAsyncZod<{ services: Services }> = asy
     },
     async (request, reply) =>
       reply.status(201).send(await services.operators.createApiKey(principalOf(request), request.params.operatorId, request.body.name)),
+  );
+
+  const operatorParam = z.strictObject({ operatorId: z.string().min(1).max(64) });
+
+  app.patch(
+    "/operators/:operatorId",
+    {
+      schema: {
+        operationId: "updateOperator",
+        summary: "Rename, set a password, change the role or disable (not for oneself); disabling ends the operator's sessions",
+        params: operatorParam,
+        body: z.strictObject({
+          name: z.string().trim().min(1).max(128).optional(),
+          role: z.enum(roles).optional(),
+          disabled: z.boolean().optional(),
+          password: z.string().min(12).max(1024).optional(),
+        }),
+        response: { 200: operatorSchema, ...commonErrors },
+      },
+    },
+    async (request) => services.operators.update(principalOf(request), request.params.operatorId, request.body),
+  );
+
+  app.get(
+    "/operators/:operatorId/api-keys",
+    {
+      schema: {
+        operationId: "listApiKeys",
+        summary: "An operator's API keys (never the keys themselves): name, created, last used, revoked",
+        params: operatorParam,
+        response: {
+          200: z.object({
+            items: z.array(
+              z.object({ id: z.string(), name: z.string(), createdAt: z.string(), lastUsedAt: z.string().nullable(), revokedAt: z.string().nullable() }),
+            ),
+          }),
+          ...commonErrors,
+        },
+      },
+    },
+    async (request) => ({ items: await services.operators.listApiKeys(principalOf(request), request.params.operatorId) }),
+  );
+
+  app.delete(
+    "/operators/:operatorId/api-keys/:keyId",
+    {
+      schema: {
+        operationId: "revokeApiKey",
+        summary: "Revoke an API key at once",
+        params: z.strictObject({ operatorId: z.string().min(1).max(64), keyId: z.string().min(1).max(64) }),
+        response: { 204: z.null(), ...commonErrors },
+      },
+    },
+    async (request, reply) => {
+      await services.operators.revokeApiKey(principalOf(request), request.params.operatorId, request.params.keyId);
+      return reply.status(204).send(null);
+    },
   );
 };

@@ -4,7 +4,8 @@ import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId, newSecret } from "../../ids.js";
-import type { OperatorRow } from "../../storage/schema.js";
+import type { Transaction } from "kysely";
+import type { Database, OperatorRow } from "../../storage/schema.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { canSee, requirePermission, type Principal, type Role } from "./access.js";
 
@@ -63,6 +64,19 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
   // still turns guessing a password into a hopeless job.
   const failuresByEmail = new RateLimiterMemory({ points: EMAIL_FAILURES, duration: LIMIT_WINDOW_SECONDS });
   const failuresByAddress = new RateLimiterMemory({ points: ADDRESS_FAILURES, duration: LIMIT_WINDOW_SECONDS });
+
+  async function findVisibleOperator(trx: Transaction<Database>, principal: Principal, operatorId: string): Promise<OperatorRow> {
+    const row = await trx
+      .selectFrom("operators")
+      .innerJoin("virtual_servers", "virtual_servers.id", "operators.virtual_server_id")
+      .selectAll("operators")
+      .select("virtual_servers.path as vs_path")
+      .where("operators.id", "=", operatorId)
+      .executeTakeFirst();
+    if (!row || !canSee(principal, { path: row.vs_path })) throw fail("OPERATOR_NOT_FOUND", { id: operatorId });
+    const { vs_path: _path, ...operator } = row;
+    return operator;
+  }
 
   async function principalFor(operatorId: string): Promise<Principal | null> {
     const row = await db
@@ -135,14 +149,50 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
       return rows.map(toOperator);
     },
 
+    /** Changes an operator: name and password for oneself; role and disabling by an admin, never for oneself. */
+    async update(
+      principal: Principal,
+      operatorId: string,
+      input: { name?: string; role?: Role; disabled?: boolean; password?: string },
+    ): Promise<Operator> {
+      const passwordHash = input.password ? await argon2Hash(input.password) : undefined;
+      return db.transaction().execute(async (trx) => {
+        const target = await findVisibleOperator(trx, principal, operatorId);
+        const self = principal.operatorId === operatorId;
+        if (!self || input.role !== undefined || input.disabled !== undefined) requirePermission(principal, "operators.manage");
+        if (self && ((input.role !== undefined && input.role !== target.role) || input.disabled === true)) throw fail("OPERATOR_SELF_CHANGE");
+        const next = {
+          name: input.name ?? target.name,
+          role: input.role ?? target.role,
+          disabled: input.disabled === undefined ? target.disabled : input.disabled ? 1 : 0,
+          password_hash: passwordHash ?? target.password_hash,
+          updated_at: clock.nowMs(),
+        };
+        await trx.updateTable("operators").set(next).where("id", "=", operatorId).execute();
+        // A disabled operator's sessions end now; a new password ends the old sessions too.
+        if (next.disabled === 1 || passwordHash) await trx.deleteFrom("sessions").where("operator_id", "=", operatorId).execute();
+        await audit.append(trx, principal, [
+          {
+            action: "operator.update",
+            virtualServerId: target.virtual_server_id,
+            targetType: "operator",
+            targetId: operatorId,
+            details: {
+              changed: Object.keys(input).filter((field) => field !== "password"),
+              passwordChanged: passwordHash !== undefined,
+              before: { role: target.role, disabled: target.disabled === 1 },
+              after: { role: next.role, disabled: next.disabled === 1 },
+            },
+          },
+        ]);
+        return toOperator({ ...target, ...next });
+      });
+    },
+
     /** Issues an API key for an operator; the key is returned once and stored hashed. */
     async createApiKey(principal: Principal, operatorId: string, name: string): Promise<{ id: string; apiKey: string }> {
       return db.transaction().execute(async (trx) => {
-        const target = await trx.selectFrom("operators").selectAll().where("id", "=", operatorId).executeTakeFirst();
-        const home = target
-          ? await trx.selectFrom("virtual_servers").select("path").where("id", "=", target.virtual_server_id).executeTakeFirst()
-          : undefined;
-        if (!target || !home || !canSee(principal, home)) throw fail("OPERATOR_NOT_FOUND", { id: operatorId });
+        const target = await findVisibleOperator(trx, principal, operatorId);
         // Anyone may make keys for themselves; keys for others are an admin's job.
         if (principal.operatorId !== operatorId) requirePermission(principal, "operators.manage");
         const id = newId("key");
@@ -164,6 +214,41 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
         ]);
         return { id, apiKey: `${API_KEY_PREFIX}${id}.${secret}` };
       });
+    },
+
+    async listApiKeys(principal: Principal, operatorId: string) {
+      await db.transaction().execute(async (trx) => {
+        await findVisibleOperator(trx, principal, operatorId);
+        if (principal.operatorId !== operatorId) requirePermission(principal, "operators.read");
+      });
+      const rows = await db.selectFrom("api_keys").selectAll().where("operator_id", "=", operatorId).orderBy("created_at").execute();
+      const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+      return rows.map((row) => ({ id: row.id, name: row.name, createdAt: iso(row.created_at)!, lastUsedAt: iso(row.last_used_at), revokedAt: iso(row.revoked_at) }));
+    },
+
+    /** Revokes an API key at once: the next request with it is unauthenticated. */
+    async revokeApiKey(principal: Principal, operatorId: string, keyId: string): Promise<void> {
+      await db.transaction().execute(async (trx) => {
+        const target = await findVisibleOperator(trx, principal, operatorId);
+        if (principal.operatorId !== operatorId) requirePermission(principal, "operators.manage");
+        const revoked = await trx
+          .updateTable("api_keys")
+          .set({ revoked_at: clock.nowMs() })
+          .where("id", "=", keyId)
+          .where("operator_id", "=", operatorId)
+          .where("revoked_at", "is", null)
+          .executeTakeFirst();
+        if (Number(revoked.numUpdatedRows) !== 1) throw fail("API_KEY_NOT_FOUND", { id: keyId });
+        await audit.append(trx, principal, [
+          { action: "api_key.revoke", virtualServerId: target.virtual_server_id, targetType: "api_key", targetId: keyId, details: { operatorId } },
+        ]);
+      });
+    },
+
+    /** Logout: the session token stops working. */
+    async endSession(bearer: string): Promise<void> {
+      const match = /^tss_([a-z]+_[a-z2-7]+)\./.exec(bearer);
+      if (match) await db.deleteFrom("sessions").where("id", "=", match[1]!).execute();
     },
 
     /**
@@ -226,6 +311,12 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
       if (prefix === API_KEY_PREFIX) {
         const key = await db.selectFrom("api_keys").selectAll().where("id", "=", id).executeTakeFirst();
         if (!key || key.revoked_at !== null || !sameHash(key.secret_hash, hashSecret(secret))) return null;
+        // When a key was last used tells operators which keys are dead; a minute's
+        // precision spares a write on every request.
+        const now = clock.nowMs();
+        if (key.last_used_at === null || now - key.last_used_at > 60_000) {
+          await db.updateTable("api_keys").set({ last_used_at: now }).where("id", "=", id).execute();
+        }
         return principalFor(key.operator_id);
       }
       const session = await db.selectFrom("sessions").selectAll().where("id", "=", id).executeTakeFirst();
