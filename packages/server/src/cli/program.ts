@@ -129,7 +129,7 @@ export function buildProgram(): Command {
     .command("import")
     .argument("<file>", "CSV with a header row: userId, firstName, lastName, email, groups (';' separated)")
     .requiredOption("--vs <virtualServer>", "virtual server id or name")
-    .option("--batch-size <n>", "users written per transaction", wholeNumber(1, 10_000), 1000)
+    .option("--batch-size <n>", "users written per transaction", wholeNumber(1, 10_000), 5000)
     .addOption(jsonOption)
     .action(async (file: string, options: { vs: string; batchSize: number; json?: boolean }) =>
       withServices(async (services) => {

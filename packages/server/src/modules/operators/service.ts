@@ -247,7 +247,7 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
 
     /** Logout: the session token stops working. */
     async endSession(bearer: string): Promise<void> {
-      const match = /^tss_([a-z]+_[a-z2-7]+)\./.exec(bearer);
+      const match = /^tss_([a-z]+_[0-9a-z]+)\./.exec(bearer);
       if (match) await db.deleteFrom("sessions").where("id", "=", match[1]!).execute();
     },
 
@@ -305,7 +305,7 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
 
     /** Turns a bearer credential into a principal, or null when it is not valid now. */
     async authenticate(bearer: string): Promise<Principal | null> {
-      const match = /^(tsk_|tss_)([a-z]+_[a-z2-7]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
+      const match = /^(tsk_|tss_)([a-z]+_[0-9a-z]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
       if (!match) return null;
       const [, prefix, id, secret] = match as unknown as [string, string, string, string];
       if (prefix === API_KEY_PREFIX) {

@@ -173,16 +173,26 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
     async list(principal: Principal, search: TokenSearch): Promise<{ items: Token[]; nextCursor: string | null }> {
       await findVisibleVirtualServer(db, principal, search.virtualServerId, "tokens.read");
       const after = decodeTextCursor(search.cursor);
-      let query = selectTokenViews(db).where("tokens.virtual_server_id", "=", search.virtualServerId);
-      if (after !== undefined) query = query.where("tokens.serial", ">", after);
+      // The page is chosen on the tokens table alone, then joined to its users and
+      // devices: joined first, PostgreSQL would merge-join the whole devices index for
+      // a wide page (tens of ms at a million tokens); this way it is a few rows.
+      let page = db.selectFrom("tokens").select("tokens.serial").where("tokens.virtual_server_id", "=", search.virtualServerId);
+      if (after !== undefined) page = page.where("tokens.serial", ">", after);
       if (search.serialPrefix) {
         // A range, not LIKE: it uses the serial index on both databases (bytewise collation).
-        query = query.where("tokens.serial", ">=", search.serialPrefix).where("tokens.serial", "<", `${search.serialPrefix}\uffff`);
+        page = page.where("tokens.serial", ">=", search.serialPrefix).where("tokens.serial", "<", `${search.serialPrefix}\uffff`);
       }
-      if (search.state) query = query.where("tokens.state", "=", search.state);
-      if (search.type) query = query.where("tokens.type", "=", search.type);
-      if (search.app) query = query.where("devices.app", "=", search.app);
-      if (search.pushOtp) query = query.where("devices.push_now", "=", search.pushOtp);
+      if (search.state) page = page.where("tokens.state", "=", search.state);
+      if (search.type) page = page.where("tokens.type", "=", search.type);
+      if (search.app || search.pushOtp) {
+        const { app, pushOtp } = search;
+        page = page.where((eb) => {
+          let device = eb.selectFrom("devices").select("devices.token_serial").whereRef("devices.token_serial", "=", "tokens.serial");
+          if (app) device = device.where("devices.app", "=", app);
+          if (pushOtp) device = device.where("devices.push_now", "=", pushOtp);
+          return eb.exists(device);
+        });
+      }
       if (search.userId !== undefined) {
         const user = await db
           .selectFrom("users")
@@ -191,13 +201,15 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
           .where("user_id", "=", search.userId)
           .executeTakeFirst();
         if (!user) return { items: [], nextCursor: null };
-        query = query.where("tokens.user_pk", "=", user.id);
+        page = page.where("tokens.user_pk", "=", user.id);
       }
-      const rows = await query.orderBy("tokens.serial").limit(search.limit + 1).execute();
-      const page = rows.slice(0, search.limit);
+      const serials = (await page.orderBy("tokens.serial").limit(search.limit + 1).execute()).map((row) => row.serial);
+      if (serials.length === 0) return { items: [], nextCursor: null };
+      const query = selectTokenViews(db).where("tokens.serial", "in", serials.slice(0, search.limit));
+      const rows = await query.orderBy("tokens.serial").execute();
       return {
-        items: page.map(toToken),
-        nextCursor: rows.length > search.limit ? encodeTextCursor(page.at(-1)!.serial) : null,
+        items: rows.map(toToken),
+        nextCursor: serials.length > search.limit ? encodeTextCursor(rows.at(-1)!.serial) : null,
       };
     },
 

@@ -66,7 +66,7 @@ interface PendingRow {
 
 /**
  * Imports users from CSV, streaming: rows are checked one by one and written in
- * batches, each batch one transaction with its audit record, so an interrupted import
+ * batches, each batch (5,000 users by default) one transaction with its audit record, so an interrupted import
  * leaves whole batches and never half a user. Bad rows are reported with their line
  * and skipped; the good rows are kept.
  */
@@ -80,7 +80,8 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
     options: { batchSize?: number; onProgress?: (progress: ImportProgress) => void } = {},
   ): Promise<UserImportReport> {
     await findVisibleVirtualServer(db, principal, virtualServerId, "users.manage");
-    const batchSize = options.batchSize ?? 1000;
+    // 5,000 users a transaction: fewer commits, while the write lock is held only a fraction of a second.
+    const batchSize = options.batchSize ?? 5000;
     const report: UserImportReport = { imported: 0, failed: 0, errors: [] };
     const progress: ImportProgress = { rows: 0, imported: 0, failed: 0, bytes: 0 };
     const seenInFile = new Set<string>();

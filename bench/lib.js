@@ -1,0 +1,229 @@
+// Shared helpers for the benchmarks: machine description, seeded random numbers,
+// generated users, timing statistics, aligned tables and the result hand-off to run.js.
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { once } from "node:events";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+
+/** A fixed master key: the benchmarks never hold real secrets. */
+export const benchMasterKey = Buffer.alloc(32, 0x5a);
+
+/**
+ * The machine the figures come from.
+ * @returns {{ cpus: number, cpuModel: string, memoryGiB: number, platform: string, node: string, sqlite: string }}
+ */
+export function machine() {
+  const cpus = os.cpus();
+  const Database = require("better-sqlite3");
+  const probe = new Database(":memory:");
+  const sqlite = /** @type {{ v: string }} */ (probe.prepare("select sqlite_version() as v").get()).v;
+  probe.close();
+  return {
+    cpus: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? "unknown",
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    platform: `${process.platform} ${process.arch}`,
+    node: process.version,
+    sqlite,
+  };
+}
+
+/**
+ * Prints the machine once, at the top of a benchmark's output.
+ * @param {string} name
+ * @param {Record<string, string>} [extra] more lines, such as the PostgreSQL version
+ */
+export function printHeader(name, extra = {}) {
+  const m = machine();
+  console.log(`\n== ${name} ==`);
+  console.log(`machine: ${m.cpus} cpus (${m.cpuModel}), ${m.memoryGiB} GiB, ${m.platform}, node ${m.node}, SQLite ${m.sqlite}`);
+  for (const [key, value] of Object.entries(extra)) console.log(`${key}: ${value}`);
+  return m;
+}
+
+/**
+ * A small seeded generator (mulberry32): the same seed gives the same data every run.
+ * @param {number} seed
+ * @returns {() => number} uniform in [0, 1)
+ */
+export function seededRandom(seed) {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * @template T
+ * @param {() => number} random
+ * @param {readonly T[]} items
+ * @returns {T}
+ */
+export function pick(random, items) {
+  return /** @type {T} */ (items[Math.floor(random() * items.length)]);
+}
+
+const firstNames = ["Anna", "Bernard", "Chloé", "David", "Emma", "François", "Gabriel", "Hélène", "Inès", "Jules", "Karim", "Léa", "Marc", "Nadia", "Olivier", "Paul", "Quentin", "Rose", "Sophie", "Thomas", "Ugo", "Valérie", "William", "Yasmine", "Zoé"];
+const lastNames = ["Martin", "Bernard", "Dubois", "Thomas", "Robert", "Richard", "Petit", "Durand", "Leroy", "Moreau", "Simon", "Laurent", "Lefebvre", "Michel", "Garcia", "David", "Bertrand", "Roux", "Vincent", "Fournier", "Morel", "Girard", "André", "Mercier", "Dupont"];
+const groupNames = ["staff", "vpn", "finance", "hr", "it", "sales", "support", "engineering", "legal", "contractors", "managers", "remote", "radius-admins", "helpdesk", "marketing", "ops"];
+
+/**
+ * @typedef {{ userId: string, firstName: string, lastName: string, email: string, groups: string[] }} BenchUser
+ */
+
+/**
+ * The benchmark users, generated one at a time (never all held in memory): user ids
+ * `u0000001`..., 1 to 3 distinct groups each.
+ * @param {number} count
+ * @param {number} [seed]
+ * @returns {Generator<BenchUser>}
+ */
+export function* generateUsers(count, seed = 42) {
+  const random = seededRandom(seed);
+  for (let i = 1; i <= count; i += 1) {
+    const firstName = pick(random, firstNames);
+    const lastName = pick(random, lastNames);
+    const userId = `u${String(i).padStart(7, "0")}`;
+    const groups = new Set();
+    const wanted = 1 + Math.floor(random() * 3);
+    while (groups.size < wanted) groups.add(pick(random, groupNames));
+    const ascii = `${firstName}.${lastName}`.normalize("NFD").replace(/[^A-Za-z.]/g, "").toLowerCase();
+    yield { userId, firstName, lastName, email: `${ascii}.${i}@example.com`, groups: [...groups] };
+  }
+}
+
+/**
+ * Writes the users as CSV (header userId,firstName,lastName,email,groups; groups joined with ";").
+ * @param {string} file
+ * @param {number} count
+ * @param {number} [seed]
+ * @returns {Promise<number>} bytes written
+ */
+export async function writeUsersCsv(file, count, seed = 42) {
+  const out = createWriteStream(file);
+  let bytes = 0;
+  let chunk = "userId,firstName,lastName,email,groups\n";
+  for (const user of generateUsers(count, seed)) {
+    chunk += `${user.userId},${user.firstName},${user.lastName},${user.email},${user.groups.join(";")}\n`;
+    if (chunk.length > 1 << 16) {
+      bytes += Buffer.byteLength(chunk);
+      if (!out.write(chunk)) await once(out, "drain");
+      chunk = "";
+    }
+  }
+  bytes += Buffer.byteLength(chunk);
+  out.end(chunk);
+  await once(out, "finish");
+  return bytes;
+}
+
+/** @param {string} label */
+export function tempDir(label) {
+  return mkdtempSync(path.join(os.tmpdir(), `tessera-bench-${label}-`));
+}
+
+/** @param {string} dir */
+export function removeDir(dir) {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** A random lower-case hex suffix for database names. */
+export function randomSuffix() {
+  return randomBytes(5).toString("hex");
+}
+
+/** @returns {bigint} */
+export const now = () => process.hrtime.bigint();
+
+/** @param {bigint} start @param {bigint} [end] @returns {number} milliseconds */
+export const elapsedMs = (start, end = process.hrtime.bigint()) => Number(end - start) / 1e6;
+
+/**
+ * Nearest-rank percentiles of latencies in milliseconds.
+ * @param {number[]} samples
+ * @returns {{ count: number, p50: number, p95: number, p99: number, max: number, mean: number }}
+ */
+export function percentiles(samples) {
+  const sorted = [...samples].sort((a, b) => a - b);
+  const rank = (/** @type {number} */ p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
+  const mean = sorted.reduce((sum, value) => sum + value, 0) / Math.max(1, sorted.length);
+  return { count: sorted.length, p50: rank(50), p95: rank(95), p99: rank(99), max: sorted.at(-1) ?? NaN, mean };
+}
+
+/** @param {number} value @param {number} [digits] */
+export function fmt(value, digits = 0) {
+  if (!Number.isFinite(value)) return String(value);
+  return value.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+/** @param {number} bytes */
+export const mib = (bytes) => Math.round((bytes / 2 ** 20) * 10) / 10;
+
+/**
+ * Prints rows as an aligned table; the first row is the header. Numeric-looking cells
+ * are right-aligned.
+ * @param {string[][]} rows
+ * @param {string} [indent]
+ */
+export function printTable(rows, indent = "  ") {
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? "").length))) ?? [];
+  const numeric = /^[-+]?[\d,.]+( ?(ms|%|x|×|MiB|users\/s|tokens\/s|s))?$/;
+  rows.forEach((row, index) => {
+    const line = row
+      .map((cell, column) => (index > 0 && numeric.test(cell) ? cell.padStart(widths[column] ?? 0) : cell.padEnd(widths[column] ?? 0)))
+      .join("  ");
+    console.log(indent + line.trimEnd());
+    if (index === 0) console.log(indent + widths.map((width) => "-".repeat(width)).join("  "));
+  });
+}
+
+/**
+ * Hands a benchmark's result to run.js (BENCH_RESULT_FILE), when run from there.
+ * @param {unknown} result
+ */
+export function reportResult(result) {
+  const file = process.env.BENCH_RESULT_FILE;
+  if (file) writeFileSync(file, JSON.stringify(result, null, 2) + "\n");
+}
+
+/**
+ * Command-line flags shared by the benchmarks: `--name value` or `--name=value`, and bare `--flag`.
+ * @param {string[]} argv
+ * @returns {Record<string, string | true>}
+ */
+export function parseFlags(argv) {
+  /** @type {Record<string, string | true>} */
+  const flags = {};
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = /** @type {string} */ (argv[i]);
+    if (!arg.startsWith("--")) continue;
+    const [key, value] = arg.slice(2).split("=", 2);
+    if (value !== undefined) flags[/** @type {string} */ (key)] = value;
+    else if (argv[i + 1] !== undefined && !argv[i + 1]?.startsWith("--") && /^\d+$/.test(argv[i + 1] ?? "")) flags[/** @type {string} */ (key)] = /** @type {string} */ (argv[++i]);
+    else flags[/** @type {string} */ (key)] = true;
+  }
+  return flags;
+}
+
+/**
+ * A positive integer flag, or its default.
+ * @param {Record<string, string | true>} flags
+ * @param {string} name
+ * @param {number} fallback
+ */
+export function intFlag(flags, name, fallback) {
+  const value = flags[name];
+  if (value === undefined || value === true) return fallback;
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new Error(`--${name} wants a positive integer, not ${value}`);
+  return parsed;
+}
