@@ -65,7 +65,18 @@ export async function createTestDatabase(kind: DatabaseKind): Promise<TestDataba
       const client = new pg.Client({ connectionString: adminPgUrl });
       await client.connect();
       try {
-        await client.query(`drop database if exists ${name} with (force)`);
+        // pg's pool.end() returns before the server has closed its connections; forcing
+        // the drop then would kill them mid-goodbye and surface as errors in the test.
+        // Wait for them to go, and force only what is left after a few seconds.
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await client.query(`drop database if exists ${name}${attempt >= 100 ? " with (force)" : ""}`);
+            break;
+          } catch (error) {
+            if ((error as { code?: string }).code !== "55006" || attempt >= 100) throw error;
+            await new Promise((resolve) => setTimeout(resolve, 30));
+          }
+        }
       } finally {
         await client.end();
       }
