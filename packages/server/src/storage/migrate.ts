@@ -1,12 +1,14 @@
 import { Migrator, type Migration, type MigrationProvider } from "kysely";
 import type { Storage } from "./database.js";
 import { initialMigration } from "./migrations/001-initial.js";
+import { provisioningMigration } from "./migrations/002-provisioning.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
 function migrationsFor(storage: Storage): Record<string, Migration> {
   return {
     "001-initial": initialMigration(storage.kind),
+    "002-provisioning": provisioningMigration(storage.kind),
   };
 }
 

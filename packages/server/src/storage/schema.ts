@@ -83,6 +83,8 @@ export interface TokensTable {
   created_at: number;
   updated_at: number;
   state_changed_at: number;
+  /** The provisioning task that gave the token to its user, while it has one. */
+  provisioning_task_id: string | null;
 }
 
 export interface DevicesTable {
@@ -95,6 +97,16 @@ export interface DevicesTable {
   push_now: string;
   enrolled_at: number;
   updated_at: number;
+  /** The app instance: one device id for all tokens enrolled in it. */
+  device_id: string | null;
+  /** ECDSA P-256 public key (raw, base64url) that signs the device's requests. */
+  signing_public_key: string | null;
+  os: string | null;
+  os_version: string | null;
+  /** Web Push subscription (JSON) when the device gave one. */
+  push_subscription: string | null;
+  live_capable: Generated<number>;
+  last_seen_at: number | null;
 }
 
 export interface PoliciesTable {
@@ -132,6 +144,76 @@ export interface MetaTable {
   value: string;
 }
 
+export interface ProvisioningRulesTable {
+  id: string;
+  virtual_server_id: string;
+  group_name: string;
+  token_type: string;
+  apps: string;
+  created_at: number;
+}
+
+export interface ProvisioningTasksTable {
+  id: string;
+  virtual_server_id: string;
+  kind: string;
+  token_type: string;
+  apps: string;
+  stop_at: number;
+  status: string;
+  rule_id: string | null;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface EnrollmentsTable {
+  id: string;
+  task_id: string | null;
+  virtual_server_id: string;
+  token_serial: string;
+  user_pk: string;
+  code_hash: string;
+  apps: string;
+  status: string;
+  expires_at: number;
+  claimed_at: number | null;
+  /** Key agreement state between enrollDevice and confirmEnrollment (JSON). */
+  claim: string | null;
+  enrolled_at: number | null;
+  mail_id: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface OutboxTable {
+  id: string;
+  virtual_server_id: string | null;
+  kind: string;
+  recipient: string;
+  subject: string;
+  body_ciphertext: string | null;
+  body_key_id: string | null;
+  status: string;
+  attempts: Generated<number>;
+  next_attempt_at: number;
+  lease_until: number | null;
+  last_error: string | null;
+  message_id: string;
+  enrollment_id: string | null;
+  created_at: number;
+  sent_at: number | null;
+}
+
+export interface MailTemplatesTable {
+  virtual_server_id: string;
+  kind: string;
+  subject: string;
+  text: string;
+  html: string;
+  updated_at: number;
+}
+
 export interface Database {
   virtual_servers: VirtualServersTable;
   operators: OperatorsTable;
@@ -144,6 +226,11 @@ export interface Database {
   policies: PoliciesTable;
   audit_log: AuditLogTable;
   serial_counters: SerialCountersTable;
+  provisioning_rules: ProvisioningRulesTable;
+  provisioning_tasks: ProvisioningTasksTable;
+  enrollments: EnrollmentsTable;
+  outbox: OutboxTable;
+  mail_templates: MailTemplatesTable;
   meta: MetaTable;
 }
 
@@ -155,3 +242,6 @@ export type NewToken = Insertable<TokensTable>;
 export type TokenUpdate = Updateable<TokensTable>;
 export type DeviceRow = Selectable<DevicesTable>;
 export type AuditRow = Selectable<AuditLogTable>;
+export type EnrollmentRow = Selectable<EnrollmentsTable>;
+export type ProvisioningTaskRow = Selectable<ProvisioningTasksTable>;
+export type OutboxRow = Selectable<OutboxTable>;

@@ -28,13 +28,22 @@ export type Permission = keyof typeof permissions;
 
 /** Who is acting: an operator through the API, or the local installer through the CLI. */
 export interface Principal {
-  kind: "operator" | "installer";
+  kind: "operator" | "installer" | "system";
   operatorId: string | null;
   /** Shown in the audit trail. */
   actor: string;
   role: Role;
   scope: { virtualServerId: string | null; path: string; includesChildren: boolean };
 }
+
+/** Tessera itself: expiry sweeps, rules applied on group changes. */
+export const systemPrincipal: Principal = {
+  kind: "system",
+  operatorId: null,
+  actor: "system",
+  role: "admin",
+  scope: { virtualServerId: null, path: "/", includesChildren: true },
+};
 
 /** The CLI runs on the server's own machine with its database: it acts as installer over everything. */
 export const installerPrincipal: Principal = {

@@ -4,13 +4,10 @@ import { fail } from "../../errors.js";
 import type { Database, UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
+import { whereUserMatches, type UserFilter } from "./search.js";
 import { newUserRow, toUser, type User, type UserInput, type UserUpdate } from "./user.js";
 
-export interface UserSearch {
-  /** Matches the start of the user id, first name, last name or email (case as stored). */
-  q?: string;
-  group?: string;
-  hasToken?: boolean;
+export interface UserSearch extends UserFilter {
   cursor?: string;
   limit: number;
 }
@@ -144,37 +141,7 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
       const after = decodeTextCursor(search.cursor);
       let query = db.selectFrom("users").selectAll("users").where("users.virtual_server_id", "=", virtualServerId);
       if (after !== undefined) query = query.where("users.user_id", ">", after);
-      if (search.q) {
-        const prefix = search.q;
-        const upper = `${prefix}\uffff`;
-        query = query.where((eb) =>
-          eb.or([
-            eb.and([eb("users.user_id", ">=", prefix), eb("users.user_id", "<", upper)]),
-            eb.and([eb("users.first_name", ">=", prefix), eb("users.first_name", "<", upper)]),
-            eb.and([eb("users.last_name", ">=", prefix), eb("users.last_name", "<", upper)]),
-            eb.and([eb("users.email", ">=", prefix), eb("users.email", "<", upper)]),
-          ]),
-        );
-      }
-      if (search.group) {
-        const group = search.group;
-        query = query.where((eb) =>
-          eb.exists(
-            eb
-              .selectFrom("user_groups")
-              .select("user_groups.user_pk")
-              .whereRef("user_groups.user_pk", "=", "users.id")
-              .where("user_groups.group_name", "=", group),
-          ),
-        );
-      }
-      if (search.hasToken !== undefined) {
-        const wanted = search.hasToken;
-        query = query.where((eb) => {
-          const holding = eb.exists(eb.selectFrom("tokens").select("tokens.serial").whereRef("tokens.user_pk", "=", "users.id"));
-          return wanted ? holding : eb.not(holding);
-        });
-      }
+      query = whereUserMatches(query, search);
       const rows = await query.orderBy("users.user_id").limit(search.limit + 1).execute();
       const page = rows.slice(0, search.limit);
       return {
