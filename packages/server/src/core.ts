@@ -6,6 +6,10 @@ import { createOperatorService } from "./modules/operators/service.js";
 import { createPolicyService } from "./modules/policy/service.js";
 import { createTokenInventory } from "./modules/tokens/inventory-service.js";
 import { createTokenLifecycle } from "./modules/tokens/lifecycle-service.js";
+import { createEnrollmentService } from "./modules/enrollment/service.js";
+import { createMigrationService } from "./modules/provisioning/migration.js";
+import { createProvisioningRules } from "./modules/provisioning/rules.js";
+import { createProvisioningService } from "./modules/provisioning/service.js";
 import { createUserImporter } from "./modules/users/import.js";
 import { createUserService } from "./modules/users/service.js";
 import { createVirtualServerService } from "./modules/virtual-servers/service.js";
@@ -13,22 +17,47 @@ import { openStorage, type Storage } from "./storage/database.js";
 import { migrateToLatest } from "./storage/migrate.js";
 
 /** The domain services over one storage: what the HTTP API and the CLI both drive. */
-export function createServices(storage: Storage, keyring: Keyring, options: { clock?: Clock; sessionTtlSeconds?: number } = {}) {
+export interface ServiceOptions {
+  clock?: Clock;
+  sessionTtlSeconds?: number;
+  /** Where users reach this server (links in enrollment mails). */
+  publicUrl?: string;
+}
+
+export function createServices(storage: Storage, keyring: Keyring, options: ServiceOptions = {}) {
   const clock = options.clock ?? systemClock;
   const audit = createAuditLog({ kind: storage.kind, clock });
   const deps = { db: storage.db, kind: storage.kind, clock, audit, keyring };
+  const publicUrl = options.publicUrl ?? "http://127.0.0.1:8080";
+  // The mail worker, when one runs, registers here to hear of newly queued mail.
+  const mailListeners = new Set<() => void>();
+  const notifyMail = () => mailListeners.forEach((listener) => listener());
+  const rules = createProvisioningRules({ ...deps, publicUrl });
+  // Group changes (users, imports) run the provisioning rules inside the same transaction.
+  const onGroupsChanged = async (...args: Parameters<typeof rules.applyInTransaction>) => {
+    await rules.applyInTransaction(...args);
+    notifyMail();
+  };
+  const tokenLifecycle = createTokenLifecycle(deps);
+  const provisioning = createProvisioningService({ ...deps, publicUrl, onMailQueued: notifyMail });
   return {
+    publicUrl,
+    onMailQueued: (listener: () => void) => mailListeners.add(listener),
     storage,
     keyring,
     clock,
     audit,
     virtualServers: createVirtualServerService(deps),
     operators: createOperatorService({ ...deps, sessionTtlSeconds: options.sessionTtlSeconds ?? 12 * 3600 }),
-    users: createUserService(deps),
-    importUsers: createUserImporter(deps),
+    users: createUserService({ ...deps, onGroupsChanged }),
+    importUsers: createUserImporter({ ...deps, onGroupsChanged }),
     policy: createPolicyService(deps),
     tokens: createTokenInventory(deps),
-    tokenLifecycle: createTokenLifecycle(deps),
+    tokenLifecycle,
+    provisioning,
+    provisioningRules: rules,
+    migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
+    enrollment: createEnrollmentService(deps),
   };
 }
 
@@ -44,5 +73,5 @@ export async function openCore(config: Config, options: { migrate?: boolean; clo
     await storage.close();
     throw error;
   }
-  return createServices(storage, keyring, { clock: options.clock, sessionTtlSeconds: config.sessionTtlSeconds });
+  return createServices(storage, keyring, { clock: options.clock, sessionTtlSeconds: config.sessionTtlSeconds, publicUrl: config.publicUrl });
 }

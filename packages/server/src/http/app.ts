@@ -12,6 +12,8 @@ import type { Services } from "../core.js";
 import { fail, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
 import { auditRoutes } from "../modules/audit/routes.js";
+import { deviceRoutes, enrollmentPageRoutes } from "../modules/enrollment/routes.js";
+import { provisioningRoutes, ruleAndMigrationRoutes } from "../modules/provisioning/routes.js";
 import { operatorRoutes } from "../modules/operators/routes.js";
 import { policyRoutes } from "../modules/policy/routes.js";
 import { tokenRoutes } from "../modules/tokens/routes.js";
@@ -136,9 +138,13 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
       await api.register(tokenRoutes, { services });
       await api.register(policyRoutes, { services });
       await api.register(auditRoutes, { services });
+      await api.register(provisioningRoutes, { services });
+      await api.register(ruleAndMigrationRoutes, { services });
     },
     { prefix: "/api/v1" },
   );
+  await app.register(deviceRoutes, { services, prefix: "/device/v1" });
+  await app.register(enrollmentPageRoutes, { services, publicUrl: options.publicUrl });
 
   return app;
 }

@@ -181,7 +181,6 @@ export interface EnrollmentsTable {
   /** Key agreement state between enrollDevice and confirmEnrollment (JSON). */
   claim: string | null;
   enrolled_at: number | null;
-  mail_id: string | null;
   created_at: number;
   updated_at: number;
 }

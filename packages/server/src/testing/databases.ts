@@ -101,7 +101,7 @@ export async function createTestCore(kind: DatabaseKind): Promise<TestCore> {
   const storage = openStorage(database.target);
   await migrateToLatest(storage);
   const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
-  const services = createServices(storage, createKeyring([testMasterKey]), { clock });
+  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test" });
   return {
     database,
     storage,

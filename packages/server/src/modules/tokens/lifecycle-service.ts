@@ -39,6 +39,7 @@ function revokedChanges(token: TokenRow, to: "inventory" | "lost"): TokenUpdate 
   const keepKey = to === "inventory" && tokenTypes[token.type as TokenType].keyOrigin === "imported";
   return {
     user_pk: null,
+    provisioning_task_id: null,
     failures: 0,
     locked_until: null,
     last_totp_step: null,

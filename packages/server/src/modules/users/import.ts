@@ -4,6 +4,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import type { UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
+import type { GroupsChanged } from "./service.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { newUserRow, userInputSchema, type UserInput } from "./user.js";
 
@@ -70,7 +71,7 @@ interface PendingRow {
  * leaves whole batches and never half a user. Bad rows are reported with their line
  * and skipped; the good rows are kept.
  */
-export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit">) {
+export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { onGroupsChanged?: GroupsChanged }) {
   const { db, clock, audit } = deps;
 
   return async function importUsers(
@@ -135,6 +136,11 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
         // Parameter limits: 8 columns x 1000 users and 3 x 2000 groups stay well inside.
         for (let i = 0; i < users.length; i += 1000) await trx.insertInto("users").values(users.slice(i, i + 1000)).execute();
         for (let i = 0; i < groups.length; i += 2000) await trx.insertInto("user_groups").values(groups.slice(i, i + 2000)).execute();
+        if (groups.length > 0 && deps.onGroupsChanged) {
+          const joined = new Map<string, string[]>();
+          for (const group of groups) joined.set(group.user_pk, [...(joined.get(group.user_pk) ?? []), group.group_name]);
+          await deps.onGroupsChanged(trx, principal, virtualServerId, [...joined].map(([userPk, names]) => ({ userPk, joined: names, left: [] })));
+        }
         if (users.length > 0) {
           await audit.append(trx, principal, [
             {

@@ -61,8 +61,17 @@ async function replaceGroups(trx: Transaction<Database>, user: UserRow, groups: 
   }
 }
 
-export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">) {
+/** Called inside the transaction that changed users' groups (provisioning rules listen). */
+export type GroupsChanged = (
+  trx: Transaction<Database>,
+  principal: Principal,
+  virtualServerId: string,
+  changes: Array<{ userPk: string; joined: string[]; left: string[] }>,
+) => Promise<void>;
+
+export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { onGroupsChanged?: GroupsChanged }) {
   const { db, clock, audit } = deps;
+  const groupsChanged: GroupsChanged = deps.onGroupsChanged ?? (async () => {});
 
   return {
     async create(principal: Principal, virtualServerId: string, input: UserInput): Promise<User> {
@@ -79,6 +88,7 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
         const row = newUserRow(virtualServerId, input, now);
         await trx.insertInto("users").values(row).execute();
         await replaceGroups(trx, row, input.groups);
+        await groupsChanged(trx, principal, virtualServerId, [{ userPk: row.id, joined: [...new Set(input.groups)], left: [] }]);
         await audit.append(trx, principal, [
           { action: "user.create", virtualServerId, targetType: "user", targetId: row.user_id, userPk: row.id },
         ]);
@@ -103,7 +113,14 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
           updated_at: clock.nowMs(),
         };
         await trx.updateTable("users").set(next).where("id", "=", row.id).execute();
-        if (input.groups) await replaceGroups(trx, row, input.groups);
+        if (input.groups) {
+          const before = (await trx.selectFrom("user_groups").select("group_name").where("user_pk", "=", row.id).execute()).map((g) => g.group_name);
+          await replaceGroups(trx, row, input.groups);
+          const after = new Set(input.groups);
+          await groupsChanged(trx, principal, virtualServerId, [
+            { userPk: row.id, joined: [...after].filter((g) => !before.includes(g)), left: before.filter((g) => !after.has(g)) },
+          ]);
+        }
         await audit.append(trx, principal, [
           {
             action: "user.update",
@@ -122,6 +139,9 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
       await db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
         const row = await findUser(trx, virtualServerId, userId);
+        // Leaving every group first returns the tokens rules gave; other tokens still block.
+        const groups = (await trx.selectFrom("user_groups").select("group_name").where("user_pk", "=", row.id).execute()).map((g) => g.group_name);
+        await groupsChanged(trx, principal, virtualServerId, [{ userPk: row.id, joined: [], left: groups }]);
         const held = await trx
           .selectFrom("tokens")
           .select((eb) => eb.fn.countAll<number>().as("count"))

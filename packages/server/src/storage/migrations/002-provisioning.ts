@@ -53,7 +53,6 @@ export function provisioningMigration(kind: DatabaseKind) {
         .addColumn("claimed_at", bigint)
         .addColumn("claim", text)
         .addColumn("enrolled_at", bigint)
-        .addColumn("mail_id", text)
         .addColumn("created_at", bigint, (c) => c.notNull())
         .addColumn("updated_at", bigint, (c) => c.notNull())
         .execute();
@@ -85,6 +84,7 @@ export function provisioningMigration(kind: DatabaseKind) {
         .execute();
       await db.schema.createIndex("outbox_due").on("outbox").columns(["status", "next_attempt_at"]).execute();
       await db.schema.createIndex("outbox_vs").on("outbox").columns(["virtual_server_id", "created_at"]).execute();
+      await db.schema.createIndex("outbox_enrollment").on("outbox").column("enrollment_id").execute();
 
       await db.schema
         .createTable("mail_templates")
