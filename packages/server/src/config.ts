@@ -27,6 +27,14 @@ const environmentSchema = z.object({
   TESSERA_SESSION_TTL_SECONDS: z.coerce.number().int().min(60).default(12 * 3600),
   /** Log level: fatal, error, warn, info, debug, trace or silent. @default info */
   TESSERA_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  /**
+   * SMTP server for outgoing mail (enrollment emails), `smtp://user:pass@host:587` (STARTTLS when the
+   * server offers it) or `smtps://user:pass@host:465` (TLS from the start). Without it mail stays in
+   * the outbox, readable through `listOutbox` and `tessera mail outbox`. @default (none: outbox only)
+   */
+  TESSERA_SMTP_URL: z.string().regex(/^smtps?:\/\/[^\s]+$/, "must be an smtp:// or smtps:// URL").optional(),
+  /** Sender of outgoing mail, an address or `Name <address>`. @default Tessera <no-reply@localhost> */
+  TESSERA_MAIL_FROM: z.string().trim().min(3).default("Tessera <no-reply@localhost>"),
   /** Optional env file (KEY=value lines) read before the environment; the environment wins. @default (none) */
   TESSERA_ENV_FILE: z.string().optional(),
 });
@@ -41,6 +49,8 @@ export interface Config {
   masterKey: { fromEnvironment: string | undefined; previous: string[]; keyFile: string };
   sessionTtlSeconds: number;
   logLevel: Environment["TESSERA_LOG_LEVEL"];
+  /** Outgoing mail: without an SMTP URL mail is kept in the outbox for operators to read. */
+  mail: { smtpUrl: string | undefined; from: string };
 }
 
 export const documentedOptions = Object.keys(environmentSchema.shape);
@@ -93,5 +103,6 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     },
     sessionTtlSeconds: env.TESSERA_SESSION_TTL_SECONDS,
     logLevel: env.TESSERA_LOG_LEVEL,
+    mail: { smtpUrl: env.TESSERA_SMTP_URL, from: env.TESSERA_MAIL_FROM },
   };
 }

@@ -7,6 +7,7 @@ import { createPolicyService } from "./modules/policy/service.js";
 import { createTokenInventory } from "./modules/tokens/inventory-service.js";
 import { createTokenLifecycle } from "./modules/tokens/lifecycle-service.js";
 import { createEnrollmentService } from "./modules/enrollment/service.js";
+import { createMailService } from "./modules/mail/service.js";
 import { createMigrationService } from "./modules/provisioning/migration.js";
 import { createProvisioningRules } from "./modules/provisioning/rules.js";
 import { createProvisioningService } from "./modules/provisioning/service.js";
@@ -58,6 +59,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     provisioningRules: rules,
     migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
     enrollment: createEnrollmentService(deps),
+    mail: createMailService(deps),
   };
 }
 

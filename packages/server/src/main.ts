@@ -2,6 +2,7 @@ import type { FastifyInstance } from "fastify";
 import type { Config } from "./config.js";
 import { openCore, type Services } from "./core.js";
 import { buildHttpApp } from "./http/app.js";
+import { startMailDelivery } from "./modules/mail/worker.js";
 
 export { loadConfig } from "./config.js";
 export { openCore, createServices } from "./core.js";
@@ -24,6 +25,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
     await services.storage.close();
     throw error;
   }
+  // Mail leaves the outbox from here; newly queued mail wakes the worker at once.
+  const mail = startMailDelivery({ db: services.storage.db, keyring: services.keyring, clock: services.clock }, config.mail, app.log);
+  services.onMailQueued(() => mail.worker.notify());
+  // Enrollments past their stop date die and give their tokens back to inventory.
+  let sweeping: Promise<unknown> = Promise.resolve();
+  const sweeper = setInterval(() => {
+    sweeping = services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed"));
+  }, 60_000);
+  sweeper.unref();
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.http.port;
   const host = config.http.host === "0.0.0.0" ? "127.0.0.1" : config.http.host;
@@ -32,6 +42,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     app,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     async close() {
+      clearInterval(sweeper);
+      await sweeping;
+      await mail.close();
       await app.close();
       await services.storage.close();
     },

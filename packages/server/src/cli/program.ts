@@ -7,6 +7,7 @@ import { reencryptTokenKeys } from "../crypto/rotate.js";
 import { TesseraError } from "../errors.js";
 import { startServer } from "../main.js";
 import { verifyAuditChain } from "../modules/audit/service.js";
+import { registerMailCommands } from "../modules/mail/cli.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { tokenStates } from "../modules/tokens/lifecycle.js";
 import { parseSeedFile } from "../modules/tokens/seed-import.js";
@@ -16,6 +17,8 @@ import { migrateToLatest } from "../storage/migrate.js";
 import { bootstrap } from "./bootstrap.js";
 import { ensureDemo } from "./demo.js";
 import { createProgress } from "./progress.js";
+import { CliError } from "./errors.js";
+import { registerProvisioningCommands } from "./provisioning.js";
 
 /** Runs `work` with the services of the configured database, closing it afterwards. */
 async function withServices<T>(work: (services: Services, config: Config) => Promise<T>): Promise<T> {
@@ -43,7 +46,7 @@ async function resolveVirtualServer(services: Services, idOrName: string): Promi
   throw new CliError(rows.length === 0 ? `no virtual server ${idOrName}` : `${idOrName} names several virtual servers; give the id`);
 }
 
-export class CliError extends Error {}
+export { CliError } from "./errors.js";
 
 /** Parses a whole-number option within a range, or refuses it the way commander reports bad arguments. */
 function wholeNumber(min: number, max: number) {
@@ -266,6 +269,9 @@ export function buildProgram(): Command {
         if (!verdict.ok) process.exitCode = 4;
       }),
     );
+
+  registerProvisioningCommands(program, { withServices, resolveVirtualServer, print });
+  registerMailCommands(program, { withServices, resolveVirtualServer, print });
 
   const keys = program.command("keys").description("the master key");
   keys

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { pooledRandomBytes } from "../ids.js";
 
 /**
  * Token keys at rest: AES-256-GCM under a master key. Each ciphertext is stored with
@@ -44,7 +45,8 @@ export function createKeyring(keys: Buffer[]): Keyring {
     currentKeyId,
     keyIds: () => [...byId.keys()],
     encrypt(plaintext, context) {
-      const iv = randomBytes(IV_BYTES);
+      // GCM needs a nonce never repeated under one key: 96 random bits per encryption.
+      const iv = pooledRandomBytes(IV_BYTES);
       const cipher = createCipheriv("aes-256-gcm", current, iv);
       cipher.setAAD(Buffer.from(context, "utf8"));
       const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);

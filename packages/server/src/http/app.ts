@@ -13,6 +13,7 @@ import { fail, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
 import { auditRoutes } from "../modules/audit/routes.js";
 import { deviceRoutes, enrollmentPageRoutes } from "../modules/enrollment/routes.js";
+import { mailRoutes } from "../modules/mail/routes.js";
 import { provisioningRoutes, ruleAndMigrationRoutes } from "../modules/provisioning/routes.js";
 import { operatorRoutes } from "../modules/operators/routes.js";
 import { policyRoutes } from "../modules/policy/routes.js";
@@ -138,6 +139,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
       await api.register(tokenRoutes, { services });
       await api.register(policyRoutes, { services });
       await api.register(auditRoutes, { services });
+      await api.register(mailRoutes, { services });
       await api.register(provisioningRoutes, { services });
       await api.register(ruleAndMigrationRoutes, { services });
     },

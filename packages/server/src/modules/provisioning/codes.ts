@@ -1,5 +1,6 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { encodeBase32 } from "@tessera/otp";
+import { pooledRandomBytes } from "../../ids.js";
 
 /**
  * Enrollment codes: 128 random bits in base32 (26 characters, safe in a URL and easy to
@@ -7,7 +8,7 @@ import { encodeBase32 } from "@tessera/otp";
  * code that could enroll a device.
  */
 export function newEnrollmentCode(): string {
-  return encodeBase32(randomBytes(16));
+  return encodeBase32(pooledRandomBytes(16));
 }
 
 export function hashEnrollmentCode(code: string): string {

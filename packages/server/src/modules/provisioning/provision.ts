@@ -1,7 +1,8 @@
-import { sql, type Transaction } from "kysely";
+import { CompiledQuery, sql, type Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
+import type { DatabaseKind } from "../../storage/database.js";
 import type { Database } from "../../storage/schema.js";
 import type { AuditEntry } from "../audit/service.js";
 import { queueMails } from "../mail/outbox.js";
@@ -25,11 +26,41 @@ export interface ProvisionRequest {
   ruleId?: string | null;
 }
 
-export interface ProvisionDeps extends Pick<CoreDeps, "clock" | "audit" | "keyring"> {
+export interface ProvisionDeps extends Pick<CoreDeps, "clock" | "audit" | "keyring" | "kind"> {
   publicUrl: string;
 }
 
 const CHUNK = 500;
+
+/**
+ * Binds each serial to its user, compare-and-set on the inventory state so that a token
+ * taken meanwhile (another node, another task) fails the task. PostgreSQL joins the pairs
+ * as a VALUES list in one UPDATE ... FROM; SQLite's planner walks that join badly (a scan
+ * per pair), while a prepared single-row UPDATE costs it a few microseconds, so there
+ * each row gets its own execution of one cached statement.
+ */
+async function bindTokens(trx: Transaction<Database>, kind: DatabaseKind, taskId: string, now: number, serials: string[], userPks: string[]): Promise<number> {
+  if (kind === "postgres") {
+    const pairs = sql.join(serials.map((serial, i) => sql`(${serial}, ${userPks[i]!})`));
+    const result = await sql`
+      update tokens set state = 'assigned', user_pk = m.user_pk, provisioning_task_id = ${taskId},
+        state_reason = null, state_changed_at = ${now}, updated_at = ${now}
+      from (select column1 as serial, column2 as user_pk from (values ${pairs}) as v) as m
+      where tokens.serial = m.serial and tokens.state = 'inventory' and tokens.user_pk is null`.execute(trx);
+    return Number(result.numAffectedRows ?? 0);
+  }
+  let bound = 0;
+  for (let i = 0; i < serials.length; i++) {
+    const result = await trx.executeQuery(
+      CompiledQuery.raw(
+        "update tokens set state = 'assigned', user_pk = ?, provisioning_task_id = ?, state_reason = null, state_changed_at = ?, updated_at = ? where serial = ? and state = 'inventory' and user_pk is null",
+        [userPks[i], taskId, now, now, serials[i]],
+      ),
+    );
+    bound += Number(result.numAffectedRows ?? 0);
+  }
+  return bound;
+}
 const MAX_STOP_MS = 365 * 24 * 3600 * 1000;
 
 export function enrollmentUrl(publicUrl: string, code: string): string {
@@ -114,21 +145,9 @@ export async function provisionInTransaction(
   for (let start = 0; start < users.length; start += CHUNK) {
     const chunkUsers = users.slice(start, start + CHUNK);
     const chunkSerials = serials.slice(start, start + CHUNK);
-    // One statement binds the whole chunk: each serial to its user, compare-and-set on
-    // the inventory state so a token taken meanwhile by another node fails the task.
-    const userFor = sql<string>`case ${sql.ref("serial")} ${sql.join(
-      chunkSerials.map((serial, i) => sql`when ${serial} then ${chunkUsers[i]!.id}`),
-      sql` `,
-    )} end`;
-    const bound = await trx
-      .updateTable("tokens")
-      .set({ state: "assigned", user_pk: userFor, provisioning_task_id: taskId, state_reason: null, state_changed_at: now, updated_at: now })
-      .where("serial", "in", chunkSerials)
-      .where("state", "=", "inventory")
-      .where("user_pk", "is", null)
-      .executeTakeFirst();
-    if (Number(bound.numUpdatedRows) !== chunkSerials.length) {
-      throw fail("INVENTORY_SHORT", { available: Number(bound.numUpdatedRows), type: request.tokenType, wanted: chunkSerials.length });
+    const bound = await bindTokens(trx, deps.kind, taskId, now, chunkSerials, chunkUsers.map((user) => user.id));
+    if (bound !== chunkSerials.length) {
+      throw fail("INVENTORY_SHORT", { available: bound, type: request.tokenType, wanted: chunkSerials.length });
     }
 
     const enrollments = [];

@@ -35,7 +35,7 @@ const RULE_REVOKE_REASON = "left the group of a provisioning rule";
  */
 export function createProvisioningRules(deps: CoreDeps & { publicUrl: string }) {
   const { db, clock, audit } = deps;
-  const provisionDeps: ProvisionDeps = { clock, audit, keyring: deps.keyring, publicUrl: deps.publicUrl };
+  const provisionDeps: ProvisionDeps = { clock, audit, kind: deps.kind, keyring: deps.keyring, publicUrl: deps.publicUrl };
 
   async function applyInTransaction(trx: Transaction<Database>, principal: Principal, virtualServerId: string, changes: GroupChange[]): Promise<void> {
     const touched = [...new Set(changes.flatMap((change) => [...change.joined, ...change.left]))];

@@ -71,7 +71,7 @@ export async function returnUnenrolledToken(
 
 export function createProvisioningService(deps: CoreDeps & { publicUrl: string; onMailQueued?: () => void }) {
   const { db, clock, audit } = deps;
-  const provisionDeps: ProvisionDeps = { clock, audit, keyring: deps.keyring, publicUrl: deps.publicUrl };
+  const provisionDeps: ProvisionDeps = { clock, audit, kind: deps.kind, keyring: deps.keyring, publicUrl: deps.publicUrl };
 
   async function findVisibleTask(trx: Kysely<Database>, principal: Principal, taskId: string): Promise<ProvisioningTaskRow> {
     const row = await trx
