@@ -2,11 +2,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createKeyring } from "../../crypto/keyring.js";
 import { createTestCore, describeEachDatabase, testMasterKey, type TestCore } from "../../testing/databases.js";
 import { installerPrincipal } from "../operators/access.js";
-import { cancelMailsForEnrollment, extractEnrollUrl, queueMail, queueMails, readMail, type MailToQueue } from "./outbox.js";
+import { cancelMailsForEnrollment, extractEnrollUrl, queueMail, queueMails, readMail, type RenderedMailToQueue } from "./outbox.js";
 
 const link = "https://mfa.example.com/enroll/Zx9kQ2vB7nR4tY1wE3uI5o";
 
-function enrollmentMail(overrides: Partial<MailToQueue> = {}): MailToQueue {
+function enrollmentMail(overrides: Partial<RenderedMailToQueue> = {}): RenderedMailToQueue {
   return {
     virtualServerId: null,
     kind: "enrollment",

@@ -2,6 +2,7 @@ import type { Insertable, Kysely, Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import type { Keyring } from "../../crypto/keyring.js";
 import { newId } from "../../ids.js";
+import { compileEnrollmentTemplate, defaultEnrollmentTemplate, loadTemplate, type EnrollmentMailValues } from "./templates.js";
 import type { Database, OutboxRow, OutboxTable } from "../../storage/schema.js";
 
 /**
@@ -14,17 +15,27 @@ import type { Database, OutboxRow, OutboxTable } from "../../storage/schema.js";
 export const outboxStatuses = ["queued", "sending", "sent", "failed", "cancelled"] as const;
 export type OutboxStatus = (typeof outboxStatuses)[number];
 
-export interface MailToQueue {
+/**
+ * What a queued mail says: rendered bodies, or the values of an enrollment mail, which
+ * is rendered with its virtual server's template when it is sent. The values are a
+ * tenth of the rendered mail, and a provisioning task queues one mail a user.
+ */
+export type MailContent = { text: string; html: string } | { enrollment: EnrollmentMailValues };
+
+export type MailToQueue = MailHeader & MailContent;
+
+/** A mail whose bodies are already rendered. */
+export type RenderedMailToQueue = MailHeader & { text: string; html: string };
+
+export type MailHeader = {
   virtualServerId: string | null;
   /** What the mail is for, such as "enrollment". */
   kind: string;
   /** One address, never a list: an enrollment link goes to its user only. */
   to: string;
   subject: string;
-  text: string;
-  html: string;
   enrollmentId?: string | null;
-}
+};
 
 export interface OutboxDeps {
   keyring: Keyring;
@@ -50,7 +61,8 @@ function newOutboxRow(deps: OutboxDeps, mail: MailToQueue, nowMs: number): Inser
   // comma in it would send someone's enrollment link to a second recipient.
   if (!singleAddress.test(mail.to)) throw new TypeError(`not a single email address: ${JSON.stringify(mail.to)}`);
   const id = newId("mail");
-  const body = deps.keyring.encrypt(Buffer.from(JSON.stringify({ text: mail.text, html: mail.html } satisfies MailBody), "utf8"), bodyContext(id));
+  const content: MailContent = "enrollment" in mail ? { enrollment: mail.enrollment } : { text: mail.text, html: mail.html };
+  const body = deps.keyring.encrypt(Buffer.from(JSON.stringify(content), "utf8"), bodyContext(id));
   return {
     id,
     virtual_server_id: mail.virtualServerId,
@@ -98,11 +110,28 @@ export async function queueMails(trx: Transaction<Database>, deps: OutboxDeps, m
   return ids;
 }
 
-/** The text and HTML bodies of a mail, or null once they are wiped (sent or cancelled). */
-export function readMail(row: Pick<OutboxRow, "id" | "body_ciphertext" | "body_key_id">, keyring: Keyring): MailBody | null {
+/** What a mail says, as stored, or null once it is wiped (sent or cancelled). */
+export function readMail(row: Pick<OutboxRow, "id" | "body_ciphertext" | "body_key_id">, keyring: Keyring): MailContent | null {
   if (row.body_ciphertext === null || row.body_key_id === null) return null;
-  const parsed = JSON.parse(keyring.decrypt(row.body_ciphertext, row.body_key_id, bodyContext(row.id)).toString("utf8")) as MailBody;
-  return { text: parsed.text, html: parsed.html };
+  return JSON.parse(keyring.decrypt(row.body_ciphertext, row.body_key_id, bodyContext(row.id)).toString("utf8")) as MailContent;
+}
+
+/** Renders stored mail with its virtual server's template, compiling each template once per reader. */
+export function createMailRenderer(db: Kysely<Database>, keyring: Keyring) {
+  const compiled = new Map<string, Promise<(values: EnrollmentMailValues) => { text: string; html: string }>>();
+  return async function render(row: Pick<OutboxRow, "id" | "body_ciphertext" | "body_key_id" | "virtual_server_id">): Promise<MailBody | null> {
+    const content = readMail(row, keyring);
+    if (!content) return null;
+    if (!("enrollment" in content)) return content;
+    const key = row.virtual_server_id ?? "";
+    let renderer = compiled.get(key);
+    if (!renderer) {
+      renderer = (row.virtual_server_id ? loadTemplate(db, row.virtual_server_id) : Promise.resolve(defaultEnrollmentTemplate)).then(compileEnrollmentTemplate);
+      compiled.set(key, renderer);
+    }
+    const { text, html } = (await renderer)(content.enrollment);
+    return { text, html };
+  };
 }
 
 /**

@@ -3,7 +3,7 @@ import { fail } from "../../errors.js";
 import type { OutboxRow } from "../../storage/schema.js";
 import { requirePermission, type Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
-import { extractEnrollUrl, readMail, type OutboxStatus } from "./outbox.js";
+import { createMailRenderer, extractEnrollUrl, type OutboxStatus } from "./outbox.js";
 import { createMailTemplateService } from "./templates.js";
 
 export interface OutboxItem {
@@ -47,7 +47,7 @@ function decodeCursor(cursor: string | undefined): { createdAt: number; id: stri
 export function createMailService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
   const { db, keyring } = deps;
 
-  function toItem(row: OutboxRow): OutboxItem {
+  async function toItem(row: OutboxRow, render: ReturnType<typeof createMailRenderer>): Promise<OutboxItem> {
     const item: OutboxItem = {
       id: row.id,
       virtualServerId: row.virtual_server_id,
@@ -61,7 +61,7 @@ export function createMailService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
       createdAt: new Date(row.created_at).toISOString(),
       sentAt: iso(row.sent_at),
     };
-    const body = row.status === "sent" ? null : readMail(row, keyring);
+    const body = row.status === "sent" ? null : await render(row);
     if (body) {
       item.text = body.text;
       item.enrollUrl = extractEnrollUrl(body.text);
@@ -108,7 +108,8 @@ export function createMailService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
       const rows = await select.orderBy("outbox.created_at", "desc").orderBy("outbox.id", "desc").limit(query.limit + 1).execute();
       const page = rows.slice(0, query.limit);
       const last = page.at(-1);
-      return { items: page.map(toItem), nextCursor: rows.length > query.limit && last ? encodeCursor(last) : null };
+      const render = createMailRenderer(db, keyring);
+      return { items: await Promise.all(page.map((row) => toItem(row, render))), nextCursor: rows.length > query.limit && last ? encodeCursor(last) : null };
     },
   };
 }

@@ -3,7 +3,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest
 import { openStorage, type Storage } from "../../storage/database.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { installerPrincipal } from "../operators/access.js";
-import { queueMail, queueMails, type MailToQueue } from "./outbox.js";
+import { queueMail, queueMails, type MailToQueue, type RenderedMailToQueue } from "./outbox.js";
 import { closedPort, startTestSmtpServer, type TestSmtpServer } from "./test-smtp-server.js";
 import { createMailTransport, type MailTransport } from "./transport.js";
 import { createMailWorker, describeSendError, isPermanentRejection, retryDelayMs, type MailLogger, type MailWorkerOptions } from "./worker.js";
@@ -12,7 +12,7 @@ const FROM = "Tessera <no-reply@tessera.test>";
 const secretCode = "K7QXW3MZ2ABCDEFGHJKLMNPQRS";
 const link = `https://mfa.example.com/enroll/${secretCode}`;
 
-function mail(to: string, overrides: Partial<MailToQueue> = {}): MailToQueue {
+function mail(to: string, overrides: Partial<RenderedMailToQueue> = {}): RenderedMailToQueue {
   return {
     virtualServerId: null,
     kind: "enrollment",

@@ -4,7 +4,7 @@ import type { Clock } from "../../clock.js";
 import type { Config } from "../../config.js";
 import type { Keyring } from "../../crypto/keyring.js";
 import type { Database, OutboxRow } from "../../storage/schema.js";
-import { readMail, type OutboxStatus } from "./outbox.js";
+import { createMailRenderer, type OutboxStatus } from "./outbox.js";
 import { createMailTransport, SMTP_POOL_CONNECTIONS, type MailTransport } from "./transport.js";
 
 /**
@@ -124,6 +124,8 @@ export function createMailWorker(options: MailWorkerOptions): MailWorker {
   if (sendTimeoutMs >= leaseMs) throw new TypeError("sendTimeoutMs must be shorter than leaseMs, or a slow send would outlive its claim");
 
   /** Claims up to a batch of due mails; a row another node claimed first is simply not returned. */
+  let render = createMailRenderer(db, keyring);
+
   async function claim(): Promise<OutboxRow[]> {
     const now = clock.nowMs();
     const abandoned = await db
@@ -234,7 +236,7 @@ export function createMailWorker(options: MailWorkerOptions): MailWorker {
     try {
       // A node that stopped mid-send on this very mail, again and again: do not try forever.
       if (row.attempts > maxAttempts) throw new Error(`gave up: ${row.attempts - 1} attempts, the last one abandoned mid-send`);
-      const body = readMail(row, keyring);
+      const body = await render(row);
       if (!body) throw new Error("the mail has no body");
       await transport.sendMail({
         from,
@@ -285,6 +287,8 @@ export function createMailWorker(options: MailWorkerOptions): MailWorker {
   async function drain(keepGoing: () => boolean): Promise<MailRunResult> {
     const result: MailRunResult = { sent: 0, retried: 0, failed: 0 };
     if (!transport) return result;
+    // Templates are read afresh for each pass: an operator's change applies to mail still queued.
+    render = createMailRenderer(db, keyring);
     for (let batch = 0; batch < MAX_BATCHES_PER_PASS && keepGoing(); batch += 1) {
       const rows = await claim();
       if (rows.length === 0) break;

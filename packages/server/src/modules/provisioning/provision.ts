@@ -140,7 +140,9 @@ export async function provisionInTransaction(
     })
     .execute();
 
-  const render = compileEnrollmentTemplate(await loadTemplate(trx, vs.id));
+  const template = await loadTemplate(trx, vs.id);
+  const renderSubject = compileEnrollmentTemplate({ ...template, text: "{{enrollUrl}}", html: "{{enrollUrl}}" });
+  const subjectOf = (values: Parameters<typeof renderSubject>[0]) => renderSubject(values).subject;
   const serials = inventory.map((row) => row.serial);
   for (let start = 0; start < users.length; start += CHUNK) {
     const chunkUsers = users.slice(start, start + CHUNK);
@@ -174,7 +176,7 @@ export async function provisionInTransaction(
         created_at: now,
         updated_at: now,
       });
-      const mail = render({
+      const values = {
         firstName: user.first_name,
         lastName: user.last_name,
         userId: user.user_id,
@@ -182,8 +184,9 @@ export async function provisionInTransaction(
         enrollUrl: enrollmentUrl(deps.publicUrl, code),
         expiresAt: stopAt,
         serial,
-      });
-      mails.push({ virtualServerId: vs.id, kind: "enrollment", to: user.email, ...mail, enrollmentId });
+      };
+      // The subject now; the bodies from the template when the mail is sent.
+      mails.push({ virtualServerId: vs.id, kind: "enrollment", to: user.email, subject: subjectOf(values), enrollment: values, enrollmentId });
       auditEntries.push({
         action: "token.provision",
         virtualServerId: vs.id,

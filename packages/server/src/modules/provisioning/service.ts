@@ -254,8 +254,7 @@ export function createProvisioningService(deps: CoreDeps & { publicUrl: string; 
             updated_at: now,
           })
           .execute();
-        const template = await loadTemplate(trx, vs.id);
-        const mail = renderEnrollmentMail(template, {
+        const values = {
           firstName: open.first_name,
           lastName: open.last_name,
           userId: open.user_id,
@@ -263,8 +262,9 @@ export function createProvisioningService(deps: CoreDeps & { publicUrl: string; 
           enrollUrl: enrollmentUrl(deps.publicUrl, code),
           expiresAt: open.expires_at,
           serial: open.token_serial,
-        });
-        await queueMails(trx, { keyring: deps.keyring, clock }, [{ virtualServerId: vs.id, kind: "enrollment", to: open.email, ...mail, enrollmentId }]);
+        };
+        const { subject } = renderEnrollmentMail(await loadTemplate(trx, vs.id), values);
+        await queueMails(trx, { keyring: deps.keyring, clock }, [{ virtualServerId: vs.id, kind: "enrollment", to: open.email, subject, enrollment: values, enrollmentId }]);
         await audit.append(trx, principal, [
           { action: "provisioning.resend", virtualServerId: vs.id, targetType: "token", targetId: open.token_serial, tokenSerial: open.token_serial, userPk: open.user_pk, details: { taskId } },
         ]);
