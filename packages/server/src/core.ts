@@ -58,7 +58,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     provisioning,
     provisioningRules: rules,
     migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
-    enrollment: createEnrollmentService(deps),
+    enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }),
     mail: createMailService(deps),
   };
 }

@@ -73,7 +73,6 @@ export const errorCatalogue = {
   DEVICE_NOT_FOUND: defineError(404, "Device {deviceId} is not known"),
   SIGNATURE_INVALID: defineError(401, "The device signature does not verify ({problem})"),
   ENROLLMENT_OTP_WRONG: defineError(400, "The passcode does not match; check the device's clock and try the next passcode"),
-  TOKEN_TYPE_NOT_PROVISIONABLE: defineError(409, "Provisioning {type} tokens is not available yet"),
   RULE_EXISTS: defineError(409, "A rule already provisions {type} tokens to group {group}"),
   RULE_NOT_FOUND: defineError(404, "Provisioning rule {id} does not exist"),
   POLICY_INVALID: defineError(400, "The policy is not valid: {problem}"),

@@ -89,6 +89,36 @@ Enroll it before ${escapeHtml(model.expiresAt)}.</p></div>${tessera}${otpApp}`,
   );
 }
 
+/** Hardware and email tokens: the user proves holding the token with a first code. */
+export function possessionPage(model: {
+  userName: string;
+  virtualServerName: string;
+  serial: string;
+  tokenType: "hardware" | "email";
+  code: string;
+  sentTo?: string;
+  error?: string;
+}): string {
+  const intro =
+    model.tokenType === "hardware"
+      ? `<p>Press the button on token <span class="serial">${escapeHtml(model.serial)}</span> (or read its display) and enter the code it shows.</p>`
+      : model.sentTo
+        ? `<p>We sent a code to ${escapeHtml(model.sentTo)}. Enter it here to confirm your email token <span class="serial">${escapeHtml(model.serial)}</span>.</p>`
+        : `<p>Your sign-in codes will come by email. Confirm your address: we send you a first code.</p>
+<form method="post" action="/enroll/${escapeHtml(model.code)}/email"><button class="button" type="submit">Email me a code</button></form>`;
+  const form =
+    model.tokenType === "hardware" || model.sentTo
+      ? `${model.error ? `<p class="error">${escapeHtml(model.error)}</p>` : ""}
+<form method="post" action="/enroll/${escapeHtml(model.code)}/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*" maxlength="8" required autofocus>
+<button class="button" type="submit">Confirm</button></form>`
+      : "";
+  return layout(
+    "Set up your token",
+    `<div class="card"><h1>Hello ${escapeHtml(model.userName)}, set up your sign-in token</h1>
+<p class="muted">${escapeHtml(model.virtualServerName)}</p>${intro}${form}</div>`,
+  );
+}
+
 export function otpAppPage(model: { serial: string; qrSvg: string; secretBase32: string; confirmPath: string; error?: string }): string {
   return layout(
     "Add to your authenticator app",

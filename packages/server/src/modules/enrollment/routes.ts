@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { Services } from "../../core.js";
 import { fail, TesseraError } from "../../errors.js";
 import { errorResponse } from "../../http/schemas.js";
-import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage } from "./page.js";
+import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, possessionPage } from "./page.js";
 import { detectPlatform } from "./platform.js";
 import type { SignedRequest } from "./service.js";
 
@@ -55,6 +55,11 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
     const code = request.params.code.toUpperCase();
     const found = await enrollment.lookup(code);
     if (!found) return invalid(reply);
+    if (found.token.type !== "mobile") {
+      return pageHeaders(reply).send(
+        possessionPage({ userName: found.user.firstName || found.user.userId, virtualServerName: found.virtualServer.name, serial: found.token.serial, tokenType: found.token.type as "hardware" | "email", code }),
+      );
+    }
     const autoEnrollUrl = `${publicUrl}/app/#/enroll?code=${code}`;
     return pageHeaders(reply).send(
       enrollPage({
@@ -82,6 +87,48 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
         otpAppPage({ serial: started.serial, qrSvg: await qrSvg(started.otpauthUri), secretBase32: started.secretBase32, confirmPath: `/enroll/${code}/otp-app/confirm` }),
       );
     } catch (error) {
+      return refusal(reply, error);
+    }
+  });
+
+  app.post("/enroll/:code/email", { schema: { hide: true, params: codeParam } }, async (request, reply) => {
+    const code = request.params.code.toUpperCase();
+    try {
+      const found = await enrollment.lookup(code);
+      if (!found) return invalid(reply);
+      const sent = await enrollment.sendEmailCode(code);
+      return pageHeaders(reply).send(
+        possessionPage({ userName: found.user.firstName || found.user.userId, virtualServerName: found.virtualServer.name, serial: sent.serial, tokenType: "email", code, sentTo: sent.sentTo }),
+      );
+    } catch (error) {
+      return refusal(reply, error);
+    }
+  });
+
+  app.post("/enroll/:code/confirm", { schema: { hide: true, params: codeParam } }, async (request, reply) => {
+    const code = request.params.code.toUpperCase();
+    const otp = String((request.body as Record<string, unknown> | undefined)?.otp ?? "");
+    const found = await enrollment.lookup(code);
+    if (!found) return invalid(reply);
+    try {
+      const done = await enrollment.confirmPossession(code, otp);
+      return pageHeaders(reply).send(enrolledPage({ serial: done.serial, app: done.type === "email" ? "your email address" : "your hardware token", pushApplications: done.pushApplications }));
+    } catch (error) {
+      if (error instanceof TesseraError && (error.code === "ENROLLMENT_OTP_WRONG" || error.code === "RATE_LIMITED")) {
+        return pageHeaders(reply)
+          .status(error.status)
+          .send(
+            possessionPage({
+              userName: found.user.firstName || found.user.userId,
+              virtualServerName: found.virtualServer.name,
+              serial: found.token.serial,
+              tokenType: found.token.type as "hardware" | "email",
+              code,
+              sentTo: found.token.type === "email" ? "your address" : undefined,
+              error: error.message,
+            }),
+          );
+      }
       return refusal(reply, error);
     }
   });

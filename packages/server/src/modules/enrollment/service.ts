@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import {
   buildOtpauthUri,
+  hotp,
+  verifyHotp,
   canonicalRequest,
   deriveTokenKey,
   encodeBase32,
@@ -19,6 +21,8 @@ import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
 import type { Database, EnrollmentRow, TokenRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
+import { queueMail } from "../mail/outbox.js";
+import { escapeHtml } from "../mail/templates.js";
 import { effectivePolicy } from "../policy/service.js";
 import { hashEnrollmentCode, isWellFormedCode } from "../provisioning/codes.js";
 import type { App } from "../provisioning/task.js";
@@ -30,9 +34,12 @@ export const CLAIM_TTL_MS = 10 * 60 * 1000;
 /** How far a signed request's timestamp may be from the server's clock. */
 export const SIGNATURE_SKEW_MS = 5 * 60 * 1000;
 const MAX_CONFIRM_ATTEMPTS = 5;
+const HARDWARE_LOCKOUT_MS = 15 * 60 * 1000;
 
 interface Claim {
-  app: App;
+  app: App | "email" | "hardware";
+  /** Hardware tokens: wrong passcodes lock the page for a while instead of dropping a claim. */
+  lockedUntil?: number;
   deviceId?: string;
   signingPublicKey?: string;
   os?: string | null;
@@ -77,7 +84,7 @@ const enrollActor = (userId: string): Principal => ({
   scope: { virtualServerId: null, path: "/", includesChildren: true },
 });
 
-export function createEnrollmentService(deps: CoreDeps) {
+export function createEnrollmentService(deps: CoreDeps & { onMailQueued?: () => void }) {
   const { db, clock, audit, keyring } = deps;
 
   async function open(trx: Transaction<Database> | typeof db, code: string): Promise<OpenEnrollment | null> {
@@ -105,7 +112,14 @@ export function createEnrollmentService(deps: CoreDeps) {
   }
 
   /** Takes the enrollment for one device: exactly one of two racing devices wins. */
-  async function claim(trx: Transaction<Database>, found: OpenEnrollment, next: Claim, keyBytes: Uint8Array, policy: { otpAlgorithm: string; otpDigits: number; otpPeriodSeconds: number }) {
+  async function claim(
+    trx: Transaction<Database>,
+    found: OpenEnrollment,
+    next: Claim,
+    keyBytes: Uint8Array,
+    policy: { otpAlgorithm: string; otpDigits: number; otpPeriodSeconds: number },
+    otpMode: "totp" | "hotp" = "totp",
+  ) {
     const now = clock.nowMs();
     const current = found.enrollment.claim ? (JSON.parse(found.enrollment.claim) as Claim) : null;
     // A page reload in the otp-app flow makes a new key over its own claim; a claim by
@@ -113,7 +127,8 @@ export function createEnrollmentService(deps: CoreDeps) {
     const reclaimable =
       found.enrollment.status === "pending" ||
       (found.enrollment.claimed_at ?? 0) <= now - CLAIM_TTL_MS ||
-      (current?.app === "otp-app" && next.app === "otp-app");
+      (current?.app === "otp-app" && next.app === "otp-app") ||
+      (current?.app === "email" && next.app === "email");
     if (!reclaimable) throw fail("ENROLLMENT_IN_PROGRESS");
     const claimed = await trx
       .updateTable("enrollments")
@@ -132,7 +147,8 @@ export function createEnrollmentService(deps: CoreDeps) {
         algorithm: policy.otpAlgorithm,
         digits: policy.otpDigits,
         period_seconds: policy.otpPeriodSeconds,
-        otp_mode: "totp",
+        otp_mode: otpMode,
+        hotp_counter: 0,
         updated_at: now,
       })
       .where("serial", "=", found.token.serial)
@@ -212,6 +228,12 @@ export function createEnrollmentService(deps: CoreDeps) {
     const attempts = current.attempts + 1;
     const now = clock.nowMs();
     await db.transaction().execute(async (trx) => {
+      if (current.app === "hardware") {
+        // The seed stays (it is the device's); too many wrong codes close the page for a while.
+        const next: Claim = attempts >= MAX_CONFIRM_ATTEMPTS ? { app: "hardware", attempts: 0, lockedUntil: now + HARDWARE_LOCKOUT_MS } : { ...current, attempts };
+        await trx.updateTable("enrollments").set({ claim: JSON.stringify(next), updated_at: now }).where("id", "=", found.enrollment.id).execute();
+        return;
+      }
       if (attempts >= MAX_CONFIRM_ATTEMPTS) {
         await trx.updateTable("enrollments").set({ status: "pending", claim: null, claimed_at: null, updated_at: now }).where("id", "=", found.enrollment.id).where("status", "=", "claimed").execute();
         await trx.updateTable("tokens").set({ key_ciphertext: null, key_id: null, updated_at: now }).where("serial", "=", found.token.serial).where("state", "=", "assigned").execute();
@@ -373,6 +395,78 @@ export function createEnrollmentService(deps: CoreDeps) {
       );
       if (!result.ok) return countWrongPasscode(found, current);
       return { ...result, pushApplications: await pushApplications(found.virtualServer.id) };
+    },
+
+    /** Email tokens, step 1: a first code goes to the user's address; sending again makes a new key. */
+    async sendEmailCode(code: string): Promise<{ serial: string; sentTo: string }> {
+      const found = await openOrFail(code);
+      if (found.token.type !== "email") throw fail("APP_NOT_ALLOWED", { app: "email" });
+      if (!found.user.email) throw fail("USER_EMAIL_MISSING", { userIds: found.user.userId });
+      const policy = (await effectivePolicy(db, found.virtualServer.id)).effective;
+      const key = randomBytes({ SHA1: 20, SHA256: 32, SHA512: 64 }[policy.otpAlgorithm]);
+      const passcode = hotp(key, { counter: 0, digits: policy.otpDigits, algorithm: policy.otpAlgorithm });
+      await db.transaction().execute(async (trx) => {
+        await claim(trx, found, { app: "email", attempts: 0 }, key, policy, "hotp");
+        const text = `Your ${found.virtualServer.name} code is ${passcode}.\n\nEnter it on the enrollment page to confirm your email token ${found.token.serial}.\nIf you did not ask for it, ignore this mail.\n`;
+        const html = `<p>Your ${escapeHtml(found.virtualServer.name)} code is <b style="font-size:1.4em;letter-spacing:.2em">${passcode}</b>.</p><p>Enter it on the enrollment page to confirm your email token ${escapeHtml(found.token.serial)}.</p><p style="color:#666">If you did not ask for it, ignore this mail.</p>`;
+        await queueMail(trx, { keyring, clock }, { virtualServerId: found.virtualServer.id, kind: "otp", to: found.user.email, subject: `Your ${found.virtualServer.name} code`, text, html });
+      });
+      key.fill(0);
+      deps.onMailQueued?.();
+      const [name, domain] = found.user.email.split("@");
+      return { serial: found.token.serial, sentTo: `${name!.slice(0, 1)}***@${domain}` };
+    },
+
+    /**
+     * Email and hardware tokens, last step: the first code (from the mail, or from the
+     * device in the user's hand) shows the user holds the token; it becomes active.
+     */
+    async confirmPossession(code: string, otp: string) {
+      const found = await openOrFail(code);
+      const current = found.enrollment.claim ? (JSON.parse(found.enrollment.claim) as Claim) : null;
+      const now = clock.nowMs();
+      if (found.token.type === "hardware") {
+        if (current?.lockedUntil && current.lockedUntil > now) throw fail("RATE_LIMITED", { retryAfterSeconds: Math.ceil((current.lockedUntil - now) / 1000) }, { retryAfterSeconds: Math.ceil((current.lockedUntil - now) / 1000) });
+      } else if (found.token.type !== "email" || found.enrollment.status !== "claimed" || current?.app !== "email") {
+        throw fail("ENROLLMENT_CODE_INVALID");
+      }
+      const claimNow: Claim = current && !current.lockedUntil ? current : { app: found.token.type === "hardware" ? "hardware" : "email", attempts: 0 };
+      const done = await db.transaction().execute(async (trx) => {
+        const token = await trx.selectFrom("tokens").selectAll().where("serial", "=", found.token.serial).executeTakeFirstOrThrow();
+        const key = keyring.decrypt(token.key_ciphertext!, token.key_id!, token.serial);
+        const params = { digits: Number(token.digits) as OtpDigits, algorithm: token.algorithm as OtpAlgorithm };
+        let changes: { last_totp_step?: number; drift_steps?: number; hotp_counter?: number } | null = null;
+        if (token.otp_mode === "hotp") {
+          // An email code is the counter's first value; a hardware HOTP device may have been pressed a few times.
+          const verdict = verifyHotp(key, otp.trim(), { ...params, counter: Number(token.hotp_counter), lookAhead: token.type === "email" ? 0 : 10 });
+          if (verdict.ok) changes = { hotp_counter: verdict.nextCounter };
+        } else {
+          // A hardware clock may have drifted further than a phone's: two steps each way.
+          const verdict = verifyTotp(key, otp.trim(), { ...params, atMs: now, periodSeconds: Number(token.period_seconds), window: 2, lastAcceptedStep: null });
+          if (verdict.ok) changes = { last_totp_step: verdict.step, drift_steps: verdict.driftSteps };
+        }
+        key.fill(0);
+        if (!changes) return null;
+        const enrolled = await trx
+          .updateTable("enrollments")
+          .set({ status: "enrolled", enrolled_at: now, claim: null, updated_at: now })
+          .where("id", "=", found.enrollment.id)
+          .where("status", "in", ["pending", "claimed"])
+          .executeTakeFirst();
+        const activated = await trx
+          .updateTable("tokens")
+          .set({ ...changes, state: "active", failures: 0, state_changed_at: now, updated_at: now })
+          .where("serial", "=", token.serial)
+          .where("state", "=", "assigned")
+          .executeTakeFirst();
+        if (Number(enrolled.numUpdatedRows) !== 1 || Number(activated.numUpdatedRows) !== 1) throw fail("ENROLLMENT_CODE_INVALID");
+        await audit.append(trx, enrollActor(found.user.userId), [
+          { action: "token.enroll", virtualServerId: found.virtualServer.id, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: token.user_pk, fromState: "assigned", toState: "active", details: { type: token.type } },
+        ]);
+        return { serial: token.serial, type: token.type };
+      });
+      if (!done) return countWrongPasscode(found, claimNow);
+      return { ...done, pushApplications: [] as string[] };
     },
 
     /** "Autosend Passcode" on or off, signed by the device: the current Push OTP state changes, the state at enrollment stays. */

@@ -31,10 +31,15 @@ describeEachDatabase("provisioning and self-enrollment, end to end", (kind) => {
       from: "Tessera <no-reply@tessera.test>",
     });
     t = await createTenant(core.services, "Enrolling Org");
-    for (const [userId, firstName] of [["ada", "Ada"], ["ben", "Ben"], ["cy", "Cy"], ["dee", "Dee"], ["eve", "Eve"], ["fay", "Fay"]]) {
+    for (const [userId, firstName] of [["ada", "Ada"], ["ben", "Ben"], ["cy", "Cy"], ["dee", "Dee"], ["eve", "Eve"], ["fay", "Fay"], ["gus", "Gus"], ["hal", "Hal"]]) {
       await core.services.users.create(installerPrincipal, t.virtualServerId, { userId: userId!, firstName: firstName!, lastName: "Test", email: `${userId}@example.test`, groups: ["staff"] });
     }
     await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 8 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "email", count: 1 });
+    await core.services.tokens.importSeeds(installerPrincipal, {
+      virtualServerId: t.virtualServerId,
+      seeds: [{ serial: "HW-FLOW-1", secret: Buffer.from("12345678901234567890"), otpMode: "totp", digits: 6, periodSeconds: 30, algorithm: "SHA1", counter: 0 }],
+    });
   });
   afterAll(async () => {
     await worker.stop();
@@ -188,6 +193,44 @@ describeEachDatabase("provisioning and self-enrollment, end to end", (kind) => {
     const expired = await api.call("GET", `/api/v1/provisioning/tasks/${later.json.id}`, t.apiKeys.operator);
     expect(expired.json.counts).toMatchObject({ total: 1, expired: 1 });
     expect((await api.call("GET", `/api/v1/tokens?virtualServerId=${t.virtualServerId}&userId=fay`, t.apiKeys.auditor)).json.items).toEqual([]);
+  });
+
+  it("enrolls a hardware token with a code from the device, locking the page after five wrong codes", async () => {
+    await api.call("POST", `/api/v1/virtual-servers/${t.virtualServerId}/users/gus/provision`, t.apiKeys.operator, { tokenType: "hardware" });
+    const { code } = await linkFor("gus");
+    const page = await api.app.inject({ method: "GET", url: `/enroll/${code}` });
+    expect(page.body).toContain("HW-FLOW-1");
+    const form = (otp: string) => api.app.inject({ method: "POST", url: `/enroll/${code}/confirm`, headers: { "content-type": "application/x-www-form-urlencoded" }, payload: `otp=${otp}` });
+    const at = new Date(core.clock.nowMs()).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    const right = execFileSync("oathtool", ["--totp", "--now", at, Buffer.from("12345678901234567890").toString("hex")], { encoding: "utf8" }).trim();
+    const wrong = right === "000000" ? "111111" : "000000";
+    for (let i = 0; i < 5; i++) expect((await form(wrong)).statusCode).toBe(400);
+    const locked = await form(right);
+    expect(locked.statusCode).toBe(429);
+    core.clock.advance(15 * 60 * 1000 + 1);
+    const at2 = new Date(core.clock.nowMs()).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+    const later = execFileSync("oathtool", ["--totp", "--now", at2, Buffer.from("12345678901234567890").toString("hex")], { encoding: "utf8" }).trim();
+    const done = await form(later);
+    expect(done.statusCode, done.body).toBe(200);
+    expect((await api.call("GET", "/api/v1/tokens/HW-FLOW-1", t.apiKeys.auditor)).json).toMatchObject({ state: "active", user: { userId: "gus" }, hasKey: true, device: null });
+  });
+
+  it("enrolls an email token with a first code sent by email", async () => {
+    await api.call("POST", `/api/v1/virtual-servers/${t.virtualServerId}/users/hal/provision`, t.apiKeys.operator, { tokenType: "email" });
+    const { code } = await linkFor("hal");
+    const page = await api.app.inject({ method: "GET", url: `/enroll/${code}` });
+    expect(page.body).toContain("Email me a code");
+    const asked = await api.app.inject({ method: "POST", url: `/enroll/${code}/email`, headers: { "content-type": "application/x-www-form-urlencoded" }, payload: "" });
+    expect(asked.statusCode).toBe(200);
+    expect(asked.body).toContain("h***@example.test");
+    const before = smtp.received.length;
+    await worker.runOnce();
+    const mail = smtp.received.slice(before).find((m) => m.envelopeTo.includes("hal@example.test"))!;
+    const passcode = /code is (\d{6})/.exec(mail.parsed.text ?? "")![1]!;
+    const done = await api.app.inject({ method: "POST", url: `/enroll/${code}/confirm`, headers: { "content-type": "application/x-www-form-urlencoded" }, payload: `otp=${passcode}` });
+    expect(done.statusCode, done.body).toBe(200);
+    const tokens = await api.call("GET", `/api/v1/tokens?virtualServerId=${t.virtualServerId}&userId=hal`, t.apiKeys.auditor);
+    expect(tokens.json.items[0]).toMatchObject({ type: "email", state: "active", otp: { mode: "hotp" } });
   });
 
   describe("refusals", () => {
