@@ -51,5 +51,7 @@ export async function ensureDemo(services: Services): Promise<{ email: string; p
     })),
   });
   await services.tokens.move(principal, { fromVirtualServerId: result.virtualServerId, toVirtualServerId: child.id, type: "mobile", count: 10 }, "allocate");
+  // A provisioning task, so that the outbox holds enrollment mail to try the self-enrollment page with.
+  await services.provisioning.createTask(principal, { virtualServerId: result.virtualServerId, users: { group: "vpn" }, tokenType: "mobile" });
   return { email: result.operatorEmail, password: result.password, virtualServerId: result.virtualServerId, created: true };
 }

@@ -78,9 +78,12 @@ export function buildProgram(): Command {
       process.stdout.write(`  database   ${config.database.kind === "sqlite" ? config.database.file : "PostgreSQL"}\n`);
       if (options.demo) {
         const demo = await ensureDemo(server.services);
+        const waiting = await server.services.mail.listOutbox(installerPrincipal, { virtualServerId: demo.virtualServerId, status: "queued", limit: 1 });
+        const link = waiting.items[0]?.enrollUrl;
         process.stdout.write(
           `  demo       ${demo.created ? "created" : "present"}: virtual server ${demo.virtualServerId}\n` +
             `  admin login (one-time, new at each demo start): ${demo.email} / ${demo.password}\n` +
+            (link ? `  enrollment page of a demo user (mail waits in the outbox without SMTP): ${link}\n` : "") +
             `  try: curl -s -X POST ${server.url}/api/v1/sessions -H 'content-type: application/json' -d '{"email":"${demo.email}","password":"${demo.password}"}'\n`,
         );
       }
