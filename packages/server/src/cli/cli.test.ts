@@ -6,6 +6,7 @@ import SQLite from "better-sqlite3";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createKeyring, parseMasterKey } from "../crypto/keyring.js";
+import { bin, cliEnvironment, collect, masterKeyHex, singleJsonObject, tessera, tesseraJson, type CliRun } from "../testing/cli.js";
 import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../testing/databases.js";
 
 /**
@@ -15,68 +16,12 @@ import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../
  */
 
 const repositoryRoot = fileURLToPath(new URL("../../../../", import.meta.url));
-const bin = fileURLToPath(new URL("../../bin/tessera.js", import.meta.url));
-const masterKeyHex = "5a".repeat(32);
 
 // RFC 4226 Appendix D secret, "12345678901234567890", in the encodings seed files use.
 const SECRET = Buffer.from("12345678901234567890");
 const SECRET_HEX = SECRET.toString("hex");
 const SECRET_BASE32 = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 const SECRET_BASE64 = SECRET.toString("base64");
-
-interface CliRun {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * The environment of the parent without any Tessera setting or database of its own, so
- * only what the test gives reaches the child.
- */
-function cliEnvironment(database: TestDatabase, overrides: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (!key.startsWith("TESSERA_") && key !== "DATABASE_URL") env[key] = value;
-  }
-  Object.assign(env, database.env, { TESSERA_MASTER_KEY: masterKeyHex, TESSERA_LOG_LEVEL: "silent" });
-  for (const [key, value] of Object.entries(overrides)) {
-    if (value === undefined) delete env[key];
-    else env[key] = value;
-  }
-  return env;
-}
-
-function collect(child: ChildProcess): Promise<CliRun> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    child.once("error", reject);
-    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
-
-function tessera(args: string[], env: NodeJS.ProcessEnv): Promise<CliRun> {
-  return collect(spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] }));
-}
-
-/** Runs a command that must succeed with --json and returns its one JSON object. */
-async function tesseraJson<T>(args: string[], env: NodeJS.ProcessEnv): Promise<T> {
-  const run = await tessera([...args, "--json"], env);
-  expect(run, `tessera ${args.join(" ")} failed: ${run.stderr}`).toMatchObject({ code: 0 });
-  return singleJsonObject<T>(run.stdout);
-}
-
-function singleJsonObject<T>(stdout: string): T {
-  const lines = stdout.split("\n").filter((line) => line !== "");
-  expect(lines).toHaveLength(1);
-  const value: unknown = JSON.parse(lines[0]!);
-  expect(value).toBeTypeOf("object");
-  return value as T;
-}
 
 type Row = Record<string, unknown>;
 
