@@ -5,6 +5,7 @@ import { newId } from "../../ids.js";
 import type { Database } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
+import { revokedChanges } from "../tokens/lifecycle-service.js";
 import type { TokenType } from "../tokens/types.js";
 import { provisionInTransaction, type ProvisionDeps } from "./provision.js";
 import { returnUnenrolledToken } from "./service.js";
@@ -69,22 +70,9 @@ export function createProvisioningRules(deps: CoreDeps & { publicUrl: string }) 
         continue;
       }
       if (!["active", "suspended", "locked"].includes(token.state)) continue;
-      const keepKey = token.type === "hardware";
       await trx
         .updateTable("tokens")
-        .set({
-          state: "inventory",
-          user_pk: null,
-          provisioning_task_id: null,
-          failures: 0,
-          locked_until: null,
-          last_totp_step: null,
-          drift_steps: 0,
-          state_reason: RULE_REVOKE_REASON,
-          state_changed_at: now,
-          updated_at: now,
-          ...(keepKey ? {} : { key_ciphertext: null, key_id: null, hotp_counter: 0 }),
-        })
+        .set({ ...revokedChanges(token, "inventory"), state: "inventory", state_reason: RULE_REVOKE_REASON, state_changed_at: now, updated_at: now })
         .where("serial", "=", token.serial)
         .where("state", "=", token.state)
         .execute();

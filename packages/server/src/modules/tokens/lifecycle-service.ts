@@ -32,7 +32,7 @@ export interface TransitionOptions {
 }
 
 /** What revoking leaves of a token: no user, no device, no secrets the user held. */
-function revokedChanges(token: TokenRow, to: "inventory" | "lost"): TokenUpdate {
+export function revokedChanges(token: Pick<TokenRow, "type">, to: "inventory" | "lost"): TokenUpdate {
   // A hardware token's seed belongs to the device: it stays when the token goes back to
   // the shelf (with its HOTP counter, which the device keeps too), and is destroyed
   // when the device is lost or faulty. Issued keys are always destroyed.
