@@ -6,6 +6,7 @@ import { createOperatorService } from "./modules/operators/service.js";
 import { createPolicyService } from "./modules/policy/service.js";
 import { createTokenInventory } from "./modules/tokens/inventory-service.js";
 import { createTokenLifecycle } from "./modules/tokens/lifecycle-service.js";
+import { createApplicationService } from "./modules/applications/service.js";
 import { createEnrollmentService } from "./modules/enrollment/service.js";
 import { createMailService } from "./modules/mail/service.js";
 import { createMigrationService } from "./modules/provisioning/migration.js";
@@ -60,6 +61,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
     enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }),
     mail: createMailService(deps),
+    applications: createApplicationService(deps),
   };
 }
 

@@ -75,6 +75,8 @@ export const errorCatalogue = {
   ENROLLMENT_OTP_WRONG: defineError(400, "The passcode does not match; check the device's clock and try the next passcode"),
   RULE_EXISTS: defineError(409, "A rule already provisions {type} tokens to group {group}"),
   RULE_NOT_FOUND: defineError(404, "Provisioning rule {id} does not exist"),
+  APPLICATION_NOT_FOUND: defineError(404, "Application {id} does not exist"),
+  APPLICATION_NAME_TAKEN: defineError(409, "An application named {name} already exists in this virtual server"),
   POLICY_INVALID: defineError(400, "The policy is not valid: {problem}"),
   TEMPLATE_INVALID: defineError(400, "The mail template is not valid: {problem}"),
   INTERNAL: defineError(500, "Something went wrong on the server; the request changed nothing"),

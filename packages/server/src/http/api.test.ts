@@ -8,6 +8,12 @@ const requiredOperationIds = [
   "createVirtualServer", "listVirtualServers", "createOperator", "createUser", "getUser", "listUsers", "importUsers",
   "addTokens", "importTokens", "listTokens", "getToken", "allocateTokens", "deallocateTokens", "suspendToken",
   "reactivateToken", "unlockToken", "revokeToken", "reinitializeToken", "deleteToken", "getPolicy", "updatePolicy", "listAudit",
+  // Provisioning and enrollment.
+  "provisionToken", "createProvisioningTask", "getProvisioningTask", "listProvisioningTasks", "cancelProvisioningTask",
+  "resendEnrollment", "createProvisioningRule", "listOutbox", "planMigration", "startMigration", "retireMigratedTokens",
+  "enrollDevice", "confirmEnrollment", "updateDeviceSettings",
+  // Applications.
+  "createApplication", "listApplications", "updateApplication", "deleteApplication",
 ];
 
 describeEachDatabase("admin API", (kind) => {

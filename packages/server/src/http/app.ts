@@ -11,6 +11,7 @@ import {
 import type { Services } from "../core.js";
 import { fail, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
+import { applicationRoutes } from "../modules/applications/routes.js";
 import { auditRoutes } from "../modules/audit/routes.js";
 import { deviceRoutes, enrollmentPageRoutes } from "../modules/enrollment/routes.js";
 import { mailRoutes } from "../modules/mail/routes.js";
@@ -140,6 +141,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
       await api.register(policyRoutes, { services });
       await api.register(auditRoutes, { services });
       await api.register(mailRoutes, { services });
+      await api.register(applicationRoutes, { services });
       await api.register(provisioningRoutes, { services });
       await api.register(ruleAndMigrationRoutes, { services });
     },

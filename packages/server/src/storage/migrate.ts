@@ -2,6 +2,7 @@ import { Migrator, type Migration, type MigrationProvider } from "kysely";
 import type { Storage } from "./database.js";
 import { initialMigration } from "./migrations/001-initial.js";
 import { provisioningMigration } from "./migrations/002-provisioning.js";
+import { applicationsMigration } from "./migrations/003-applications.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -9,6 +10,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
   return {
     "001-initial": initialMigration(storage.kind),
     "002-provisioning": provisioningMigration(storage.kind),
+    "003-applications": applicationsMigration(storage.kind),
   };
 }
 

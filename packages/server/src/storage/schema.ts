@@ -213,6 +213,23 @@ export interface MailTemplatesTable {
   updated_at: number;
 }
 
+export interface ApplicationsTable {
+  id: string;
+  virtual_server_id: string;
+  name: string;
+  kind: string;
+  resource_name: string;
+  push_otp: number;
+  push_mode: string;
+  radius_addresses: string | null;
+  radius_secret_ciphertext: string | null;
+  radius_secret_key_id: string | null;
+  api_key_id: string | null;
+  api_key_hash: string | null;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface Database {
   virtual_servers: VirtualServersTable;
   operators: OperatorsTable;
@@ -230,6 +247,7 @@ export interface Database {
   enrollments: EnrollmentsTable;
   outbox: OutboxTable;
   mail_templates: MailTemplatesTable;
+  applications: ApplicationsTable;
   meta: MetaTable;
 }
 
@@ -244,3 +262,4 @@ export type AuditRow = Selectable<AuditLogTable>;
 export type EnrollmentRow = Selectable<EnrollmentsTable>;
 export type ProvisioningTaskRow = Selectable<ProvisioningTasksTable>;
 export type OutboxRow = Selectable<OutboxTable>;
+export type ApplicationRow = Selectable<ApplicationsTable>;

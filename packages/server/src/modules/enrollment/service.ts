@@ -466,7 +466,7 @@ export function createEnrollmentService(deps: CoreDeps & { onMailQueued?: () => 
         return { serial: token.serial, type: token.type };
       });
       if (!done) return countWrongPasscode(found, claimNow);
-      return { ...done, pushApplications: [] as string[] };
+      return { ...done, pushApplications: await pushApplications(found.virtualServer.id) };
     },
 
     /** "Autosend Passcode" on or off, signed by the device: the current Push OTP state changes, the state at enrollment stays. */
@@ -526,9 +526,10 @@ export function createEnrollmentService(deps: CoreDeps & { onMailQueued?: () => 
     };
   }
 
-  /** Applications of the virtual server that accept Push OTP; applications arrive with authentication. */
-  async function pushApplications(_virtualServerId: string): Promise<string[]> {
-    return [];
+  /** The resource names of the virtual server's applications that accept Push OTP. */
+  async function pushApplications(virtualServerId: string): Promise<string[]> {
+    const rows = await db.selectFrom("applications").select("resource_name").where("virtual_server_id", "=", virtualServerId).where("push_otp", "=", 1).orderBy("resource_name").execute();
+    return rows.map((row) => row.resource_name);
   }
 }
 

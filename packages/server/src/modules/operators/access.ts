@@ -22,6 +22,8 @@ export const permissions = {
   "policy.read": ["admin", "operator", "helpdesk", "auditor"],
   "policy.manage": ["admin"],
   "audit.read": ["admin", "operator", "auditor"],
+  "applications.read": ["admin", "operator", "auditor"],
+  "applications.manage": ["admin"],
 } as const satisfies Record<string, readonly Role[]>;
 
 export type Permission = keyof typeof permissions;

@@ -59,6 +59,8 @@ describeEachDatabase("provisioning and self-enrollment, end to end", (kind) => {
   };
 
   it("provisions through the API, mails the link over SMTP, and the tessera app enrolls with the key agreement", async () => {
+    await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "vpn-gw", resourceName: "Corporate VPN", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
+    await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "intranet", pushOtp: false });
     const task = await api.call("POST", "/api/v1/provisioning/tasks", t.apiKeys.operator, { virtualServerId: t.virtualServerId, users: { userIds: ["ada"] }, tokenType: "mobile" });
     expect(task.status).toBe(201);
     expect(task.json.counts).toMatchObject({ total: 1, pending: 1 });
@@ -79,7 +81,7 @@ describeEachDatabase("provisioning and self-enrollment, end to end", (kind) => {
     expect(enrolled.status).toBe(201);
     const confirmed = await device.confirm(enrolled.json.enrollmentId, device.passcode());
     expect(confirmed.status).toBe(200);
-    expect(confirmed.json).toMatchObject({ app: "tessera", pushAtEnrollment: "enabled", pushApplications: [] });
+    expect(confirmed.json).toMatchObject({ app: "tessera", pushAtEnrollment: "enabled", pushApplications: ["Corporate VPN"] });
 
     const token = await api.call("GET", `/api/v1/tokens/${enrolled.json.serial}`, t.apiKeys.auditor);
     expect(token.json).toMatchObject({

@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createTestApp } from "../../http/testing-app.js";
+import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { createTenant, type TestTenant } from "../../testing/fixtures.js";
+import { addressMatcher, addressProblem } from "./addresses.js";
+
+describe("client addresses", () => {
+  it("accepts addresses and CIDR ranges of both families and refuses anything else", () => {
+    for (const good of ["10.0.0.1", "10.0.0.0/8", "0.0.0.0/0", "::1", "2001:db8::/32"]) expect(addressProblem(good)).toBeNull();
+    for (const bad of ["10.0.0.0/33", "2001:db8::/129", "vpn.example.com", "10.0.0.1/8/2", "10.0.0/8", ""]) expect(addressProblem(bad)).not.toBeNull();
+  });
+
+  it("matches sources in a range, IPv4-mapped IPv6 included, and nothing outside", () => {
+    const matches = addressMatcher(["10.1.0.0/16", "192.0.2.7", "2001:db8::/32"]);
+    expect(matches("10.1.200.3")).toBe(true);
+    expect(matches("::ffff:10.1.0.9")).toBe(true);
+    expect(matches("192.0.2.7")).toBe(true);
+    expect(matches("2001:db8::42")).toBe(true);
+    expect(matches("10.2.0.1")).toBe(false);
+    expect(matches("192.0.2.8")).toBe(false);
+    expect(matches("not an address")).toBe(false);
+  });
+});
+
+describeEachDatabase("applications", (kind) => {
+  let core: TestCore;
+  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let t: TestTenant;
+  beforeAll(async () => {
+    core = await createTestCore(kind);
+    api = await createTestApp(core);
+    t = await createTenant(core.services, "Apps");
+  });
+  afterAll(async () => {
+    await api.close();
+    await core.close();
+  });
+
+  it("creates a RADIUS client with a made-up secret shown once and kept encrypted", async () => {
+    const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "vpn", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
+    expect(created.status).toBe(201);
+    expect(created.json).toMatchObject({ kind: "radius", resourceName: "vpn", pushOtp: true, pushMode: "hold", radiusAddresses: ["10.0.0.0/8"] });
+    expect(created.json.radiusSecret).toMatch(/^[A-Za-z0-9_-]{32}$/);
+    const row = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.json.id).executeTakeFirstOrThrow();
+    expect(JSON.stringify(row)).not.toContain(created.json.radiusSecret);
+    expect(core.services.applications.radiusSecretOf(row).toString()).toBe(created.json.radiusSecret);
+    const listed = await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.auditor);
+    expect(listed.body).not.toContain(created.json.radiusSecret);
+  });
+
+  it("creates a REST client whose API key is shown once, authenticates, and stops working when rotated", async () => {
+    const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal" });
+    expect(created.json.apiKey).toMatch(/^tak_/);
+    expect((await core.services.applications.authenticateApiKey(created.json.apiKey))?.id).toBe(created.json.id);
+    const rotated = await api.call("PATCH", `/api/v1/applications/${created.json.id}`, t.apiKeys.admin, { rotateApiKey: true });
+    expect(rotated.json.apiKey).not.toBe(created.json.apiKey);
+    expect(await core.services.applications.authenticateApiKey(created.json.apiKey)).toBeNull();
+    expect((await core.services.applications.authenticateApiKey(rotated.json.apiKey))?.id).toBe(created.json.id);
+  });
+
+  it("refuses bad addresses, short secrets and duplicate names, changing nothing", async () => {
+    const base = { kind: "radius", virtualServerId: t.virtualServerId, name: "bad" };
+    expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { ...base, radiusAddresses: ["vpn.example.com"] })).json.error.code).toBe("VALIDATION_FAILED");
+    expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { ...base, radiusAddresses: ["10.0.0.1"], radiusSecret: "short" })).json.error.code).toBe("VALIDATION_FAILED");
+    await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "twice" });
+    expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "twice" })).json.error.code).toBe("APPLICATION_NAME_TAKEN");
+    const names = (await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.admin)).json.items.map((a: { name: string }) => a.name);
+    expect(names.filter((name: string) => name === "bad" || name === "twice")).toEqual(["twice"]);
+  });
+
+  it("leaves applications to admins, and hides them from other tenants", async () => {
+    const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "guarded" });
+    expect((await api.call("PATCH", `/api/v1/applications/${created.json.id}`, t.apiKeys.operator, { pushOtp: true })).status).toBe(403);
+    expect((await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.helpdesk)).status).toBe(403);
+    const other = await createTenant(core.services, "Other apps");
+    expect((await api.call("DELETE", `/api/v1/applications/${created.json.id}`, other.apiKeys.admin)).json.error.code).toBe("APPLICATION_NOT_FOUND");
+    expect((await api.call("DELETE", `/api/v1/applications/${created.json.id}`, t.apiKeys.admin)).status).toBe(204);
+  });
+});

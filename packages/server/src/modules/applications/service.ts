@@ -1,0 +1,212 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { CoreDeps } from "../../deps.js";
+import { fail } from "../../errors.js";
+import { newId, newSecret, pooledRandomBytes } from "../../ids.js";
+import type { ApplicationRow, Database } from "../../storage/schema.js";
+import { canSee, type Principal } from "../operators/access.js";
+import { findVisibleVirtualServer } from "../virtual-servers/service.js";
+
+export interface Application {
+  id: string;
+  virtualServerId: string;
+  name: string;
+  kind: "radius" | "rest";
+  resourceName: string;
+  pushOtp: boolean;
+  /** RADIUS push: hold the request until the user answers, or answer Access-Challenge. */
+  pushMode: "hold" | "challenge";
+  radiusAddresses: string[] | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ApplicationInput {
+  virtualServerId: string;
+  name: string;
+  kind: "radius" | "rest";
+  resourceName?: string;
+  pushOtp?: boolean;
+  pushMode?: "hold" | "challenge";
+  radiusAddresses?: string[];
+  /** A RADIUS shared secret to use; without one Tessera makes one and shows it once. */
+  radiusSecret?: string;
+}
+
+export interface ApplicationUpdate {
+  name?: string;
+  resourceName?: string;
+  pushOtp?: boolean;
+  pushMode?: "hold" | "challenge";
+  radiusAddresses?: string[];
+  radiusSecret?: string;
+  /** Replace a REST application's API key: the old one stops working at once. */
+  rotateApiKey?: boolean;
+}
+
+const API_KEY_PREFIX = "tak_";
+
+function toApplication(row: ApplicationRow): Application {
+  return {
+    id: row.id,
+    virtualServerId: row.virtual_server_id,
+    name: row.name,
+    kind: row.kind as Application["kind"],
+    resourceName: row.resource_name,
+    pushOtp: row.push_otp === 1,
+    pushMode: row.push_mode as Application["pushMode"],
+    radiusAddresses: row.radius_addresses === null ? null : (JSON.parse(row.radius_addresses) as string[]),
+    createdAt: new Date(row.created_at).toISOString(),
+    updatedAt: new Date(row.updated_at).toISOString(),
+  };
+}
+
+const hashSecret = (secret: string) => createHash("sha256").update(secret).digest("hex");
+
+/** A RADIUS shared secret people can paste into a VPN's configuration: 32 characters, about 190 bits. */
+function newRadiusSecret(): string {
+  return pooledRandomBytes(24).toString("base64url");
+}
+
+/** Applications ("auth nodes"): RADIUS clients by address and shared secret, REST clients by API key. */
+export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
+  const { db, clock, audit, keyring } = deps;
+
+  async function findVisible(trx: Kysely<Database>, principal: Principal, id: string): Promise<ApplicationRow> {
+    const row = await trx
+      .selectFrom("applications")
+      .innerJoin("virtual_servers", "virtual_servers.id", "applications.virtual_server_id")
+      .selectAll("applications")
+      .select("virtual_servers.path as vs_path")
+      .where("applications.id", "=", id)
+      .executeTakeFirst();
+    if (!row || !canSee(principal, { path: row.vs_path })) throw fail("APPLICATION_NOT_FOUND", { id });
+    const { vs_path: _path, ...application } = row;
+    return application;
+  }
+
+  async function nameFree(trx: Kysely<Database>, virtualServerId: string, name: string, except?: string) {
+    let query = trx.selectFrom("applications").select("id").where("virtual_server_id", "=", virtualServerId).where("name", "=", name);
+    if (except) query = query.where("id", "!=", except);
+    if (await query.executeTakeFirst()) throw fail("APPLICATION_NAME_TAKEN", { name });
+  }
+
+  function sealRadiusSecret(id: string, secret: string) {
+    const sealed = keyring.encrypt(Buffer.from(secret, "utf8"), `radius:${id}`);
+    return { radius_secret_ciphertext: sealed.ciphertext, radius_secret_key_id: sealed.keyId };
+  }
+
+  return {
+    /** Creates an application; a made-up RADIUS secret or a REST API key is in the answer, once. */
+    async create(principal: Principal, input: ApplicationInput): Promise<Application & { radiusSecret?: string; apiKey?: string }> {
+      return db.transaction().execute(async (trx) => {
+        await findVisibleVirtualServer(trx, principal, input.virtualServerId, "applications.manage");
+        await nameFree(trx, input.virtualServerId, input.name);
+        const id = newId("app");
+        const now = clock.nowMs();
+        const shown: { radiusSecret?: string; apiKey?: string } = {};
+        let radius = {};
+        let rest = {};
+        if (input.kind === "radius") {
+          const secret = input.radiusSecret ?? newRadiusSecret();
+          if (!input.radiusSecret) shown.radiusSecret = secret;
+          radius = { radius_addresses: JSON.stringify(input.radiusAddresses ?? []), ...sealRadiusSecret(id, secret) };
+        } else {
+          const keyId = newId("akey");
+          const secret = newSecret();
+          shown.apiKey = `${API_KEY_PREFIX}${keyId}.${secret}`;
+          rest = { api_key_id: keyId, api_key_hash: hashSecret(secret) };
+        }
+        const row: ApplicationRow = {
+          id,
+          virtual_server_id: input.virtualServerId,
+          name: input.name,
+          kind: input.kind,
+          resource_name: input.resourceName ?? input.name,
+          push_otp: input.pushOtp ? 1 : 0,
+          push_mode: input.pushMode ?? "hold",
+          radius_addresses: null,
+          radius_secret_ciphertext: null,
+          radius_secret_key_id: null,
+          api_key_id: null,
+          api_key_hash: null,
+          created_at: now,
+          updated_at: now,
+          ...radius,
+          ...rest,
+        };
+        await trx.insertInto("applications").values(row).execute();
+        await audit.append(trx, principal, [
+          { action: "application.create", virtualServerId: row.virtual_server_id, targetType: "virtual_server", targetId: id, details: { name: row.name, kind: row.kind, pushOtp: row.push_otp === 1 } },
+        ]);
+        return { ...toApplication(row), ...shown };
+      });
+    },
+
+    async list(principal: Principal, virtualServerId: string): Promise<Application[]> {
+      await findVisibleVirtualServer(db, principal, virtualServerId, "applications.read");
+      const rows = await db.selectFrom("applications").selectAll().where("virtual_server_id", "=", virtualServerId).orderBy("name").execute();
+      return rows.map(toApplication);
+    },
+
+    async update(principal: Principal, id: string, input: ApplicationUpdate): Promise<Application & { apiKey?: string }> {
+      return db.transaction().execute(async (trx) => {
+        const row = await findVisible(trx, principal, id);
+        await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
+        if (input.name !== undefined) await nameFree(trx, row.virtual_server_id, input.name, id);
+        const shown: { apiKey?: string } = {};
+        const changes: Partial<ApplicationRow> = { updated_at: clock.nowMs() };
+        if (input.name !== undefined) changes.name = input.name;
+        if (input.resourceName !== undefined) changes.resource_name = input.resourceName;
+        if (input.pushOtp !== undefined) changes.push_otp = input.pushOtp ? 1 : 0;
+        if (input.pushMode !== undefined) changes.push_mode = input.pushMode;
+        if (row.kind === "radius") {
+          if (input.radiusAddresses !== undefined) changes.radius_addresses = JSON.stringify(input.radiusAddresses);
+          if (input.radiusSecret !== undefined) Object.assign(changes, sealRadiusSecret(id, input.radiusSecret));
+        } else if (input.rotateApiKey) {
+          const keyId = newId("akey");
+          const secret = newSecret();
+          shown.apiKey = `${API_KEY_PREFIX}${keyId}.${secret}`;
+          Object.assign(changes, { api_key_id: keyId, api_key_hash: hashSecret(secret) });
+        }
+        await trx.updateTable("applications").set(changes).where("id", "=", id).execute();
+        await audit.append(trx, principal, [
+          {
+            action: "application.update",
+            virtualServerId: row.virtual_server_id,
+            targetType: "virtual_server",
+            targetId: id,
+            details: { changed: Object.keys(input).filter((key) => key !== "radiusSecret"), radiusSecretChanged: input.radiusSecret !== undefined },
+          },
+        ]);
+        return { ...toApplication({ ...row, ...changes }), ...shown };
+      });
+    },
+
+    async delete(principal: Principal, id: string): Promise<void> {
+      await db.transaction().execute(async (trx) => {
+        const row = await findVisible(trx, principal, id);
+        await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
+        await trx.deleteFrom("applications").where("id", "=", id).execute();
+        await audit.append(trx, principal, [{ action: "application.delete", virtualServerId: row.virtual_server_id, targetType: "virtual_server", targetId: id, details: { name: row.name } }]);
+      });
+    },
+
+    /** The REST application a bearer API key belongs to, or null. */
+    async authenticateApiKey(bearer: string): Promise<ApplicationRow | null> {
+      const match = /^tak_([a-z]+_[0-9a-z]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
+      if (!match) return null;
+      const row = await db.selectFrom("applications").selectAll().where("api_key_id", "=", match[1]!).executeTakeFirst();
+      if (!row?.api_key_hash) return null;
+      const given = hashSecret(match[2]!);
+      return timingSafeEqual(Buffer.from(given), Buffer.from(row.api_key_hash)) ? row : null;
+    },
+
+    /** A RADIUS client's shared secret, for checking and signing its packets. */
+    radiusSecretOf(row: ApplicationRow): Buffer {
+      return keyring.decrypt(row.radius_secret_ciphertext!, row.radius_secret_key_id!, `radius:${row.id}`);
+    },
+  };
+}
+
+export type ApplicationService = ReturnType<typeof createApplicationService>;
