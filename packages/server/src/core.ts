@@ -7,6 +7,8 @@ import { createPolicyService } from "./modules/policy/service.js";
 import { createTokenInventory } from "./modules/tokens/inventory-service.js";
 import { createTokenLifecycle } from "./modules/tokens/lifecycle-service.js";
 import { createApplicationService } from "./modules/applications/service.js";
+import { createResync } from "./modules/auth/resync.js";
+import { createAuthService } from "./modules/auth/service.js";
 import { createEnrollmentService } from "./modules/enrollment/service.js";
 import { createMailService } from "./modules/mail/service.js";
 import { createMigrationService } from "./modules/provisioning/migration.js";
@@ -62,6 +64,8 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }),
     mail: createMailService(deps),
     applications: createApplicationService(deps),
+    auth: createAuthService(deps),
+    resyncToken: createResync(deps),
   };
 }
 

@@ -77,6 +77,7 @@ export const errorCatalogue = {
   RULE_NOT_FOUND: defineError(404, "Provisioning rule {id} does not exist"),
   APPLICATION_NOT_FOUND: defineError(404, "Application {id} does not exist"),
   APPLICATION_NAME_TAKEN: defineError(409, "An application named {name} already exists in this virtual server"),
+  RESYNC_FAILED: defineError(409, "The two passcodes are not consecutive codes of token {serial} within reach"),
   POLICY_INVALID: defineError(400, "The policy is not valid: {problem}"),
   TEMPLATE_INVALID: defineError(400, "The mail template is not valid: {problem}"),
   INTERNAL: defineError(500, "Something went wrong on the server; the request changed nothing"),

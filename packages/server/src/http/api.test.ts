@@ -14,6 +14,8 @@ const requiredOperationIds = [
   "enrollDevice", "confirmEnrollment", "updateDeviceSettings",
   // Applications.
   "createApplication", "listApplications", "updateApplication", "deleteApplication",
+  // Authentication.
+  "authenticate", "resyncToken",
 ];
 
 describeEachDatabase("admin API", (kind) => {

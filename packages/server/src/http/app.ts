@@ -13,6 +13,7 @@ import { fail, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
 import { applicationRoutes } from "../modules/applications/routes.js";
 import { auditRoutes } from "../modules/audit/routes.js";
+import { authRoutes } from "../modules/auth/routes.js";
 import { deviceRoutes, enrollmentPageRoutes } from "../modules/enrollment/routes.js";
 import { mailRoutes } from "../modules/mail/routes.js";
 import { provisioningRoutes, ruleAndMigrationRoutes } from "../modules/provisioning/routes.js";
@@ -142,6 +143,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
       await api.register(auditRoutes, { services });
       await api.register(mailRoutes, { services });
       await api.register(applicationRoutes, { services });
+      await api.register(authRoutes, { services });
       await api.register(provisioningRoutes, { services });
       await api.register(ruleAndMigrationRoutes, { services });
     },

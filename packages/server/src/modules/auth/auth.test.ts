@@ -1,0 +1,167 @@
+import { hotp, totp } from "@tessera/otp";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createTestApp } from "../../http/testing-app.js";
+import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { createTenant, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
+import { installerPrincipal } from "../operators/access.js";
+import type { AuthRequest } from "./service.js";
+
+// placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
+const KEY = Buffer.alloc(20, 1);
+
+describeEachDatabase("passcode authentication", (kind) => {
+  let core: TestCore;
+  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let t: TestTenant;
+  let application: AuthRequest["application"];
+  let apiKey: string;
+  beforeAll(async () => {
+    core = await createTestCore(kind);
+    api = await createTestApp(core);
+    t = await createTenant(core.services, "Auth");
+    const created = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", kind: "rest" });
+    apiKey = created.apiKey!;
+    application = (await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.id).executeTakeFirstOrThrow());
+  });
+  afterAll(async () => {
+    await api.close();
+    await core.close();
+  });
+
+  const code = (offsetSteps = 0) => totp(KEY, { atMs: core.clock.nowMs(), periodSeconds: 30, digits: 6, algorithm: "SHA1", stepOffset: offsetSteps });
+  const login = (userId: string, passcode: string, source = "192.0.2.10") => core.services.auth.authenticate({ application, userId, passcode, source, method: "rest" });
+  const tokenRow = (serial: string) => core.storage.db.selectFrom("tokens").selectAll().where("serial", "=", serial).executeTakeFirstOrThrow();
+
+  it("accepts a good TOTP once and refuses it a second time", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "once" });
+    core.clock.advance(30_000);
+    const passcode = code();
+    expect(await login("once", passcode)).toMatchObject({ result: "accept", serial });
+    expect(await login("once", passcode)).toMatchObject({ result: "reject", reason: "replayed" });
+    core.clock.advance(30_000);
+    expect(await login("once", code())).toMatchObject({ result: "accept" });
+  });
+
+  it("accepts a passcode one step off and learns the drift", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "drifty" });
+    core.clock.advance(30_000);
+    expect(await login("drifty", code(-1))).toMatchObject({ result: "accept" });
+    expect((await tokenRow(serial)).drift_steps).toBe(-1);
+    expect(await login("drifty", code(5))).toMatchObject({ result: "reject", reason: "wrong" });
+  });
+
+  it("lets exactly one of two simultaneous checks of the same passcode through", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "racer" });
+    core.clock.advance(30_000);
+    const passcode = code();
+    const results = await Promise.all([login("racer", passcode), login("racer", passcode), login("racer", passcode)]);
+    expect(results.filter((r) => r.result === "accept")).toHaveLength(1);
+  });
+
+  it("locks the token at the threshold of failures, refuses the right passcode then, and an operator's unlock lets it in", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "locky" });
+    core.clock.advance(30_000);
+    const wrong = code() === "000000" ? "111111" : "000000";
+    for (let i = 0; i < 3; i++) expect((await login("locky", wrong, "198.51.100.1")).result).toBe("reject");
+    expect(await tokenRow(serial)).toMatchObject({ state: "locked", failures: 3 });
+    expect(await login("locky", code(), "198.51.100.1")).toMatchObject({ result: "reject", reason: "locked" });
+    await core.services.tokenLifecycle.unlock(t.principals.helpdesk, serial, "called the helpdesk");
+    expect(await login("locky", code(), "198.51.100.1")).toMatchObject({ result: "accept" });
+  });
+
+  it("unlocks a locked token by itself once the lock duration has passed", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "waits" });
+    await core.storage.db.updateTable("tokens").set({ state: "locked", failures: 3, locked_until: core.clock.nowMs() + 900_000 }).where("serial", "=", serial).execute();
+    core.clock.advance(30_000);
+    expect(await login("waits", code())).toMatchObject({ reason: "locked" });
+    core.clock.advance(900_000);
+    expect(await login("waits", code())).toMatchObject({ result: "accept" });
+    expect(await tokenRow(serial)).toMatchObject({ state: "active", failures: 0, locked_until: null });
+  });
+
+  it("never lets a suspended, assigned, lost or inventory token in", async () => {
+    for (const state of ["suspended", "assigned"] as const) {
+      await placeTokenInState(core.services, t.virtualServerId, state, { userId: `holder-${state}` });
+      core.clock.advance(30_000);
+      expect(await login(`holder-${state}`, code())).toMatchObject({ result: "reject", reason: "no_token" });
+    }
+    const lost = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "loser" });
+    await core.services.tokenLifecycle.revoke(t.principals.operator, lost, { to: "lost", reason: "stolen" });
+    expect(await login("loser", code())).toMatchObject({ result: "reject", reason: "no_token" });
+    expect(await login("nobody-here", code())).toMatchObject({ result: "reject", reason: "user_unknown" });
+  });
+
+  it("checks HOTP tokens with a look-ahead and never accepts a counter twice", async () => {
+    const seed = Buffer.from("12345678901234567890");
+    await core.services.tokens.importSeeds(installerPrincipal, { virtualServerId: t.virtualServerId, seeds: [{ serial: `HOTP-${kind}`, secret: seed, otpMode: "hotp", digits: 6, periodSeconds: 30, algorithm: "SHA1", counter: 0 }] });
+    await core.services.users.create(installerPrincipal, t.virtualServerId, { userId: "hotpuser", firstName: "", lastName: "", email: "", groups: [] });
+    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", "hotpuser").executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", `HOTP-${kind}`).execute();
+    // RFC 4226 Appendix D: counter 3 is 969429; the device was pressed three times unused.
+    expect(hotp(seed, { counter: 3, digits: 6, algorithm: "SHA1" })).toBe("969429");
+    expect(await login("hotpuser", "969429")).toMatchObject({ result: "accept" });
+    expect(await login("hotpuser", "969429")).toMatchObject({ result: "reject" });
+    expect(await login("hotpuser", "338314")).toMatchObject({ result: "accept" });
+    expect((await tokenRow(`HOTP-${kind}`)).hotp_counter).toBe(5);
+  });
+
+  it("lets any of a user's active tokens answer", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-tokens" });
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-tokens" });
+    core.clock.advance(30_000);
+    expect(await login("two-tokens", code())).toMatchObject({ result: "accept" });
+  });
+
+  it("stops a guessing source without locking the tokens of the users it tries", async () => {
+    const serials: string[] = [];
+    for (let i = 0; i < 12; i++) serials.push(await placeTokenInState(core.services, t.virtualServerId, "active", { userId: `victim-${i}` }));
+    core.clock.advance(30_000);
+    // 30 failures from one address: two per user over fifteen users would lock nobody,
+    // and the limit then refuses the address without touching tokens.
+    let limited = 0;
+    for (let round = 0; round < 4; round++) {
+      for (let i = 0; i < 12; i++) {
+        const result = await login(`victim-${i}`, "000001", "203.0.113.66");
+        if (result.result === "reject" && result.reason === "rate_limited") limited += 1;
+      }
+    }
+    expect(limited).toBeGreaterThan(0);
+    const locked = (await Promise.all(serials.map(tokenRow))).filter((row) => row.state === "locked");
+    expect(locked.length).toBeLessThan(serials.length);
+    // The users still get in from their own addresses.
+    const free = serials.findIndex((_, i) => !locked.some((row) => row.serial === serials[i]));
+    expect(await login(`victim-${free}`, code(), "192.0.2.200")).toMatchObject({ result: "accept" });
+  });
+
+  it("answers REST authenticate with the application's key, audits it without the passcode, and refuses other credentials", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "resty" });
+    core.clock.advance(30_000);
+    const passcode = code();
+    const accepted = await api.call("POST", "/api/v1/auth", apiKey, { userId: "resty", passcode });
+    expect(accepted.json).toEqual({ result: "accept", serial });
+    const replay = await api.call("POST", "/api/v1/auth", apiKey, { userId: "resty", passcode });
+    expect(replay.json).toMatchObject({ result: "reject", reason: "replayed" });
+    expect((await api.call("POST", "/api/v1/auth", t.apiKeys.admin, { userId: "resty", passcode })).status).toBe(401);
+    expect((await api.call("POST", "/api/v1/auth", null, { userId: "resty", passcode })).status).toBe(401);
+    expect((await api.call("POST", "/api/v1/auth", apiKey, { userId: "resty" })).status).toBe(400);
+    const trail = await core.storage.db.selectFrom("audit_log").selectAll().where("action", "like", "auth.%").where("token_serial", "=", serial).execute();
+    expect(trail.length).toBeGreaterThanOrEqual(1);
+    expect(JSON.stringify(await core.storage.db.selectFrom("audit_log").selectAll().where("action", "like", "auth.%").execute())).not.toContain(passcode);
+  });
+
+  it("resynchronises a TOTP token whose clock runs ten minutes slow, and refuses codes that are not consecutive", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "slow" });
+    core.clock.advance(30_000);
+    const resync = (first: string, second: string) => api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first, second });
+    expect((await resync(code(-20), code(-18))).json.error.code).toBe("RESYNC_FAILED");
+    expect((await resync(code(-20), code(-19))).json).toMatchObject({ drift_steps: -19 });
+    expect(await login("slow", code(-19))).toMatchObject({ result: "reject", reason: "replayed" });
+    core.clock.advance(30_000);
+    expect(await login("slow", code(-19))).toMatchObject({ result: "accept" });
+  });
+
+  it("refuses push requests with a reason that says to type the passcode", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "pusher" });
+    expect(await login("pusher", "")).toMatchObject({ result: "reject", reason: "push_unavailable" });
+  });
+});

@@ -1,0 +1,69 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { Services } from "../../core.js";
+import { fail } from "../../errors.js";
+import { principalOf } from "../../http/app.js";
+import { commonErrors, errorResponse } from "../../http/schemas.js";
+
+/** REST authentication for applications: `POST /api/v1/auth` with the application's API key. */
+export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
+  app.post(
+    "/auth",
+    {
+      config: { public: true },
+      schema: {
+        operationId: "authenticate",
+        summary: "Does this user with this passcode get in? accept, or reject with a reason code",
+        description: "Authenticate with the application's API key (Authorization: Bearer tak_...). The passcode is never logged or stored.",
+        body: z.strictObject({
+          userId: z.string().min(1).max(128),
+          passcode: z.string().max(16),
+          /** The address of the person logging in, when the application knows it: rate limits count per address. */
+          sourceAddress: z.string().min(1).max(64).optional(),
+        }),
+        response: {
+          200: z.object({
+            result: z.enum(["accept", "reject"]),
+            reason: z.enum(["user_unknown", "no_token", "wrong", "replayed", "locked", "rate_limited", "push_unavailable"]).optional(),
+            message: z.string().optional(),
+            serial: z.string().optional(),
+          }),
+          400: errorResponse,
+          401: errorResponse,
+        },
+      },
+    },
+    async (request) => {
+      const header = request.headers.authorization;
+      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
+      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      const outcome = await services.auth.authenticate({
+        application,
+        userId: request.body.userId,
+        passcode: request.body.passcode,
+        source: request.body.sourceAddress ?? request.ip,
+        method: "rest",
+      });
+      return outcome.result === "accept"
+        ? { result: "accept" as const, serial: outcome.serial }
+        : { result: "reject" as const, reason: outcome.reason, message: outcome.message };
+    },
+  );
+
+  app.post(
+    "/tokens/:serial/resync",
+    {
+      schema: {
+        operationId: "resyncToken",
+        summary: "Resynchronise a token from two consecutive passcodes (HOTP counter, or TOTP clock drift)",
+        params: z.strictObject({ serial: z.string().min(1).max(64) }),
+        body: z.strictObject({ first: z.string().min(6).max(8), second: z.string().min(6).max(8) }),
+        response: {
+          200: z.object({ serial: z.string(), hotp_counter: z.number().optional(), drift_steps: z.number().optional(), last_totp_step: z.number().optional() }),
+          ...commonErrors,
+        },
+      },
+    },
+    async (request) => services.resyncToken(principalOf(request), request.params.serial, request.body.first, request.body.second),
+  );
+};

@@ -1,0 +1,226 @@
+import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
+import type { Transaction } from "kysely";
+import type { CoreDeps } from "../../deps.js";
+import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
+import type { Principal } from "../operators/access.js";
+import { effectivePolicy } from "../policy/service.js";
+import { verifyPasscode } from "./verify.js";
+
+export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
+
+export type AuthResult =
+  | { result: "accept"; serial: string; userId: string }
+  | { result: "reject"; reason: RejectReason; message: string };
+
+export interface AuthRequest {
+  application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp">;
+  userId: string;
+  passcode: string;
+  /**
+   * Where the person logging in is: the REST caller's end-user address when it gives
+   * one, RADIUS Calling-Station-Id, else the client's own address.
+   */
+  source: string;
+  method: "rest" | "radius";
+}
+
+const messages: Record<RejectReason, string> = {
+  user_unknown: "Access denied",
+  no_token: "Access denied",
+  wrong: "Access denied",
+  replayed: "Access denied",
+  locked: "Access denied",
+  rate_limited: "Too many attempts; try again later",
+  push_unavailable: "Push OTP is not available here: type the passcode from your app",
+};
+
+/** One letter that asks for something other than push; none is in use yet. */
+const RESERVED_LETTERS = new Set<string>();
+
+/** An empty passcode, or one character that is not a reserved letter, asks for Push OTP (DESIGN section 4). */
+export function asksForPush(passcode: string): boolean {
+  return passcode.length === 0 || (passcode.length === 1 && !RESERVED_LETTERS.has(passcode.toLowerCase()));
+}
+
+/**
+ * Guessing limits, per process. Failures from one place (for RADIUS the end user's
+ * Calling-Station-Id when the client sends it) and against one user are counted; past
+ * the limit the attempt is refused without touching any token. A stranger can thus cost
+ * a user a few attempts, but cannot drive every token of an organisation into lockout
+ * from one address: token failures only count while the source is within its limit.
+ */
+const SOURCE_FAILURES = 30;
+const USER_FAILURES = 10;
+const WINDOW_SECONDS = 10 * 60;
+
+/** Authentications are audited as the application that asked. */
+function authPrincipal(application: AuthRequest["application"]): Principal {
+  return {
+    kind: "system",
+    operatorId: null,
+    actor: `application:${application.name}`,
+    role: "admin",
+    scope: { virtualServerId: application.virtual_server_id, path: "/", includesChildren: true },
+  };
+}
+
+export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
+  const { db, clock, audit, keyring } = deps;
+  const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
+  const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
+
+  const overLimit = async (limiter: RateLimiterMemory, key: string, points: number) => {
+    const state = await limiter.get(key);
+    return state !== null && state.consumedPoints >= points;
+  };
+  const countFailure = async (sourceKey: string, userKey: string) => {
+    const ignore = (reason: unknown) => {
+      if (!(reason instanceof RateLimiterRes)) throw reason;
+    };
+    await Promise.all([bySource.penalty(sourceKey).catch(ignore), byUser.penalty(userKey).catch(ignore)]);
+  };
+
+  /** A token locked for a while unlocks by itself once the lock duration has passed. */
+  async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
+    const result: TokenRow[] = [];
+    for (const token of tokens) {
+      if (token.state === "locked" && token.locked_until !== null && token.locked_until <= now) {
+        const unlocked = await trx
+          .updateTable("tokens")
+          .set({ state: "active", failures: 0, locked_until: null, state_reason: "lock duration passed", state_changed_at: now, updated_at: now })
+          .where("serial", "=", token.serial)
+          .where("state", "=", "locked")
+          .executeTakeFirst();
+        if (Number(unlocked.numUpdatedRows) === 1) {
+          await audit.append(trx, principal, [
+            { action: "token.unlock", virtualServerId: token.virtual_server_id, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: token.user_pk, fromState: "locked", toState: "active", reason: "lock duration passed" },
+          ]);
+          result.push({ ...token, state: "active", failures: 0, locked_until: null });
+          continue;
+        }
+      }
+      result.push(token);
+    }
+    return result;
+  }
+
+  return {
+    async authenticate(request: AuthRequest): Promise<AuthResult> {
+      const { application, userId, passcode, source, method } = request;
+      const vsId = application.virtual_server_id;
+      const userKey = `${vsId}\0${userId}`;
+      const principal = authPrincipal(application);
+      const now = clock.nowMs();
+      const reject = (reason: RejectReason): AuthResult => ({ result: "reject", reason, message: messages[reason] });
+
+      const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
+        audit.append(trx, principal, [
+          {
+            action: result.result === "accept" ? "auth.accept" : "auth.reject",
+            virtualServerId: vsId,
+            targetType: serial ? "token" : "user",
+            targetId: serial ?? userId,
+            tokenSerial: serial,
+            userPk,
+            reason: result.result === "reject" ? result.reason : null,
+            details: { application: application.name, applicationId: application.id, method, source, userId, push: asksForPush(passcode) },
+          },
+        ]);
+
+      if ((await overLimit(bySource, source, SOURCE_FAILURES)) || (await overLimit(byUser, userKey, USER_FAILURES))) {
+        const result = reject("rate_limited");
+        await db.transaction().execute((trx) => record(trx, result, null, null));
+        return result;
+      }
+
+      const outcome = await db.transaction().execute(async (trx) => {
+        const user = await trx.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
+        if (!user) {
+          const result = reject("user_unknown");
+          await record(trx, result, null, null);
+          return { result, failure: true };
+        }
+        const held = await trx.selectFrom("tokens").selectAll().where("user_pk", "=", user.id).where("state", "in", ["active", "locked"]).orderBy("serial").execute();
+        const tokens = await unlockExpired(trx, principal, held, now);
+        const active = tokens.filter((token) => token.state === "active" && token.key_ciphertext !== null);
+        if (asksForPush(passcode)) {
+          // Push OTP arrives with the authenticator app's live channel.
+          const result = reject("push_unavailable");
+          await record(trx, result, user.id, null);
+          return { result, failure: false };
+        }
+        if (active.length === 0) {
+          const result = reject(tokens.length > 0 ? "locked" : "no_token");
+          await record(trx, result, user.id, null);
+          return { result, failure: tokens.length > 0 };
+        }
+        let replayed = false;
+        for (const token of active) {
+          const key = keyring.decrypt(token.key_ciphertext!, token.key_id!, token.serial);
+          const verdict = verifyPasscode(token, key, passcode, now);
+          key.fill(0);
+          if (!verdict.ok) {
+            if (verdict.reason === "replayed") replayed = true;
+            continue;
+          }
+          // Compare-and-set: of two nodes checking the same passcode at once, one stores it.
+          const stored =
+            verdict.mode === "totp"
+              ? await trx
+                  .updateTable("tokens")
+                  .set({ last_totp_step: verdict.step, drift_steps: verdict.driftSteps, failures: 0, updated_at: now })
+                  .where("serial", "=", token.serial)
+                  .where("state", "=", "active")
+                  .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", verdict.step)]))
+                  .executeTakeFirst()
+              : await trx
+                  .updateTable("tokens")
+                  .set({ hotp_counter: verdict.nextCounter, failures: 0, updated_at: now })
+                  .where("serial", "=", token.serial)
+                  .where("state", "=", "active")
+                  .where("hotp_counter", "=", token.hotp_counter)
+                  .executeTakeFirst();
+          if (Number(stored.numUpdatedRows) !== 1) {
+            replayed = true;
+            continue;
+          }
+          const result: AuthResult = { result: "accept", serial: token.serial, userId };
+          await record(trx, result, user.id, token.serial);
+          return { result, failure: false };
+        }
+        // A wrong passcode counts against every active token the user holds; at the
+        // policy's threshold a token locks (DESIGN section 2).
+        const policy = (await effectivePolicy(trx, vsId)).effective;
+        for (const token of active) {
+          const failures = Number(token.failures) + 1;
+          const lock = failures >= policy.lockThreshold;
+          await trx
+            .updateTable("tokens")
+            .set({
+              failures,
+              updated_at: now,
+              ...(lock
+                ? { state: "locked", locked_until: policy.lockDurationSeconds > 0 ? now + policy.lockDurationSeconds * 1000 : null, state_reason: `${failures} failed passcodes`, state_changed_at: now }
+                : {}),
+            })
+            .where("serial", "=", token.serial)
+            .where("state", "=", "active")
+            .execute();
+          if (lock) {
+            await audit.append(trx, principal, [
+              { action: "token.lock", virtualServerId: vsId, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: user.id, fromState: "active", toState: "locked", reason: `${failures} failed passcodes` },
+            ]);
+          }
+        }
+        const result = reject(replayed ? "replayed" : "wrong");
+        await record(trx, result, user.id, null);
+        return { result, failure: true };
+      });
+      if (outcome.failure) await countFailure(source, userKey);
+      else if (outcome.result.result === "accept") await byUser.delete(userKey);
+      return outcome.result;
+    },
+  };
+}
+
+export type AuthService = ReturnType<typeof createAuthService>;

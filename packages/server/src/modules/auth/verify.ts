@@ -1,0 +1,34 @@
+import { verifyHotp, verifyTotp, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
+import type { TokenRow } from "../../storage/schema.js";
+
+/** What a passcode check concluded for one token; the caller stores the new state with a compare-and-set. */
+export type PasscodeVerdict =
+  | { ok: true; mode: "totp"; step: number; driftSteps: number }
+  | { ok: true; mode: "hotp"; nextCounter: number }
+  | { ok: false; reason: "malformed" | "wrong" | "replayed" };
+
+/** Largest drift kept: a clock further off than this is a broken device, not drift. */
+const MAX_DRIFT_STEPS = 10;
+
+/**
+ * Checks a passcode against one token's key and state: TOTP (RFC 6238) with one step
+ * each way around the learned drift, never a step at or before the last accepted one;
+ * HOTP (RFC 4226) with a look-ahead of ten.
+ */
+export function verifyPasscode(token: Pick<TokenRow, "otp_mode" | "digits" | "algorithm" | "period_seconds" | "last_totp_step" | "drift_steps" | "hotp_counter">, key: Uint8Array, passcode: string, atMs: number): PasscodeVerdict {
+  const params = { digits: Number(token.digits) as OtpDigits, algorithm: token.algorithm as OtpAlgorithm };
+  if (token.otp_mode === "hotp") {
+    const verdict = verifyHotp(key, passcode, { ...params, counter: Number(token.hotp_counter), lookAhead: 10 });
+    return verdict.ok ? { ok: true, mode: "hotp", nextCounter: verdict.nextCounter } : verdict;
+  }
+  const verdict = verifyTotp(key, passcode, {
+    ...params,
+    atMs,
+    periodSeconds: Number(token.period_seconds),
+    window: 1,
+    lastAcceptedStep: token.last_totp_step === null ? null : Number(token.last_totp_step),
+    driftSteps: Number(token.drift_steps),
+  });
+  if (!verdict.ok) return verdict;
+  return { ok: true, mode: "totp", step: verdict.step, driftSteps: Math.max(-MAX_DRIFT_STEPS, Math.min(MAX_DRIFT_STEPS, verdict.driftSteps)) };
+}
