@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { fmt, machine, printTable, tempDir } from "./lib.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const benchmarks = ["users-import", "token-search", "provisioning", "outbox-send"];
+const benchmarks = ["users-import", "token-search", "provisioning", "outbox-send", "rest-auth"];
 /** No benchmark may run longer than this; it is stopped (and cleans up on SIGTERM). */
 const TIME_LIMIT_MS = 20 * 60 * 1000;
 

@@ -1,0 +1,142 @@
+// REST authenticate throughput: POST /api/v1/auth with a fresh, valid passcode each
+// time (HOTP tokens, so every request is a real accept: key decrypted, HMAC, replay
+// compare-and-set, audit record), against an empty route of the same server (/healthz)
+// as the baseline. Target: authenticate at least half the requests per second of the
+// empty route. The server runs as `tessera serve` in a child process on SQLite; the load
+// comes from autocannon in this process over loopback.
+import { spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { hotp } from "../packages/otp/dist/index.js";
+import autocannon from "autocannon";
+import { createServices } from "../packages/server/dist/core.js";
+import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
+import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
+import { openStorage } from "../packages/server/dist/storage/database.js";
+import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
+import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, removeDir, reportResult, tempDir } from "./lib.js";
+
+const flags = parseFlags(process.argv.slice(2));
+const userCount = intFlag(flags, "users", 20_000);
+const seconds = intFlag(flags, "seconds", 10);
+const connections = intFlag(flags, "connections", 32);
+const bin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
+
+const seedOf = (/** @type {number} */ i) => createHash("sha1").update(`bench-seed-${i}`).digest();
+
+async function seed(/** @type {string} */ dir) {
+  const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
+  await migrateToLatest(storage);
+  const services = createServices(storage, createKeyring([benchMasterKey]));
+  const vs = await services.virtualServers.create(installerPrincipal, { name: "Bench" });
+  const csv = ["userId,email", ...Array.from({ length: userCount }, (_, i) => `user${i},user${i}@example.test`)].join("\n");
+  await services.importUsers(installerPrincipal, vs.id, csv);
+  for (let start = 0; start < userCount; start += 5000) {
+    const seeds = Array.from({ length: Math.min(5000, userCount - start) }, (_, j) => ({
+      serial: `BENCH-${start + j}`,
+      secret: seedOf(start + j),
+      otpMode: "hotp",
+      digits: 6,
+      periodSeconds: 30,
+      algorithm: "SHA1",
+      counter: 0,
+    }));
+    await services.tokens.importSeeds(installerPrincipal, { virtualServerId: vs.id, seeds });
+  }
+  // Seeding only: bind each token to its user as if enrolled.
+  const { db } = storage;
+  const users = await db.selectFrom("users").select(["id", "user_id"]).where("virtual_server_id", "=", vs.id).execute();
+  await db.transaction().execute(async (trx) => {
+    for (const user of users) {
+      await trx.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", `BENCH-${user.user_id.slice(4)}`).execute();
+    }
+  });
+  const app = await services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "bench", kind: "rest" });
+  await storage.close();
+  return { apiKey: /** @type {string} */ (app.apiKey) };
+}
+
+function startServer(/** @type {string} */ dir) {
+  const child = spawn(process.execPath, [bin, "serve"], {
+    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: "silent" },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: /** @type {import("node:stream").Readable} */ (child.stdout) });
+    lines.on("line", (line) => {
+      const match = /listening on (http:\/\/\S+)/.exec(line);
+      if (match) resolve({ url: match[1], child });
+    });
+    child.once("exit", (code) => reject(new Error(`tessera serve exited with ${code}`)));
+  });
+}
+
+function run(/** @type {import("autocannon").Options} */ options) {
+  return new Promise((resolve, reject) => autocannon(options, (error, result) => (error ? reject(error) : resolve(result))));
+}
+
+async function main() {
+  const machineInfo = printHeader("rest-auth");
+  const dir = tempDir("rest-auth");
+  /** @type {import("node:child_process").ChildProcess | undefined} */
+  let server;
+  try {
+    const { apiKey } = await seed(dir);
+    const started = /** @type {{ url: string, child: import("node:child_process").ChildProcess }} */ (await startServer(dir));
+    server = started.child;
+    console.log(`inputs: ${fmt(userCount)} users with HOTP tokens, SQLite, ${connections} connections, ${seconds} s a run, server in a child process`);
+
+    const empty = /** @type {any} */ (await run({ url: `${started.url}/healthz`, connections, duration: seconds }));
+    const counters = new Array(userCount).fill(0);
+    let next = 0;
+    let accepted = 0;
+    let rejected = 0;
+    const auth = /** @type {any} */ (
+      await run({
+        url: `${started.url}/api/v1/auth`,
+        connections,
+        duration: seconds,
+        requests: [
+          {
+            method: "POST",
+            headers: { "content-type": "application/json", authorization: `Bearer ${apiKey}` },
+            setupRequest: (/** @type {any} */ request) => {
+              const i = next++ % userCount;
+              const passcode = hotp(seedOf(i), { counter: counters[i]++, digits: 6, algorithm: "SHA1" });
+              return { ...request, body: JSON.stringify({ userId: `user${i}`, passcode }) };
+            },
+            onResponse: (/** @type {number} */ status, /** @type {string} */ body) => {
+              if (status === 200 && body.includes('"accept"')) accepted += 1;
+              else rejected += 1;
+            },
+          },
+        ],
+      })
+    );
+    const ratio = auth.requests.average / empty.requests.average;
+    const pass = ratio >= 0.5;
+    console.log();
+    printTable([
+      ["figure", "value", "target", "result", "baseline (GET /healthz, same server)", "ratio"],
+      ["authenticate throughput", `${fmt(auth.requests.average)} req/s`, ">= 0.5x baseline", pass ? "PASS" : "FAIL", `${fmt(empty.requests.average)} req/s`, `${fmt(ratio, 2)}x`],
+      ["authenticate latency p50 / p99", `${auth.latency.p50} / ${auth.latency.p99} ms`, "", "", `${empty.latency.p50} / ${empty.latency.p99} ms`, ""],
+      ["accepted / rejected", `${fmt(accepted)} / ${fmt(rejected)}`, "all accepted", rejected === 0 ? "PASS" : "FAIL", "", ""],
+    ]);
+    reportResult({
+      name: "rest-auth",
+      machine: machineInfo,
+      inputs: { users: userCount, connections, seconds, database: "sqlite" },
+      figures: [
+        { name: "authenticate throughput", value: Math.round(auth.requests.average), unit: "req/s", target: { op: ">=", value: Math.round(empty.requests.average / 2) }, pass, baseline: { name: "GET /healthz", value: Math.round(empty.requests.average) }, ratio },
+        { name: "authenticate p99", value: auth.latency.p99, unit: "ms" },
+      ],
+    });
+  } finally {
+    server?.kill("SIGTERM");
+    removeDir(dir);
+  }
+}
+
+await main();
