@@ -60,7 +60,7 @@ async function seed(/** @type {string} */ dir) {
 
 function startServer(/** @type {string} */ dir) {
   const child = spawn(process.execPath, [bin, "serve"], {
-    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: "silent" },
+    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_RADIUS_PORT: "0", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: "silent" },
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {

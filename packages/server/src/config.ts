@@ -21,6 +21,10 @@ const environmentSchema = z.object({
   TESSERA_MASTER_KEY: z.string().optional(),
   /** Former master keys, comma separated, still accepted for decryption until `tessera keys rotate` has run. @default (none) */
   TESSERA_PREVIOUS_MASTER_KEYS: z.string().optional(),
+  /** Address the RADIUS server listens on (UDP). @default 127.0.0.1 */
+  TESSERA_RADIUS_HOST: z.string().min(1).default("127.0.0.1"),
+  /** UDP port of the RADIUS server (RFC 2865: 1812); 0 picks a free one, "off" runs none. @default 1812 */
+  TESSERA_RADIUS_PORT: z.union([z.literal("off"), z.coerce.number().int().min(0).max(65535)]).default(1812),
   /** Largest request body the HTTP server accepts, in bytes. @default 10485760 */
   TESSERA_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(10 * 1024 * 1024),
   /** Lifetime of an operator console/API session from `createSession`, in seconds. @default 43200 */
@@ -44,6 +48,8 @@ export type Environment = z.infer<typeof environmentSchema>;
 export interface Config {
   dataDir: string;
   http: { host: string; port: number; bodyLimitBytes: number };
+  /** Null when RADIUS is off. */
+  radius: { host: string; port: number } | null;
   publicUrl: string;
   database: { kind: "sqlite"; file: string } | { kind: "postgres"; url: string };
   masterKey: { fromEnvironment: string | undefined; previous: string[]; keyFile: string };
@@ -92,6 +98,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
   return {
     dataDir,
     http: { host: env.TESSERA_HTTP_HOST, port: env.TESSERA_HTTP_PORT, bodyLimitBytes: env.TESSERA_BODY_LIMIT_BYTES },
+    radius: env.TESSERA_RADIUS_PORT === "off" ? null : { host: env.TESSERA_RADIUS_HOST, port: env.TESSERA_RADIUS_PORT },
     publicUrl: (env.TESSERA_PUBLIC_URL ?? `http://${publicHost}:${env.TESSERA_HTTP_PORT}`).replace(/\/$/, ""),
     database: env.DATABASE_URL
       ? { kind: "postgres", url: env.DATABASE_URL }

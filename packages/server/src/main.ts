@@ -3,6 +3,7 @@ import type { Config } from "./config.js";
 import { openCore, type Services } from "./core.js";
 import { buildHttpApp } from "./http/app.js";
 import { startMailDelivery } from "./modules/mail/worker.js";
+import { startTesseraRadius } from "./radius/tessera.js";
 
 export { loadConfig } from "./config.js";
 export { openCore, createServices } from "./core.js";
@@ -12,6 +13,8 @@ export interface RunningServer {
   services: Services;
   app: FastifyInstance;
   url: string;
+  /** The RADIUS server's UDP address, when RADIUS runs. */
+  radius: { address: string; port: number } | null;
   close(): Promise<void>;
 }
 
@@ -34,6 +37,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     sweeping = services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed"));
   }, 60_000);
   sweeper.unref();
+  const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.http.port;
   const host = config.http.host === "0.0.0.0" ? "127.0.0.1" : config.http.host;
@@ -41,7 +45,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     services,
     app,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
+    radius: radius ? radius.address() : null,
     async close() {
+      await radius?.close();
       clearInterval(sweeper);
       await sweeping;
       await mail.close();

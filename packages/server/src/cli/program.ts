@@ -75,6 +75,7 @@ export function buildProgram(): Command {
       const server = await startServer(config);
       process.stdout.write(`Tessera is listening on ${server.url}\n`);
       process.stdout.write(`  admin API  ${server.url}/api/v1   docs ${server.url}/api/docs   OpenAPI ${server.url}/api/openapi.json\n`);
+      process.stdout.write(`  RADIUS     ${server.radius ? `udp ${server.radius.address}:${server.radius.port}` : "off"}\n`);
       process.stdout.write(`  database   ${config.database.kind === "sqlite" ? config.database.file : "PostgreSQL"}\n`);
       if (options.demo) {
         const demo = await ensureDemo(server.services);

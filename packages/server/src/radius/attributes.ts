@@ -47,9 +47,16 @@ export const Attribute = {
   ProxyState: 33,
   /** 5.41: 32-bit integer. */
   NasPortType: 61,
+  /** RFC 2869 section 5.4: present when the NAS uses ARAP; Tessera answers PAP only. */
+  ArapPassword: 70,
+  /** RFC 3579 section 3.1: present when the NAS uses EAP; Tessera answers PAP only. */
+  EapMessage: 79,
   /** RFC 2869 section 5.14, RFC 3579 section 3.2: HMAC-MD5 over the whole packet, 16 octets. */
   MessageAuthenticator: 80,
 } as const;
+
+/** RFC 2548 section 2: MS-CHAP travels in Vendor-Specific attributes of Microsoft's vendor id. */
+export const MICROSOFT_VENDOR_ID = 311;
 
 /** RFC 2865 section 3: the header is Code, Identifier, Length and a 16-octet Authenticator. */
 export const HEADER_LENGTH = 20;

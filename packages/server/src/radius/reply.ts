@@ -53,8 +53,9 @@ export function replyFor(decision: AccessDecision, proxyStates: readonly Buffer[
  */
 function replyMessageAttributes(text: string, budget: number): RadiusAttribute[] {
   const attributes: RadiusAttribute[] = [];
-  let rest = Buffer.from(text, "utf8");
-  let remaining = Math.min(budget, MAX_REPLY_MESSAGE_OCTETS + 2 * Math.ceil(MAX_REPLY_MESSAGE_OCTETS / MAX_ATTRIBUTE_VALUE_LENGTH));
+  const whole = Buffer.from(text, "utf8");
+  let rest = whole.subarray(0, characterBoundary(whole, MAX_REPLY_MESSAGE_OCTETS));
+  let remaining = budget;
   while (rest.length > 0 && remaining > 2) {
     const end = characterBoundary(rest, Math.min(MAX_ATTRIBUTE_VALUE_LENGTH, remaining - 2));
     if (end === 0) break;

@@ -1,4 +1,4 @@
-import { Attribute } from "./attributes.js";
+import { Attribute, MICROSOFT_VENDOR_ID } from "./attributes.js";
 import { allAttributes, firstAttribute, textAttribute, type RadiusPacket } from "./codec.js";
 import { decryptUserPassword } from "./crypto.js";
 
@@ -14,7 +14,7 @@ export interface PapRequest {
 }
 
 export type PapRequestFailure =
-  /** No User-Password (CHAP, or State alone): answered with Access-Reject "PAP only". */
+  /** CHAP, MS-CHAP, ARAP or EAP instead of PAP: answered with Access-Reject "PAP only". */
   | "not-pap"
   /** No User-Name (RFC 2865 section 4.1 says it SHOULD be there): answered with Access-Reject. */
   | "no-user-name"
@@ -23,26 +23,40 @@ export type PapRequestFailure =
   /** RFC 2865 section 5.44 table: User-Password appears at most once; dropped. */
   | "repeated-password";
 
-/** Failures that still get an answer (Access-Reject); the others are dropped as malformed. */
+/** Failures that still get an answer (Access-Reject with this Reply-Message); the others are dropped as malformed. */
 export const REJECTED_FAILURES: Readonly<Partial<Record<PapRequestFailure, string>>> = {
   "not-pap": "PAP only",
   "no-user-name": "User-Name missing",
 };
 
+/** CHAP (RFC 2865 section 5.3), ARAP (RFC 2869 section 5.4), EAP (RFC 3579 section 3.1), MS-CHAP (RFC 2548). */
+function usesAnotherMethod(packet: RadiusPacket): boolean {
+  if (firstAttribute(packet, Attribute.ChapPassword) || firstAttribute(packet, Attribute.ArapPassword) || firstAttribute(packet, Attribute.EapMessage)) return true;
+  return allAttributes(packet, Attribute.VendorSpecific).some((value) => value.length >= 4 && value.readUInt32BE(0) === MICROSOFT_VENDOR_ID);
+}
+
 export function readPapRequest(packet: RadiusPacket, secret: Uint8Array): { ok: true; request: PapRequest } | { ok: false; reason: PapRequestFailure } {
   const passwords = allAttributes(packet, Attribute.UserPassword);
   if (passwords.length > 1) return { ok: false, reason: "repeated-password" };
   const hidden = passwords[0];
-  if (hidden === undefined) return { ok: false, reason: "not-pap" };
-  const decrypted = decryptUserPassword(hidden, secret, packet.authenticator);
-  if (!decrypted.ok) return { ok: false, reason: "malformed-password" };
+  let password = "";
+  if (hidden !== undefined) {
+    const decrypted = decryptUserPassword(hidden, secret, packet.authenticator);
+    if (!decrypted.ok) return { ok: false, reason: "malformed-password" };
+    password = decrypted.password.toString("utf8");
+  } else if (usesAnotherMethod(packet)) {
+    return { ok: false, reason: "not-pap" };
+  }
+  // Otherwise no User-Password is an empty one (a Push OTP login): RFC 2865 section 5.2 would
+  // send 16 hidden NULs, but FreeRADIUS (radclient, radtest, and FreeRADIUS proxying to
+  // Tessera) never sends a zero-length attribute and leaves an empty User-Password out.
   const userName = textAttribute(packet, Attribute.UserName);
   if (userName === null) return { ok: false, reason: "no-user-name" };
   return {
     ok: true,
     request: {
       userName,
-      password: decrypted.password.toString("utf8"),
+      password,
       state: firstAttribute(packet, Attribute.State),
       nasIdentifier: textAttribute(packet, Attribute.NasIdentifier),
       callingStationId: textAttribute(packet, Attribute.CallingStationId),

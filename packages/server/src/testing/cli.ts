@@ -23,7 +23,8 @@ export function cliEnvironment(database: TestDatabase, overrides: Record<string,
   for (const [key, value] of Object.entries(process.env)) {
     if (!key.startsWith("TESSERA_") && key !== "DATABASE_URL") env[key] = value;
   }
-  Object.assign(env, database.env, { TESSERA_MASTER_KEY: masterKeyHex, TESSERA_LOG_LEVEL: "silent" });
+  // Servers started by tests take free ports, RADIUS included.
+  Object.assign(env, database.env, { TESSERA_MASTER_KEY: masterKeyHex, TESSERA_LOG_LEVEL: "silent", TESSERA_RADIUS_PORT: "0" });
   for (const [key, value] of Object.entries(overrides)) {
     if (value === undefined) delete env[key];
     else env[key] = value;

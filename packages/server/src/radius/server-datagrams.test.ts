@@ -1,0 +1,215 @@
+import { randomBytes, randomInt } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { Attribute, Code } from "./attributes.js";
+import { allAttributes, textAttribute } from "./codec.js";
+import { verifyResponse } from "./crypto.js";
+import { accessRequest, createTestNas, eventually, startTestServer, TEST_SECRET, type TestRequest } from "./testing.js";
+
+/** The server over raw UDP: what radclient cannot send (retransmissions, strangers, junk). */
+
+const secret = Buffer.from(TEST_SECRET);
+const alice = (extra: Partial<TestRequest> = {}) => accessRequest({ secret, userName: "alice", password: "123456", ...extra });
+
+/** Checks a reply as a NAS does and returns its attributes' types and the packet. */
+function checkedReply(reply: Buffer | null, request: Buffer) {
+  if (!reply) throw new Error("no reply");
+  const result = verifyResponse(reply, request.subarray(4, 20), secret);
+  if (!result.ok) throw new Error(`reply fails the NAS's checks: ${result.reason}`);
+  expect(result.packet.identifier).toBe(request[1]);
+  expect(result.packet.attributes[0]?.type).toBe(Attribute.MessageAuthenticator);
+  return result.packet;
+}
+
+describe("RADIUS server over raw UDP", () => {
+  it("answers a retransmission with the identical response, authenticating once", async () => {
+    const { port, calls, server } = await startTestServer();
+    const nas = await createTestNas(port);
+    const request = alice();
+    await nas.send(request);
+    const first = await nas.nextReply(2000);
+    await nas.send(request);
+    const second = await nas.nextReply(2000);
+    expect(checkedReply(first, request).code).toBe(Code.AccessAccept);
+    expect(second?.equals(first!)).toBe(true);
+    expect(calls).toHaveLength(1);
+    expect(server.stats()).toMatchObject({ requests: 2, accepts: 1, duplicates: 1, resent: 1, dropped: 0 });
+  });
+
+  it("drops a retransmission that arrives while the first copy is being authenticated, then answers once", async () => {
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let calls = 0;
+    const { port, server } = await startTestServer({
+      async authenticate() {
+        calls++;
+        await held;
+        return { result: "accept" };
+      },
+    });
+    const nas = await createTestNas(port);
+    const request = alice();
+    await nas.send(request);
+    expect(await eventually(() => server.stats().inFlight === 1, 2000)).toBe(true);
+    await nas.send(request);
+    await nas.send(request);
+    expect(await eventually(() => server.stats().duplicates === 2, 2000)).toBe(true);
+    release();
+    checkedReply(await nas.nextReply(2000), request);
+    expect(await nas.nextReply(200)).toBeNull();
+    expect(calls).toBe(1);
+    // Once answered, the next retransmission gets the cached answer.
+    await nas.send(request);
+    expect((await nas.nextReply(2000))?.equals(nas.replies[0]!)).toBe(true);
+    expect(server.stats()).toMatchObject({ requests: 4, accepts: 1, duplicates: 3, resent: 1, dropped: 2 });
+  });
+
+  it("treats the same Identifier with a new Request Authenticator as a new request", async () => {
+    const { port, calls } = await startTestServer();
+    const nas = await createTestNas(port);
+    await nas.send(alice({ identifier: 5 }));
+    await nas.nextReply(2000);
+    const retry = alice({ identifier: 5, password: "wrong" });
+    await nas.send(retry);
+    expect(checkedReply(await nas.nextReply(2000), retry).code).toBe(Code.AccessReject);
+    expect(calls).toHaveLength(2);
+  });
+
+  it("does not answer a source address that is not a client", async () => {
+    const { port, calls, server } = await startTestServer();
+    const stranger = await createTestNas(port, "127.0.0.2");
+    await stranger.send(alice());
+    expect(await stranger.nextReply(300)).toBeNull();
+    expect(calls).toEqual([]);
+    expect(server.stats()).toMatchObject({ requests: 1, unknownClient: 1, dropped: 1 });
+  });
+
+  it("drops codes other than Access-Request, even when signed", async () => {
+    const { port, server } = await startTestServer();
+    const nas = await createTestNas(port);
+    for (const code of [Code.AccessAccept, Code.AccessChallenge, 4 /* Accounting-Request */, 12 /* Status-Server */]) await nas.send(alice({ code }));
+    expect(await nas.nextReply(300)).toBeNull();
+    expect(server.stats()).toMatchObject({ requests: 4, unexpectedCode: 4, dropped: 4 });
+  });
+
+  it("accepts Message-Authenticator anywhere in the request, and padding after Length", async () => {
+    const { port } = await startTestServer();
+    const nas = await createTestNas(port);
+    const first = alice({ messageAuthenticator: "first" });
+    await nas.send(first);
+    expect(checkedReply(await nas.nextReply(2000), first).code).toBe(Code.AccessAccept);
+    const padded = alice();
+    await nas.send(Buffer.concat([padded, randomBytes(7)]));
+    expect(checkedReply(await nas.nextReply(2000), padded).code).toBe(Code.AccessAccept);
+  });
+
+  it("copies Proxy-State into the response and passes NAS details to authenticate", async () => {
+    const { port, calls } = await startTestServer();
+    const nas = await createTestNas(port);
+    const proxyStates = [Buffer.from("hop-1"), Buffer.from("hop-2")];
+    const request = alice({
+      attributes: [
+        { type: Attribute.ProxyState, value: proxyStates[0]! },
+        { type: Attribute.CallingStationId, value: Buffer.from("198.51.100.7") },
+        { type: Attribute.ProxyState, value: proxyStates[1]! },
+      ],
+    });
+    await nas.send(request);
+    const reply = checkedReply(await nas.nextReply(2000), request);
+    expect(allAttributes(reply, Attribute.ProxyState)).toEqual(proxyStates);
+    expect(textAttribute(reply, Attribute.ReplyMessage)).toBe("Welcome, alice");
+    expect(calls[0]).toMatchObject({ callingStationId: "198.51.100.7", nasIdentifier: null, state: null });
+  });
+
+  it("survives authenticate throwing, counts it, and tries again on the retransmission", async () => {
+    let attempts = 0;
+    const { port, server } = await startTestServer({
+      async authenticate() {
+        if (++attempts === 1) throw new Error("database down");
+        return { result: "reject" };
+      },
+    });
+    const nas = await createTestNas(port);
+    const request = alice();
+    await nas.send(request);
+    expect(await nas.nextReply(300)).toBeNull();
+    expect(server.stats()).toMatchObject({ errors: 1, dropped: 1 });
+    await nas.send(request);
+    expect(checkedReply(await nas.nextReply(2000), request).code).toBe(Code.AccessReject);
+    expect(attempts).toBe(2);
+  });
+
+  it("survives findClient throwing and an impossible decision", async () => {
+    let findCalls = 0;
+    const { port, server } = await startTestServer({
+      findClient: async () => {
+        if (++findCalls === 1) throw new Error("lookup failed");
+        return { id: "vpn", secret };
+      },
+      authenticate: async () => ({ result: "challenge", state: Buffer.alloc(300) }),
+    });
+    const nas = await createTestNas(port);
+    await nas.send(alice());
+    await nas.send(alice());
+    expect(await nas.nextReply(300)).toBeNull();
+    expect(server.stats()).toMatchObject({ requests: 2, errors: 2, dropped: 2 });
+  });
+
+  it("drops 5,000 malformed, mutated and unsigned datagrams without answering or crashing, and still answers after", async () => {
+    const { port, server, calls } = await startTestServer({ findClient: async (address) => (address === "127.0.0.1" ? { id: "vpn", secret } : null) });
+    const nas = await createTestNas(port);
+    const valid = () => alice({ identifier: randomInt(256) });
+    const mutants: ((index: number) => Buffer)[] = [
+      // Random bytes of any length, including none and more than 4096.
+      (index) => randomBytes(index % 10 === 0 ? randomInt(4097, 5000) : randomInt(0, 120)),
+      // A signed request cut short anywhere.
+      () => {
+        const bytes = valid();
+        return bytes.subarray(0, randomInt(0, bytes.length));
+      },
+      // A signed request whose Length field says anything else.
+      () => {
+        const bytes = valid();
+        let length = randomInt(0, 0x10000);
+        if (length === bytes.length) length = 0;
+        bytes.writeUInt16BE(length, 2);
+        return bytes;
+      },
+      // A signed request with an attribute Length of 0, 1 or past the end.
+      () => {
+        const bytes = valid();
+        bytes[21] = [0, 1, 200, 255][randomInt(4)]!;
+        return bytes;
+      },
+      // A signed request with one to three distinct bits flipped inside its Length.
+      () => {
+        const bytes = valid();
+        const bits = new Set<number>();
+        for (let tries = randomInt(1, 4); tries > 0; tries--) bits.add(randomInt(0, bytes.length * 8));
+        for (const bit of bits) bytes[bit >> 3]! ^= 1 << (bit & 7);
+        return bytes;
+      },
+      // A well-formed packet of a random code, unsigned or signed with another secret.
+      () => accessRequest({ secret: randomBytes(8), userName: "alice", password: "123456", code: randomInt(256), messageAuthenticator: randomInt(2) ? "none" : "last" }),
+    ];
+
+    const total = 5_000;
+    for (let sent = 0; sent < total; ) {
+      // In small batches, each received before the next: the test is about the server, not
+      // the kernel's receive buffer, which drops a burst of a few hundred datagrams.
+      for (const end = Math.min(total, sent + 20); sent < end; sent++) await nas.send(mutants[sent % mutants.length]!(sent));
+      expect(await eventually(() => server.stats().requests === sent, 5000)).toBe(true);
+    }
+    expect(await eventually(() => server.stats().dropped === total, 5000)).toBe(true);
+    expect(await nas.nextReply(300)).toBeNull();
+    const stats = server.stats();
+    expect(stats).toMatchObject({ requests: total, dropped: total, accepts: 0, rejects: 0, challenges: 0, errors: 0, inFlight: 0 });
+    expect(stats.malformed + stats.badAuthenticator + stats.unexpectedCode).toBe(total);
+    expect(stats.malformed).toBeGreaterThan(1000);
+    expect(stats.badAuthenticator).toBeGreaterThan(500);
+    expect(calls).toEqual([]);
+
+    const request = valid();
+    await nas.send(request);
+    expect(checkedReply(await nas.nextReply(2000), request).code).toBe(Code.AccessAccept);
+  });
+});

@@ -1,0 +1,257 @@
+import { createSocket, type RemoteInfo } from "node:dgram";
+import { isIP } from "node:net";
+import { systemClock, type Clock } from "../clock.js";
+import { Attribute, Code } from "./attributes.js";
+import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
+import { signResponse, verifyRequestMessageAuthenticator } from "./crypto.js";
+import { createDuplicateCache, duplicateKey } from "./duplicates.js";
+import { replyFor, type AccessDecision } from "./reply.js";
+import { readPapRequest, REJECTED_FAILURES } from "./request.js";
+
+/**
+ * Tessera's RADIUS server (RFC 2865, PAP only) on one UDP socket. The pipeline, cheapest
+ * checks first; a datagram failing a check is dropped silently (RFC 2865 section 3) and
+ * counted:
+ *
+ *   decode -> Access-Request? -> known client (by source address) -> Message-Authenticator
+ *   (required, BlastRADIUS) -> retransmission? (answered from the cache, or dropped while
+ *   the first copy is in flight: see duplicates.ts) -> read PAP (CHAP and the like get
+ *   Access-Reject "PAP only") -> authenticate -> sign (Message-Authenticator first) -> cache
+ *   -> send.
+ *
+ * No datagram can crash it: each is handled in its own promise whose failure is counted
+ * as an error and logged.
+ */
+
+/** A RADIUS client (an application of kind "radius"). */
+export interface RadiusClient {
+  id: string;
+  secret: Buffer;
+}
+
+export type { AccessDecision } from "./reply.js";
+
+/** What authenticate is asked. The password is never logged. */
+export interface AccessRequest {
+  clientId: string;
+  userName: string;
+  /** The decrypted PAP password; empty for a Push OTP login. */
+  password: string;
+  /** The State of an Access-Challenge this request answers (RFC 2865 section 5.24). */
+  state: Buffer | null;
+  nasIdentifier: string | null;
+  callingStationId: string | null;
+  source: { address: string; port: number };
+}
+
+/** Pino's shape (Fastify's logger fits). */
+export interface RadiusLogger {
+  warn(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+export interface RadiusServerOptions {
+  /** An IP address to bind: "0.0.0.0", "127.0.0.1", or "::" for IPv6 and IPv4-mapped sources. */
+  host: string;
+  /** UDP port; 0 takes a free one (see address()). RFC 2865 section 3: 1812. */
+  port: number;
+  /** The client a source address belongs to, or null. IPv4-mapped IPv6 sources arrive as plain IPv4. */
+  findClient(address: string): Promise<RadiusClient | null> | RadiusClient | null;
+  /** Decides one PAP request; may take as long as a push takes (the NAS retransmits meanwhile). */
+  authenticate(request: AccessRequest): Promise<AccessDecision>;
+  /** How long an answer is kept to answer retransmissions. @default 30000 */
+  duplicateCacheMs?: number;
+  /** The most answers kept for retransmissions, and the most requests in flight. @default 100000 */
+  duplicateCacheMaxEntries?: number;
+  /** @default systemClock */
+  clock?: Clock;
+  logger?: RadiusLogger;
+}
+
+/**
+ * Counters since start. requests = accepts + rejects + challenges + resent + dropped once
+ * nothing is in flight. Each drop also counts under the first check it failed, in the
+ * pipeline's order: junk from a stranger is "malformed", not "unknownClient".
+ */
+export type RadiusStats = {
+  /** Datagrams received. */
+  requests: number;
+  accepts: number;
+  rejects: number;
+  challenges: number;
+  /** Retransmissions recognised: resent from the cache, or dropped while the first is in flight. */
+  duplicates: number;
+  /** Retransmissions answered from the cache. */
+  resent: number;
+  /** Datagrams that got no answer, for any of the reasons below or a duplicate in flight. */
+  dropped: number;
+  unknownClient: number;
+  /** Message-Authenticator missing, repeated or wrong (a wrong shared secret lands here). */
+  badAuthenticator: number;
+  /** Not a RADIUS packet (RFC 2865 section 3), or a User-Password that cannot be one (section 5.2). */
+  malformed: number;
+  /** A code other than Access-Request. */
+  unexpectedCode: number;
+  /** Refused because duplicateCacheMaxEntries requests were in flight. */
+  overloaded: number;
+  /** Thrown by findClient or authenticate, a bad decision, or a failed send. */
+  errors: number;
+  /** Now, not since start: requests being authenticated, answers cached. */
+  inFlight: number;
+  cached: number;
+};
+
+export interface RadiusServer {
+  address(): { address: string; port: number };
+  /** Stops listening; answers still being decided are not sent. */
+  close(): Promise<void>;
+  stats(): RadiusStats;
+}
+
+type DropReason = "unknownClient" | "badAuthenticator" | "malformed" | "unexpectedCode" | "overloaded" | "duplicates";
+
+/** One warning per reason per this many milliseconds: a flood of junk must not flood the log. */
+const DROP_LOG_INTERVAL_MS = 10_000;
+
+/** Starts the server; resolves once the socket is bound, rejects if it cannot bind. */
+export async function createRadiusServer(options: RadiusServerOptions): Promise<RadiusServer> {
+  const { findClient, authenticate, logger } = options;
+  const clock = options.clock ?? systemClock;
+  const cache = createDuplicateCache({
+    ttlMs: options.duplicateCacheMs ?? 30_000,
+    maxEntries: Math.max(1, options.duplicateCacheMaxEntries ?? 100_000),
+    clock,
+  });
+  const counters = {
+    requests: 0, accepts: 0, rejects: 0, challenges: 0, duplicates: 0, resent: 0, dropped: 0,
+    unknownClient: 0, badAuthenticator: 0, malformed: 0, unexpectedCode: 0, overloaded: 0, errors: 0,
+  };
+  const lastDropLogMs = new Map<DropReason, { atMs: number; suppressed: number }>();
+  const socket = createSocket({ type: isIP(options.host) === 6 ? "udp6" : "udp4" });
+  let closed = false;
+
+  function drop(reason: DropReason, fields: object) {
+    counters[reason]++;
+    counters.dropped++;
+    if (!logger || reason === "duplicates") return;
+    const nowMs = clock.nowMs();
+    const last = lastDropLogMs.get(reason);
+    if (last && nowMs - last.atMs < DROP_LOG_INTERVAL_MS) {
+      last.suppressed++;
+      return;
+    }
+    lastDropLogMs.set(reason, { atMs: nowMs, suppressed: 0 });
+    logger.warn({ ...fields, reason, suppressedSinceLast: last?.suppressed ?? 0 }, "RADIUS datagram dropped");
+  }
+
+  function send(response: Buffer, source: RemoteInfo) {
+    if (closed) return;
+    socket.send(response, source.port, source.address, (error) => {
+      if (!error) return;
+      counters.errors++;
+      logger?.error({ source: source.address, error: error.message }, "RADIUS response not sent");
+    });
+  }
+
+  async function decide(packet: RadiusPacket, client: RadiusClient, source: { address: string; port: number }): Promise<AccessDecision | null> {
+    const read = readPapRequest(packet, client.secret);
+    if (read.ok) return authenticate({ clientId: client.id, ...read.request, source });
+    const replyMessage = REJECTED_FAILURES[read.reason];
+    return replyMessage === undefined ? null : { result: "reject", replyMessage };
+  }
+
+  async function handle(datagram: Buffer, remote: RemoteInfo) {
+    const decoded = decodePacket(datagram);
+    if (!decoded.ok) return drop("malformed", { source: remote.address, problem: decoded.reason });
+    const packet = decoded.packet;
+    // RFC 2865 section 3: a server only receives Access-Request; Tessera does no accounting.
+    if (packet.code !== Code.AccessRequest) return drop("unexpectedCode", { source: remote.address, code: packet.code });
+
+    const source = { address: plainAddress(remote.address), port: remote.port };
+    const client = await findClient(source.address);
+    if (!client) return drop("unknownClient", { source: source.address });
+    // BlastRADIUS: without a verified Message-Authenticator an Access-Request could be forged.
+    const signed = verifyRequestMessageAuthenticator(packet.bytes, client.secret);
+    if (!signed.ok) return drop("badAuthenticator", { source: source.address, clientId: client.id, problem: signed.reason });
+
+    const key = duplicateKey(source, packet.identifier, packet.authenticator);
+    const claim = cache.claim(key);
+    if (claim.kind === "answered") {
+      counters.duplicates++;
+      counters.resent++;
+      return send(claim.response, remote);
+    }
+    if (claim.kind === "in-flight") return drop("duplicates", { source: source.address });
+    if (claim.kind === "full") return drop("overloaded", { source: source.address, clientId: client.id });
+
+    try {
+      const decision = await decide(packet, client, source);
+      if (decision === null) {
+        cache.abandon(key);
+        return drop("malformed", { source: source.address, clientId: client.id, problem: "user-password" });
+      }
+      const { code, attributes } = replyFor(decision, allAttributes(packet, Attribute.ProxyState));
+      const response = signResponse({ code, identifier: packet.identifier, attributes }, packet.authenticator, client.secret);
+      cache.complete(key, response);
+      if (decision.result === "accept") counters.accepts++;
+      else if (decision.result === "reject") counters.rejects++;
+      else counters.challenges++;
+      send(response, remote);
+    } catch (error) {
+      // No answer: the next retransmission is processed afresh rather than dropped as a duplicate.
+      cache.abandon(key);
+      throw error;
+    }
+  }
+
+  socket.on("message", (datagram, remote) => {
+    counters.requests++;
+    handle(datagram, remote).catch((error: unknown) => {
+      counters.errors++;
+      counters.dropped++;
+      logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
+    });
+  });
+  socket.on("error", (error) => {
+    counters.errors++;
+    logger?.error({ error: error.message }, "RADIUS socket error");
+  });
+
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once("error", reject);
+      socket.bind({ address: options.host, port: options.port }, () => {
+        socket.off("error", reject);
+        resolve();
+      });
+    });
+  } catch (error) {
+    // A port in use or an address not on this host is a start-up failure, not a request's.
+    closed = true;
+    socket.removeAllListeners();
+    socket.close();
+    throw error;
+  }
+
+  return {
+    address() {
+      const { address, port } = socket.address();
+      return { address, port };
+    },
+    close() {
+      if (closed) return Promise.resolve();
+      closed = true;
+      cache.clear();
+      return new Promise((resolve) => socket.close(() => resolve()));
+    },
+    stats() {
+      const { answered, inFlight } = cache.size();
+      return { ...counters, inFlight, cached: answered };
+    },
+  };
+}
+
+/** "::ffff:192.0.2.1" (an IPv4 source on a dual-stack socket) is 192.0.2.1. */
+function plainAddress(address: string): string {
+  return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}

@@ -1,0 +1,69 @@
+import type { Services } from "../core.js";
+import { addressMatcher } from "../modules/applications/addresses.js";
+import type { ApplicationRow } from "../storage/schema.js";
+import { createRadiusServer, type RadiusClient, type RadiusLogger, type RadiusServer } from "./server.js";
+
+interface ClientEntry {
+  matches: (address: string) => boolean;
+  /** Longest prefix of the entry that matched first: the most specific client wins. */
+  specificity: number;
+  client: RadiusClient;
+  application: ApplicationRow;
+}
+
+/** How often the table of RADIUS clients is read again from the applications. */
+const CLIENT_TABLE_REFRESH_MS = 10_000;
+
+function specificityOf(entries: string[]): number {
+  return Math.max(...entries.map((entry) => (entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32)));
+}
+
+/**
+ * Tessera's RADIUS server: clients are the RADIUS applications of every virtual server,
+ * recognised by source address (the most specific range wins where ranges overlap) and
+ * their shared secret; decisions come from the same authentication service as REST.
+ * The client table is built once and rebuilt every ten seconds, so that a datagram never
+ * costs a query or a decryption before its client is known.
+ */
+export async function startTesseraRadius(services: Services, options: { host: string; port: number; logger?: RadiusLogger }): Promise<RadiusServer & { refreshClients(): Promise<void> }> {
+  let table: ClientEntry[] = [];
+  const refreshClients = async () => {
+    const rows = await services.storage.db.selectFrom("applications").selectAll().where("kind", "=", "radius").execute();
+    table = rows
+      .map((row) => {
+        const entries = JSON.parse(row.radius_addresses ?? "[]") as string[];
+        return { matches: addressMatcher(entries), specificity: specificityOf(entries), client: { id: row.id, secret: services.applications.radiusSecretOf(row) }, application: row };
+      })
+      .sort((a, b) => b.specificity - a.specificity);
+  };
+  await refreshClients();
+  const timer = setInterval(() => void refreshClients().catch((error: unknown) => options.logger?.error({ err: error }, "RADIUS client table refresh failed")), CLIENT_TABLE_REFRESH_MS);
+  timer.unref();
+
+  const server = await createRadiusServer({
+    host: options.host,
+    port: options.port,
+    logger: options.logger,
+    findClient: (address) => table.find((entry) => entry.matches(address))?.client ?? null,
+    async authenticate(request) {
+      const entry = table.find((candidate) => candidate.client.id === request.clientId);
+      if (!entry) return { result: "reject", replyMessage: "Access denied" };
+      const outcome = await services.auth.authenticate({
+        application: entry.application,
+        userId: request.userName,
+        passcode: request.password,
+        source: request.callingStationId ?? request.source.address,
+        method: "radius",
+      });
+      return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };
+    },
+  });
+  return {
+    ...server,
+    refreshClients,
+    async close() {
+      clearInterval(timer);
+      await server.close();
+    },
+  };
+}
