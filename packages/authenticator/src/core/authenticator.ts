@@ -1,0 +1,183 @@
+import {
+  canonicalRequest,
+  deriveTokenKey,
+  exportPublicKey,
+  generateEnrollmentKeys,
+  importAgreementPublicKey,
+  sha256Base64url,
+  signRequest,
+  totp,
+  type OtpAlgorithm,
+  type WebCryptoKey,
+} from "@tessera/otp";
+import { parseEnrollmentLink } from "./link.js";
+import type { AuthenticatorState, Jwk, StateStore, StoredToken } from "./store.js";
+
+export interface AppPlatform {
+  os: string;
+  osVersion?: string | null;
+  deviceType: string;
+  appVersion: string;
+}
+
+export interface AuthenticatorOptions {
+  store: StateStore;
+  fetch: typeof fetch;
+  platform: AppPlatform;
+  nowMs?: () => number;
+}
+
+export class AuthenticatorError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = "AuthenticatorError";
+  }
+}
+
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  for (const byte of bytes) text += String.fromCharCode(byte);
+  return btoa(text);
+}
+
+function fromBase64(text: string): Uint8Array {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+const ECDSA = { name: "ECDSA", namedCurve: "P-256" } as const;
+/** The JWK type of the platform's WebCrypto (DOM in browsers, node:crypto in Node). */
+type PlatformJwk = Extract<Parameters<typeof globalThis.crypto.subtle.importKey>[1], { kty?: string }>;
+
+/**
+ * The tessera app's core, the same for the command-line client and the web app: it
+ * enrolls from an auto-enrollment link with the key agreement (the OTP key is derived
+ * on both sides and never travels), computes passcodes, and signs its requests to the
+ * server with its device key.
+ */
+export function createAuthenticator(options: AuthenticatorOptions) {
+  const now = options.nowMs ?? (() => Date.now());
+
+  async function call(server: string, method: string, path: string, body: unknown, signedBy?: { deviceId: string; key: WebCryptoKey }) {
+    const raw = body === undefined ? "" : JSON.stringify(body);
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (signedBy) {
+      const timestampMs = now();
+      const canonical = canonicalRequest({ method, path, bodySha256Base64url: await sha256Base64url(raw), timestampMs, deviceId: signedBy.deviceId });
+      headers["x-tessera-device-id"] = signedBy.deviceId;
+      headers["x-tessera-timestamp"] = String(timestampMs);
+      headers["x-tessera-signature"] = await signRequest(signedBy.key, canonical);
+    }
+    const response = await options.fetch(`${server}${path}`, { method, headers, ...(raw ? { body: raw } : {}) });
+    const json = (await response.json().catch(() => null)) as Record<string, unknown> | null;
+    if (!response.ok) {
+      const error = (json?.error ?? {}) as { code?: string; message?: string };
+      throw new AuthenticatorError(error.message ?? `the server answered ${response.status}`, error.code ?? `HTTP_${response.status}`);
+    }
+    return json ?? {};
+  }
+
+  async function signingKey(state: AuthenticatorState): Promise<{ privateKey: WebCryptoKey; publicRaw: string }> {
+    if (!state.device.signingKey) {
+      const pair = await globalThis.crypto.subtle.generateKey(ECDSA, true, ["sign", "verify"]);
+      state.device.signingKey = {
+        privateJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.privateKey)) as Jwk,
+        publicJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.publicKey)) as Jwk,
+      };
+    }
+    const { privateJwk, publicJwk } = state.device.signingKey;
+    const privateKey = await globalThis.crypto.subtle.importKey("jwk", privateJwk as PlatformJwk, ECDSA, false, ["sign"]);
+    const publicKey = await globalThis.crypto.subtle.importKey("jwk", publicJwk as PlatformJwk, ECDSA, true, ["verify"]);
+    return { privateKey, publicRaw: await exportPublicKey(publicKey) };
+  }
+
+  function find(state: AuthenticatorState, serial?: string): StoredToken {
+    const token = serial ? state.tokens.find((t) => t.serial === serial) : state.tokens[0];
+    if (!token) throw new AuthenticatorError(serial ? `no token ${serial} here` : "no token enrolled yet", "NO_TOKEN");
+    return token;
+  }
+
+  return {
+    /** Enrolls the token of an auto-enrollment link; `pushPermitted: false` is the user's "No Thanks". */
+    async enroll(link: string, input: { pushPermitted: boolean }): Promise<StoredToken & { pushApplications: string[] }> {
+      const parsed = parseEnrollmentLink(link);
+      if (!parsed.ok) throw new AuthenticatorError(parsed.problem, "LINK_INVALID");
+      const { server, code } = parsed.value;
+      const state = await options.store.load();
+      const signing = await signingKey(state);
+      const agreement = (await generateEnrollmentKeys()).agreement;
+      const started = (await call(server, "POST", "/device/v1/enrollments", {
+        code,
+        agreementPublicKey: await exportPublicKey(agreement.publicKey),
+        signingPublicKey: signing.publicRaw,
+        ...(state.device.deviceIds[server] ? { deviceId: state.device.deviceIds[server] } : {}),
+        platform: options.platform,
+        pushPermitted: input.pushPermitted,
+      })) as { enrollmentId: string; deviceId: string; serial: string; serverPublicKey: string; otp: { algorithm: OtpAlgorithm; digits: 6 | 8; periodSeconds: number }; virtualServer: { id: string; name: string }; user: { userId: string } };
+      const peer = await importAgreementPublicKey(started.serverPublicKey);
+      if (!peer.ok) throw new AuthenticatorError("the server's key is not usable", "SERVER_KEY_INVALID");
+      const key = await deriveTokenKey({ privateKey: agreement.privateKey, peerPublicKey: peer.key, serial: started.serial, enrollmentCode: code, algorithm: started.otp.algorithm });
+      const passcode = totp(key, { atMs: now(), periodSeconds: started.otp.periodSeconds, digits: started.otp.digits, algorithm: started.otp.algorithm });
+      const confirmed = (await call(server, "POST", `/device/v1/enrollments/${started.enrollmentId}/confirm`, { otp: passcode }, { deviceId: started.deviceId, key: signing.privateKey })) as {
+        pushApplications: string[];
+      };
+      const token: StoredToken = {
+        serial: started.serial,
+        server,
+        virtualServer: started.virtualServer,
+        userId: started.user.userId,
+        key: base64(key),
+        algorithm: started.otp.algorithm,
+        digits: started.otp.digits,
+        periodSeconds: started.otp.periodSeconds,
+        enrolledAt: new Date(now()).toISOString(),
+      };
+      key.fill(0);
+      state.device.deviceIds[server] = started.deviceId;
+      state.device.autosendPasscode = input.pushPermitted;
+      state.tokens = [...state.tokens.filter((t) => t.serial !== token.serial), token];
+      await options.store.save(state);
+      return { ...token, pushApplications: confirmed.pushApplications };
+    },
+
+    async list(): Promise<StoredToken[]> {
+      return (await options.store.load()).tokens;
+    },
+
+    /** The current passcode of a token (the first one when no serial is given) and the seconds it stays valid. */
+    async code(serial?: string): Promise<{ serial: string; passcode: string; secondsLeft: number }> {
+      const token = find(await options.store.load(), serial);
+      const at = now();
+      const passcode = totp(fromBase64(token.key), { atMs: at, periodSeconds: token.periodSeconds, digits: token.digits, algorithm: token.algorithm });
+      return { serial: token.serial, passcode, secondsLeft: token.periodSeconds - (Math.floor(at / 1000) % token.periodSeconds) };
+    },
+
+    /** "Autosend Passcode" on or off, told to every server this device is enrolled with. */
+    async setAutosend(on: boolean): Promise<Array<{ server: string; pushNow: string }>> {
+      const state = await options.store.load();
+      const signing = await signingKey(state);
+      const results = [];
+      for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
+        if (!state.tokens.some((token) => token.server === server)) continue;
+        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: on }, { deviceId, key: signing.privateKey })) as { pushNow: string };
+        results.push({ server, pushNow: answer.pushNow });
+      }
+      state.device.autosendPasscode = on;
+      await options.store.save(state);
+      return results;
+    },
+
+    /** Forgets a token on this device (the operator revokes it on the server). */
+    async remove(serial: string): Promise<void> {
+      const state = await options.store.load();
+      find(state, serial);
+      state.tokens = state.tokens.filter((token) => token.serial !== serial);
+      await options.store.save(state);
+    },
+  };
+}
+
+export type Authenticator = ReturnType<typeof createAuthenticator>;
+

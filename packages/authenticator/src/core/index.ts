@@ -1,0 +1,3 @@
+export { createAuthenticator, AuthenticatorError, type Authenticator, type AppPlatform, type AuthenticatorOptions } from "./authenticator.js";
+export { parseEnrollmentLink, type EnrollmentLink } from "./link.js";
+export { emptyState, type AuthenticatorState, type StateStore, type StoredToken } from "./store.js";
