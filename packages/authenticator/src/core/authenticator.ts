@@ -11,7 +11,7 @@ import {
   type WebCryptoKey,
 } from "@tessera/otp";
 import { parseEnrollmentLink } from "./link.js";
-import type { AuthenticatorState, Jwk, StateStore, StoredToken } from "./store.js";
+import type { AuthenticatorState, Jwk, KeyVault, StateStore, StoredToken } from "./store.js";
 
 export interface AppPlatform {
   os: string;
@@ -22,6 +22,8 @@ export interface AppPlatform {
 
 export interface AuthenticatorOptions {
   store: StateStore;
+  /** Default: keys kept with the state (the CLI's file). */
+  vault?: KeyVault;
   fetch: typeof fetch;
   platform: AppPlatform;
   nowMs?: () => number;
@@ -57,8 +59,31 @@ type PlatformJwk = Extract<Parameters<typeof globalThis.crypto.subtle.importKey>
  * on both sides and never travels), computes passcodes, and signs its requests to the
  * server with its device key.
  */
+/** Keys kept in the state itself: the signing key as JWK, OTP keys as base64 (the CLI's 0600 file). */
+export function stateVault(): KeyVault {
+  return {
+    async signingKey(state) {
+      if (!state.device.signingKey) {
+        const pair = await globalThis.crypto.subtle.generateKey(ECDSA, true, ["sign", "verify"]);
+        state.device.signingKey = {
+          privateJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.privateKey)) as Jwk,
+          publicJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.publicKey)) as Jwk,
+        };
+      }
+      const { privateJwk, publicJwk } = state.device.signingKey;
+      const privateKey = await globalThis.crypto.subtle.importKey("jwk", privateJwk as PlatformJwk, ECDSA, false, ["sign"]);
+      const publicKey = await globalThis.crypto.subtle.importKey("jwk", publicJwk as PlatformJwk, ECDSA, true, ["verify"]);
+      return { privateKey, publicRaw: await exportPublicKey(publicKey) };
+    },
+    sealOtpKey: async (key) => base64(key),
+    openOtpKey: async (sealed) => fromBase64(sealed),
+  };
+}
+
 export function createAuthenticator(options: AuthenticatorOptions) {
   const now = options.nowMs ?? (() => Date.now());
+  const vault = options.vault ?? stateVault();
+  const signingKey = (state: AuthenticatorState) => vault.signingKey(state);
 
   async function call(server: string, method: string, path: string, body: unknown, signedBy?: { deviceId: string; key: WebCryptoKey }) {
     const raw = body === undefined ? "" : JSON.stringify(body);
@@ -77,20 +102,6 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       throw new AuthenticatorError(error.message ?? `the server answered ${response.status}`, error.code ?? `HTTP_${response.status}`);
     }
     return json ?? {};
-  }
-
-  async function signingKey(state: AuthenticatorState): Promise<{ privateKey: WebCryptoKey; publicRaw: string }> {
-    if (!state.device.signingKey) {
-      const pair = await globalThis.crypto.subtle.generateKey(ECDSA, true, ["sign", "verify"]);
-      state.device.signingKey = {
-        privateJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.privateKey)) as Jwk,
-        publicJwk: (await globalThis.crypto.subtle.exportKey("jwk", pair.publicKey)) as Jwk,
-      };
-    }
-    const { privateJwk, publicJwk } = state.device.signingKey;
-    const privateKey = await globalThis.crypto.subtle.importKey("jwk", privateJwk as PlatformJwk, ECDSA, false, ["sign"]);
-    const publicKey = await globalThis.crypto.subtle.importKey("jwk", publicJwk as PlatformJwk, ECDSA, true, ["verify"]);
-    return { privateKey, publicRaw: await exportPublicKey(publicKey) };
   }
 
   function find(state: AuthenticatorState, serial?: string): StoredToken {
@@ -128,7 +139,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         server,
         virtualServer: started.virtualServer,
         userId: started.user.userId,
-        key: base64(key),
+        key: await vault.sealOtpKey(key),
         algorithm: started.otp.algorithm,
         digits: started.otp.digits,
         periodSeconds: started.otp.periodSeconds,
@@ -150,7 +161,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     async code(serial?: string): Promise<{ serial: string; passcode: string; secondsLeft: number }> {
       const token = find(await options.store.load(), serial);
       const at = now();
-      const passcode = totp(fromBase64(token.key), { atMs: at, periodSeconds: token.periodSeconds, digits: token.digits, algorithm: token.algorithm });
+      const passcode = totp(await vault.openOtpKey(token.key), { atMs: at, periodSeconds: token.periodSeconds, digits: token.digits, algorithm: token.algorithm });
       return { serial: token.serial, passcode, secondsLeft: token.periodSeconds - (Math.floor(at / 1000) % token.periodSeconds) };
     },
 

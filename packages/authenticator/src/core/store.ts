@@ -15,7 +15,7 @@ export interface StoredToken {
   server: string;
   virtualServer: { id: string; name: string };
   userId: string;
-  /** The OTP key, base64. Never sent anywhere. */
+  /** The OTP key as the vault sealed it (the CLI: base64; the web app: AES-GCM under a non-extractable key). Never sent anywhere. */
   key: string;
   algorithm: "SHA1" | "SHA256" | "SHA512";
   digits: 6 | 8;
@@ -26,7 +26,7 @@ export interface StoredToken {
 export interface DeviceIdentity {
   /** Per server: the id the server gave this device. */
   deviceIds: Record<string, string>;
-  /** The ECDSA P-256 key pair that signs device requests, as JWK. */
+  /** The ECDSA P-256 key pair that signs device requests, as the vault keeps it (the CLI: JWK). */
   signingKey: { privateJwk: Jwk; publicJwk: Jwk } | null;
   autosendPasscode: boolean;
 }
@@ -45,3 +45,17 @@ export interface StateStore {
 export function emptyState(): AuthenticatorState {
   return { device: { deviceIds: {}, signingKey: null, autosendPasscode: true }, tokens: [] };
 }
+
+/**
+ * Where keys live. The CLI keeps them in its 0600 file; the web app keeps non-extractable
+ * WebCrypto keys in IndexedDB, where script can use them but never read them out.
+ */
+export interface KeyVault {
+  /** The device's signing key, made on first use. */
+  signingKey(state: AuthenticatorState): Promise<{ privateKey: CryptoKeyLike; publicRaw: string }>;
+  sealOtpKey(key: Uint8Array): Promise<string>;
+  openOtpKey(sealed: string): Promise<Uint8Array>;
+}
+
+/** WebCrypto's CryptoKey, without depending on DOM or Node type names. */
+export type CryptoKeyLike = Awaited<ReturnType<typeof globalThis.crypto.subtle.importKey>>;
