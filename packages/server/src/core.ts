@@ -9,7 +9,10 @@ import { createTokenLifecycle } from "./modules/tokens/lifecycle-service.js";
 import { createApplicationService } from "./modules/applications/service.js";
 import { createResync } from "./modules/auth/resync.js";
 import { createAuthService } from "./modules/auth/service.js";
+import { createEnrollmentEngine } from "./modules/enrollment/engine.js";
 import { createEnrollmentService } from "./modules/enrollment/service.js";
+import { createChallengeHub } from "./modules/push/hub.js";
+import { createPushService } from "./modules/push/service.js";
 import { createMailService } from "./modules/mail/service.js";
 import { createMigrationService } from "./modules/provisioning/migration.js";
 import { createProvisioningRules } from "./modules/provisioning/rules.js";
@@ -44,6 +47,9 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   };
   const tokenLifecycle = createTokenLifecycle(deps);
   const provisioning = createProvisioningService({ ...deps, publicUrl, onMailQueued: notifyMail });
+  const enrollmentEngine = createEnrollmentEngine({ ...deps, onMailQueued: notifyMail });
+  const hub = createChallengeHub();
+  const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned });
   return {
     publicUrl,
     onMailQueued: (listener: () => void) => mailListeners.add(listener),
@@ -61,10 +67,11 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     provisioning,
     provisioningRules: rules,
     migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
-    enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }),
+    enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }, enrollmentEngine),
+    push,
     mail: createMailService(deps),
     applications: createApplicationService(deps),
-    auth: createAuthService(deps),
+    auth: createAuthService({ ...deps, push }),
     resyncToken: createResync(deps),
   };
 }

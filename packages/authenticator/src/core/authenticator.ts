@@ -20,6 +20,19 @@ export interface AppPlatform {
   appVersion: string;
 }
 
+/** A push login as the app shows it: the application, where from, when, and the number to match. */
+export interface PushChallenge {
+  id: string;
+  server: string;
+  serials?: string[];
+  resourceName: string;
+  source: string;
+  numberToMatch: string;
+  createdAt: string;
+  expiresAt: string;
+  status: string;
+}
+
 export interface AuthenticatorOptions {
   store: StateStore;
   /** Default: keys kept with the state (the CLI's file). */
@@ -178,6 +191,38 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       state.device.autosendPasscode = on;
       await options.store.save(state);
       return results;
+    },
+
+    /**
+     * The signed poll: push logins waiting for this device on every server it is
+     * enrolled with; waits up to `waitSeconds` on the first server with none pending.
+     */
+    async pendingChallenges(waitSeconds = 25): Promise<PushChallenge[]> {
+      const state = await options.store.load();
+      const signing = await signingKey(state);
+      const found: PushChallenge[] = [];
+      for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
+        if (!state.tokens.some((token) => token.server === server)) continue;
+        const answer = (await call(server, "GET", `/device/v1/devices/${deviceId}/challenges?wait=${waitSeconds}`, undefined, { deviceId, key: signing.privateKey })) as { items: Array<Omit<PushChallenge, "server">> };
+        found.push(...answer.items.map((item) => ({ ...item, server })));
+      }
+      return found;
+    },
+
+    /** Answers a push login; an approval carries the current passcode (autosend), signed with the device key. */
+    async answerChallenge(challenge: PushChallenge, decision: "approve" | "deny" | "fraud"): Promise<{ status: string }> {
+      const state = await options.store.load();
+      const signing = await signingKey(state);
+      const deviceId = state.device.deviceIds[challenge.server];
+      if (!deviceId) throw new AuthenticatorError("this device is not enrolled with that server", "NO_TOKEN");
+      let body: Record<string, string> = { decision };
+      if (decision === "approve") {
+        const token = state.tokens.find((t) => t.server === challenge.server && (challenge.serials ?? []).includes(t.serial));
+        if (!token) throw new AuthenticatorError("no token here for that login", "NO_TOKEN");
+        const passcode = totp(await vault.openOtpKey(token.key), { atMs: now(), periodSeconds: token.periodSeconds, digits: token.digits, algorithm: token.algorithm });
+        body = { decision, serial: token.serial, otp: passcode };
+      }
+      return (await call(challenge.server, "POST", `/device/v1/challenges/${challenge.id}/answer`, body, { deviceId, key: signing.privateKey })) as { status: string };
     },
 
     /** Forgets a token on this device (the operator revokes it on the server). */

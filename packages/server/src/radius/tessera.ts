@@ -13,6 +13,8 @@ interface ClientEntry {
 
 /** How often the table of RADIUS clients is read again from the applications. */
 const CLIENT_TABLE_REFRESH_MS = 10_000;
+/** How long a RADIUS request waits for a push answer: the challenge's own lifetime. */
+const PUSH_WAIT_MS = 60_000;
 
 function specificityOf(entries: string[]): number {
   return Math.max(...entries.map((entry) => (entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32)));
@@ -48,6 +50,11 @@ export async function startTesseraRadius(services: Services, options: { host: st
     async authenticate(request) {
       const entry = table.find((candidate) => candidate.client.id === request.clientId);
       if (!entry) return { result: "reject", replyMessage: "Access denied" };
+      // An answer to our Access-Challenge: the State names the push login; wait for its outcome.
+      if (request.state) {
+        const decided = await services.auth.challengeOutcome(entry.application, request.state.toString("utf8"), PUSH_WAIT_MS);
+        return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" ? "No answer from your phone" : "Access denied" };
+      }
       const outcome = await services.auth.authenticate({
         application: entry.application,
         userId: request.userName,
@@ -55,6 +62,14 @@ export async function startTesseraRadius(services: Services, options: { host: st
         source: request.callingStationId ?? request.source.address,
         method: "radius",
       });
+      if (outcome.result === "pending") {
+        if (entry.application.push_mode === "challenge") {
+          return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: outcome.message, sessionTimeoutSeconds: 60 };
+        }
+        // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
+        const decided = await services.auth.challengeOutcome(entry.application, outcome.challengeId, PUSH_WAIT_MS);
+        return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" ? "No answer from your phone" : "Access denied" };
+      }
       return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };
     },
   });

@@ -3,6 +3,7 @@ import type { Storage } from "./database.js";
 import { initialMigration } from "./migrations/001-initial.js";
 import { provisioningMigration } from "./migrations/002-provisioning.js";
 import { applicationsMigration } from "./migrations/003-applications.js";
+import { challengesMigration } from "./migrations/004-challenges.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -11,6 +12,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "001-initial": initialMigration(storage.kind),
     "002-provisioning": provisioningMigration(storage.kind),
     "003-applications": applicationsMigration(storage.kind),
+    "004-challenges": challengesMigration(storage.kind),
   };
 }
 

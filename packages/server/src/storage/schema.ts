@@ -230,6 +230,23 @@ export interface ApplicationsTable {
   updated_at: number;
 }
 
+export interface ChallengesTable {
+  id: string;
+  virtual_server_id: string;
+  application_id: string;
+  user_pk: string;
+  /** JSON list of the devices (device ids) the challenge goes to. */
+  device_ids: string;
+  resource_name: string;
+  source: string;
+  number_to_match: string;
+  status: string;
+  answered_serial: string | null;
+  created_at: number;
+  expires_at: number;
+  answered_at: number | null;
+}
+
 export interface Database {
   virtual_servers: VirtualServersTable;
   operators: OperatorsTable;
@@ -248,6 +265,7 @@ export interface Database {
   outbox: OutboxTable;
   mail_templates: MailTemplatesTable;
   applications: ApplicationsTable;
+  challenges: ChallengesTable;
   meta: MetaTable;
 }
 
@@ -263,3 +281,4 @@ export type EnrollmentRow = Selectable<EnrollmentsTable>;
 export type ProvisioningTaskRow = Selectable<ProvisioningTasksTable>;
 export type OutboxRow = Selectable<OutboxTable>;
 export type ApplicationRow = Selectable<ApplicationsTable>;
+export type ChallengeRow = Selectable<ChallengesTable>;

@@ -18,15 +18,15 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
   let tokenKey: Uint8Array | null = null;
   let otp: { algorithm: OtpAlgorithm; digits: 6 | 8; periodSeconds: number } | null = null;
   const signed = async (method: string, path: string, body: unknown) => {
-    const raw = JSON.stringify(body);
+    const raw = body === undefined ? "" : JSON.stringify(body);
     const timestampMs = nowMs();
     const canonical = canonicalRequest({ method, path, bodySha256Base64url: await sha256Base64url(raw), timestampMs, deviceId });
     const signature = await signRequest(keys.signing.privateKey, canonical);
     const response = await api.app.inject({
       method: method as "POST",
       url: path,
-      payload: raw,
-      headers: { "content-type": "application/json", "x-tessera-device-id": deviceId, "x-tessera-timestamp": String(timestampMs), "x-tessera-signature": signature },
+      ...(raw ? { payload: raw } : {}),
+      headers: { ...(raw ? { "content-type": "application/json" } : {}), "x-tessera-device-id": deviceId, "x-tessera-timestamp": String(timestampMs), "x-tessera-signature": signature },
     });
     return { status: response.statusCode, json: response.json() as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
   };
@@ -54,6 +54,9 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
     passcode: () => totp(tokenKey!, { atMs: nowMs(), periodSeconds: otp!.periodSeconds, digits: otp!.digits, algorithm: otp!.algorithm }),
     confirm: (enrollmentId: string, passcode: string) => signed("POST", `/device/v1/enrollments/${enrollmentId}/confirm`, { otp: passcode }),
     settings: (autosendPasscode: boolean) => signed("PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode }),
+    poll: (waitSeconds = 0) => signed("GET", `/device/v1/devices/${deviceId}/challenges?wait=${waitSeconds}`, undefined),
+    answer: (challengeId: string, decision: "approve" | "deny" | "fraud", serial?: string, passcode?: string) =>
+      signed("POST", `/device/v1/challenges/${challengeId}/answer`, decision === "approve" ? { decision, serial, otp: passcode } : { decision }),
   };
 }
 

@@ -23,10 +23,13 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         }),
         response: {
           200: z.object({
-            result: z.enum(["accept", "reject"]),
+            result: z.enum(["accept", "reject", "pending"]),
             reason: z.enum(["user_unknown", "no_token", "wrong", "replayed", "locked", "rate_limited", "push_unavailable"]).optional(),
             message: z.string().optional(),
             serial: z.string().optional(),
+            challengeId: z.string().optional(),
+            numberToMatch: z.string().optional(),
+            expiresAt: z.string().optional(),
           }),
           400: errorResponse,
           401: errorResponse,
@@ -44,9 +47,35 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         source: request.body.sourceAddress ?? request.ip,
         method: "rest",
       });
-      return outcome.result === "accept"
-        ? { result: "accept" as const, serial: outcome.serial }
-        : { result: "reject" as const, reason: outcome.reason, message: outcome.message };
+      if (outcome.result === "accept") return { result: "accept" as const, serial: outcome.serial };
+      if (outcome.result === "pending") {
+        const { challengeId, numberToMatch, expiresAt, message } = outcome;
+        return { result: "pending" as const, challengeId, numberToMatch, expiresAt, message };
+      }
+      return { result: "reject" as const, reason: outcome.reason, message: outcome.message };
+    },
+  );
+
+  app.get(
+    "/auth/challenges/:challengeId",
+    {
+      config: { public: true },
+      schema: {
+        operationId: "getAuthChallenge",
+        summary: "Where a push login stands; waits up to `wait` seconds for the user's answer (long poll)",
+        params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
+        querystring: z.strictObject({ wait: z.coerce.number().int().min(0).max(60).default(25) }),
+        response: {
+          200: z.object({ status: z.enum(["pending", "accept", "reject"]), reason: z.string().optional(), serial: z.string().optional() }),
+          401: errorResponse,
+        },
+      },
+    },
+    async (request) => {
+      const header = request.headers.authorization;
+      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
+      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      return services.auth.challengeOutcome(application, request.params.challengeId, request.query.wait * 1000);
     },
   );
 

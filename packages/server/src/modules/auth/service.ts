@@ -4,16 +4,18 @@ import type { CoreDeps } from "../../deps.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
+import type { PushService } from "../push/service.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
 
 export type AuthResult =
   | { result: "accept"; serial: string; userId: string }
-  | { result: "reject"; reason: RejectReason; message: string };
+  | { result: "reject"; reason: RejectReason; message: string }
+  | { result: "pending"; challengeId: string; numberToMatch: string; expiresAt: string; message: string };
 
 export interface AuthRequest {
-  application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp">;
+  application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name">;
   userId: string;
   passcode: string;
   /**
@@ -31,7 +33,7 @@ const messages: Record<RejectReason, string> = {
   replayed: "Access denied",
   locked: "Access denied",
   rate_limited: "Too many attempts; try again later",
-  push_unavailable: "Push OTP is not available here: type the passcode from your app",
+  push_unavailable: "Push OTP is not available for you here: type the passcode from your app",
 };
 
 /** One letter that asks for something other than push; none is in use yet. */
@@ -64,7 +66,7 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
   };
 }
 
-export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
+export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService }) {
   const { db, clock, audit, keyring } = deps;
   const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
   const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
@@ -105,6 +107,21 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
   }
 
   return {
+    /** Where a push login stands, waiting up to `waitMs` for the user's answer. */
+    async challengeOutcome(application: Pick<ApplicationRow, "id">, challengeId: string, waitMs: number): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
+      if (!deps.push) throw new Error("push is not configured");
+      const outcome = await deps.push.outcome(challengeId, waitMs);
+      if (!outcome || outcome.row.application_id !== application.id) return { status: "reject", reason: "unknown_challenge" };
+      switch (outcome.status) {
+        case "pending":
+          return { status: "pending" };
+        case "approved":
+          return { status: "accept", serial: outcome.row.answered_serial ?? undefined };
+        default:
+          return { status: "reject", reason: outcome.status === "fraud" ? "denied" : outcome.status };
+      }
+    },
+
     async authenticate(request: AuthRequest): Promise<AuthResult> {
       const { application, userId, passcode, source, method } = request;
       const vsId = application.virtual_server_id;
@@ -116,7 +133,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
         audit.append(trx, principal, [
           {
-            action: result.result === "accept" ? "auth.accept" : "auth.reject",
+            action: `auth.${result.result}`,
             virtualServerId: vsId,
             targetType: serial ? "token" : "user",
             targetId: serial ?? userId,
@@ -133,6 +150,21 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
         return result;
       }
 
+      if (asksForPush(passcode)) {
+        // Push OTP: a challenge for the user's push-capable devices, or the advice to type the passcode.
+        const user = await db.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
+        const challenge =
+          user && application.push_otp === 1 && deps.push
+            ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source })
+            : null;
+        const result: AuthResult = challenge
+          ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
+          : reject(user ? "push_unavailable" : "user_unknown");
+        await db.transaction().execute((trx) => record(trx, result, user?.id ?? null, null));
+        if (!user) await countFailure(source, userKey);
+        return result;
+      }
+
       const outcome = await db.transaction().execute(async (trx) => {
         const user = await trx.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
         if (!user) {
@@ -143,12 +175,6 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
         const held = await trx.selectFrom("tokens").selectAll().where("user_pk", "=", user.id).where("state", "in", ["active", "locked"]).orderBy("serial").execute();
         const tokens = await unlockExpired(trx, principal, held, now);
         const active = tokens.filter((token) => token.state === "active" && token.key_ciphertext !== null);
-        if (asksForPush(passcode)) {
-          // Push OTP arrives with the authenticator app's live channel.
-          const result = reject("push_unavailable");
-          await record(trx, result, user.id, null);
-          return { result, failure: false };
-        }
         if (active.length === 0) {
           const result = reject(tokens.length > 0 ? "locked" : "no_token");
           await record(trx, result, user.id, null);

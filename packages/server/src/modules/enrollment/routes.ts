@@ -274,4 +274,43 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
       return { deviceId: result.deviceId, pushNow: result.pushNow as "enabled" | "disabled", tokens: result.tokens };
     },
   );
+
+  const challengeSchema = z.object({
+    id: z.string(),
+    serials: z.array(z.string()).optional(),
+    resourceName: z.string(),
+    source: z.string(),
+    numberToMatch: z.string(),
+    createdAt: z.string(),
+    expiresAt: z.string(),
+    status: z.enum(["pending", "approved", "denied", "fraud", "expired"]),
+  });
+
+  app.get(
+    "/devices/:deviceId/challenges",
+    {
+      schema: {
+        operationId: "pollChallenges",
+        summary: "The signed poll: pending push logins for this device, waiting up to `wait` seconds for one",
+        params: z.strictObject({ deviceId: z.string().min(1).max(64) }),
+        querystring: z.strictObject({ wait: z.coerce.number().int().min(0).max(60).default(25) }),
+        response: { 200: z.object({ items: z.array(challengeSchema) }), ...deviceErrors },
+      },
+    },
+    async (request) => ({ items: await services.push.pendingForDevice(request.params.deviceId, await signedRequestOf(request), request.query.wait * 1000) }),
+  );
+
+  app.post(
+    "/challenges/:challengeId/answer",
+    {
+      schema: {
+        operationId: "answerChallenge",
+        summary: "Approve (with the current passcode: autosend), deny, or deny and report fraud; signed with the device key",
+        params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
+        body: z.strictObject({ decision: z.enum(["approve", "deny", "fraud"]), serial: z.string().min(1).max(64).optional(), otp: z.string().min(1).max(16).optional() }),
+        response: { 200: z.object({ status: z.enum(["pending", "approved", "denied", "fraud", "expired"]) }), ...deviceErrors },
+      },
+    },
+    async (request) => services.push.answer(request.params.challengeId, await signedRequestOf(request), request.body),
+  );
 };

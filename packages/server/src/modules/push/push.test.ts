@@ -1,0 +1,102 @@
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createTestApp } from "../../http/testing-app.js";
+import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { simulatedDevice } from "../../testing/device.js";
+import { createTenant, type TestTenant } from "../../testing/fixtures.js";
+import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
+import { installerPrincipal } from "../operators/access.js";
+
+describeEachDatabase("Push OTP over REST", (kind) => {
+  let core: TestCore;
+  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let t: TestTenant;
+  let pushKey: string;
+  let plainKey: string;
+
+  /** A user with a tessera token enrolled by a simulated device, push as given. */
+  async function enrolledUser(userId: string, pushPermitted: boolean) {
+    await core.services.users.create(installerPrincipal, t.virtualServerId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
+    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
+    const code = newEnrollmentCode();
+    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", userId).executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).execute();
+    const device = await simulatedDevice(api, () => core.clock.nowMs());
+    const enrolled = await device.enroll(code, pushPermitted);
+    await device.confirm(enrolled.json.enrollmentId, device.passcode());
+    // The next approval must carry a passcode of a later step than the one enrollment used.
+    core.clock.advance(30_000);
+    return { device, serial: enrolled.json.serial as string };
+  }
+
+  const authenticate = (key: string, userId: string, passcode = "") => api.call("POST", "/api/v1/auth", key, { userId, passcode, sourceAddress: "198.51.100.23" });
+  const outcome = (key: string, id: string, wait = 0) => api.call("GET", `/api/v1/auth/challenges/${id}?wait=${wait}`, key);
+
+  beforeAll(async () => {
+    core = await createTestCore(kind);
+    api = await createTestApp(core);
+    t = await createTenant(core.services, "Push");
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 10 });
+    pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
+    plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
+  });
+  afterAll(async () => {
+    await api.close();
+    await core.close();
+  });
+
+  it("sends an empty passcode to the phone: the device sees resource, source and number, approves with its passcode, and the login is accepted", async () => {
+    const { device, serial } = await enrolledUser("pia", true);
+    const pending = await authenticate(pushKey, "pia");
+    expect(pending.json).toMatchObject({ result: "pending", numberToMatch: expect.stringMatching(/^\d{2}$/) });
+    expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "pending" });
+    const polled = await device.poll();
+    expect(polled.json.items).toEqual([expect.objectContaining({ id: pending.json.challengeId, resourceName: "Staff portal", source: "198.51.100.23", numberToMatch: pending.json.numberToMatch, serials: [serial] })]);
+    const answered = await device.answer(pending.json.challengeId, "approve", serial, device.passcode());
+    expect(answered.json).toEqual({ status: "approved" });
+    expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "accept", serial });
+    // A closed challenge cannot be answered again, and its passcode is spent.
+    expect((await device.answer(pending.json.challengeId, "deny")).json.error.code).toBe("CHALLENGE_CLOSED");
+    expect((await authenticate(pushKey, "pia", device.passcode())).json).toMatchObject({ result: "reject", reason: "replayed" });
+  });
+
+  it("rejects on deny, on deny-and-report (audited for operators) and on expiry", async () => {
+    const { device } = await enrolledUser("quinn", true);
+    const denied = await authenticate(pushKey, "quinn");
+    await device.answer(denied.json.challengeId, "deny");
+    expect((await outcome(pushKey, denied.json.challengeId)).json).toMatchObject({ status: "reject", reason: "denied" });
+
+    const fraud = await authenticate(pushKey, "quinn");
+    await device.answer(fraud.json.challengeId, "fraud");
+    expect((await outcome(pushKey, fraud.json.challengeId)).json).toMatchObject({ status: "reject" });
+    const reports = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.fraud_reported`, t.apiKeys.auditor);
+    expect(reports.json.items).toHaveLength(1);
+
+    const ignored = await authenticate(pushKey, "quinn");
+    core.clock.advance(61_000);
+    expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
+    expect((await device.answer(ignored.json.challengeId, "deny")).json.error.code).toBe("CHALLENGE_CLOSED");
+  });
+
+  it("refuses an approval whose passcode is wrong, and one signed by another device", async () => {
+    const { device, serial } = await enrolledUser("rae", true);
+    const other = await enrolledUser("sol", true);
+    const pending = await authenticate(pushKey, "rae");
+    const wrong = device.passcode() === "000000" ? "111111" : "000000";
+    expect((await device.answer(pending.json.challengeId, "approve", serial, wrong)).json.error.code).toBe("CHALLENGE_ANSWER_INVALID");
+    expect((await other.device.answer(pending.json.challengeId, "approve", other.serial, other.device.passcode())).json.error.code).toBe("CHALLENGE_NOT_FOUND");
+    expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "pending" });
+  });
+
+  it("tells the user to type the passcode where push is off: at the application, or on the device", async () => {
+    await enrolledUser("tao", false);
+    expect((await authenticate(pushKey, "tao")).json).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    await enrolledUser("uma", true);
+    expect((await authenticate(plainKey, "uma")).json).toMatchObject({ result: "reject", reason: "push_unavailable" });
+  });
+
+  it("keeps one application from reading another's challenges", async () => {
+    await enrolledUser("vic", true);
+    const pending = await authenticate(pushKey, "vic");
+    expect((await outcome(plainKey, pending.json.challengeId)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+  });
+});

@@ -1,0 +1,192 @@
+import { randomInt } from "node:crypto";
+import type { CoreDeps } from "../../deps.js";
+import { fail } from "../../errors.js";
+import { newId } from "../../ids.js";
+import type { ChallengeRow } from "../../storage/schema.js";
+import { verifyPasscode } from "../auth/verify.js";
+import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
+import type { ChallengeHub } from "./hub.js";
+
+/** How long a push login waits for the user (DESIGN section 4). */
+export const CHALLENGE_TTL_MS = 60_000;
+
+export type ChallengeStatus = "pending" | "approved" | "denied" | "fraud" | "expired";
+
+export interface ChallengeView {
+  id: string;
+  /** For a device: its tokens of the challenged user, one of which approves. */
+  serials?: string[];
+  resourceName: string;
+  source: string;
+  numberToMatch: string;
+  createdAt: string;
+  expiresAt: string;
+  status: ChallengeStatus;
+}
+
+export function statusOf(row: Pick<ChallengeRow, "status" | "expires_at">, nowMs: number): ChallengeStatus {
+  return row.status === "pending" && row.expires_at <= nowMs ? "expired" : (row.status as ChallengeStatus);
+}
+
+function view(row: ChallengeRow, nowMs: number): ChallengeView {
+  return {
+    id: row.id,
+    resourceName: row.resource_name,
+    source: row.source,
+    numberToMatch: row.number_to_match,
+    createdAt: new Date(row.created_at).toISOString(),
+    expiresAt: new Date(row.expires_at).toISOString(),
+    status: statusOf(row, nowMs),
+  };
+}
+
+/**
+ * Push OTP (DESIGN section 4): a challenge goes to the user's tessera devices whose
+ * Push OTP is on; the device answers, signed with its device key, and an approval
+ * carries the current passcode (autosend), which must pass the same checks as a typed
+ * one, replay included.
+ */
+export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { hub: ChallengeHub; verifySigned: EnrollmentEngine["verifySigned"] }) {
+  const { db, clock, audit, keyring, hub } = deps;
+
+  async function deviceKey(deviceId: string): Promise<string> {
+    const row = await db.selectFrom("devices").select("signing_public_key").where("device_id", "=", deviceId).where("signing_public_key", "is not", null).executeTakeFirst();
+    if (!row) throw fail("DEVICE_NOT_FOUND", { deviceId });
+    return row.signing_public_key!;
+  }
+
+  return {
+    /** Opens a challenge for the user's push-capable devices; null when they have none. */
+    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | null> {
+      const devices = await db
+        .selectFrom("tokens")
+        .innerJoin("devices", "devices.token_serial", "tokens.serial")
+        .select("devices.device_id")
+        .distinct()
+        .where("tokens.user_pk", "=", input.userPk)
+        .where("tokens.state", "=", "active")
+        .where("devices.app", "=", "tessera")
+        .where("devices.push_now", "=", "enabled")
+        .where("devices.device_id", "is not", null)
+        .execute();
+      if (devices.length === 0) return null;
+      const now = clock.nowMs();
+      const row: ChallengeRow = {
+        id: newId("chl"),
+        virtual_server_id: input.virtualServerId,
+        application_id: input.applicationId,
+        user_pk: input.userPk,
+        device_ids: JSON.stringify(devices.map((d) => d.device_id)),
+        resource_name: input.resourceName,
+        source: input.source,
+        number_to_match: String(randomInt(10, 100)),
+        status: "pending",
+        answered_serial: null,
+        created_at: now,
+        expires_at: now + CHALLENGE_TTL_MS,
+        answered_at: null,
+      };
+      await db.insertInto("challenges").values(row).execute();
+      hub.deviceHasWork(devices.map((d) => d.device_id!));
+      return view(row, now);
+    },
+
+    /** The challenge's state, waiting up to `waitMs` for it to leave "pending". */
+    async outcome(challengeId: string, waitMs: number): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
+      const read = async () => {
+        const row = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirst();
+        return row ? { row, status: statusOf(row, clock.nowMs()) } : null;
+      };
+      const settled = await hub.waitUntil(`challenge:${challengeId}`, waitMs, async () => {
+        const current = await read();
+        return current && current.status !== "pending" ? current : null;
+      });
+      return settled ?? (await read());
+    },
+
+    /** The app's signed poll: pending challenges for this device, waiting up to `waitMs` for one. */
+    async pendingForDevice(deviceId: string, signed: SignedRequest, waitMs: number): Promise<ChallengeView[]> {
+      if (signed.deviceId !== deviceId) throw fail("SIGNATURE_INVALID", { problem: "signed for another device" });
+      await deps.verifySigned(signed, await deviceKey(deviceId));
+      await db.updateTable("devices").set({ last_seen_at: clock.nowMs() }).where("device_id", "=", deviceId).execute();
+      const pending = async () => {
+        const now = clock.nowMs();
+        const rows = await db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", now).where("device_ids", "like", `%"${deviceId}"%`).orderBy("created_at").execute();
+        if (rows.length === 0) return null;
+        const tokens = await db
+          .selectFrom("tokens")
+          .innerJoin("devices", "devices.token_serial", "tokens.serial")
+          .select(["tokens.serial", "tokens.user_pk"])
+          .where("devices.device_id", "=", deviceId)
+          .where("tokens.state", "=", "active")
+          .execute();
+        return rows.map((row) => ({ ...view(row, now), serials: tokens.filter((t) => t.user_pk === row.user_pk).map((t) => t.serial) }));
+      };
+      return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending)) ?? [];
+    },
+
+    /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
+    async answer(challengeId: string, signed: SignedRequest, input: { decision: "approve" | "deny" | "fraud"; serial?: string; otp?: string }): Promise<{ status: ChallengeStatus }> {
+      const row = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirst();
+      const deviceIds = row ? (JSON.parse(row.device_ids) as string[]) : [];
+      if (!row || !deviceIds.includes(signed.deviceId)) throw fail("CHALLENGE_NOT_FOUND", { id: challengeId });
+      await deps.verifySigned(signed, await deviceKey(signed.deviceId));
+      const now = clock.nowMs();
+      if (statusOf(row, now) !== "pending") throw fail("CHALLENGE_CLOSED", { id: challengeId, status: statusOf(row, now) });
+      const status: ChallengeStatus = input.decision === "approve" ? "approved" : input.decision === "deny" ? "denied" : "fraud";
+      const result = await db.transaction().execute(async (trx) => {
+        let serial: string | null = null;
+        if (status === "approved") {
+          // Autosend passcode: the approval proves the device holds the key now.
+          const token = await trx
+            .selectFrom("tokens")
+            .innerJoin("devices", "devices.token_serial", "tokens.serial")
+            .selectAll("tokens")
+            .where("tokens.serial", "=", input.serial ?? "")
+            .where("tokens.user_pk", "=", row.user_pk)
+            .where("tokens.state", "=", "active")
+            .where("devices.device_id", "=", signed.deviceId)
+            .executeTakeFirst();
+          if (!token || !token.key_ciphertext) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "no active token of this user on this device" });
+          const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
+          const verdict = verifyPasscode(token, key, input.otp ?? "", now);
+          key.fill(0);
+          if (!verdict.ok || verdict.mode !== "totp") throw fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` });
+          const stored = await trx
+            .updateTable("tokens")
+            .set({ last_totp_step: verdict.step, drift_steps: verdict.driftSteps, failures: 0, updated_at: now })
+            .where("serial", "=", token.serial)
+            .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", verdict.step)]))
+            .executeTakeFirst();
+          if (Number(stored.numUpdatedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed" });
+          serial = token.serial;
+        }
+        const closed = await trx
+          .updateTable("challenges")
+          .set({ status, answered_at: now, answered_serial: serial })
+          .where("id", "=", challengeId)
+          .where("status", "=", "pending")
+          .where("expires_at", ">", now)
+          .executeTakeFirst();
+        if (Number(closed.numUpdatedRows) !== 1) throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
+        await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
+          {
+            action: status === "fraud" ? "auth.fraud_reported" : `auth.push_${status}`,
+            virtualServerId: row.virtual_server_id,
+            targetType: "token",
+            targetId: serial ?? challengeId,
+            tokenSerial: serial,
+            userPk: row.user_pk,
+            reason: status === "fraud" ? "the user denied the login and reported it as fraud" : null,
+            details: { challengeId, applicationId: row.application_id, source: row.source },
+          },
+        ]);
+        return { status };
+      });
+      hub.challengeChanged(challengeId);
+      return result;
+    },
+  };
+}
+
+export type PushService = ReturnType<typeof createPushService>;
