@@ -15,6 +15,8 @@ export interface RunningServer {
   url: string;
   /** The RADIUS server's UDP address, when RADIUS runs. */
   radius: { address: string; port: number } | null;
+  /** Reads the RADIUS clients from the applications now, instead of at the next refresh. */
+  refreshRadiusClients(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,6 +48,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     app,
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}`,
     radius: radius ? radius.address() : null,
+    refreshRadiusClients: async () => radius?.refreshClients(),
     async close() {
       await radius?.close();
       clearInterval(sweeper);

@@ -14,6 +14,14 @@ import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 // The tessera-authenticator binary of the authenticator package, run for real against a
 // real server: enroll from the link in the outbox, read passcodes, change settings.
 const bin = fileURLToPath(new URL("../../../authenticator/bin/tessera-authenticator.js", import.meta.url));
+const RADIUS_SECRET = "a-long-shared-secret-for-the-vpn";
+
+/** radclient with time for a person to answer on the phone: one try, 20 seconds. */
+function radclientWaiting(port: number, attributes: string) {
+  const child = spawn("radclient", ["-x", "-t", "20", "-r", "1", `127.0.0.1:${port}`, "auth", RADIUS_SECRET], { stdio: ["pipe", "pipe", "pipe"] });
+  child.stdin!.end(attributes);
+  return collect(child);
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -30,6 +38,7 @@ describe("the tessera-authenticator CLI against a running server", () => {
   let home: string;
   let vsId: string;
   let restKey: string;
+  let vpnId: string;
   const app = (...args: string[]) => collect(spawn(process.execPath, [bin, "--home", home, ...args], { stdio: ["ignore", "pipe", "pipe"] }));
   const appJson = async <T>(...args: string[]): Promise<T> => {
     const run = await app(...args, "--json");
@@ -48,7 +57,7 @@ describe("the tessera-authenticator CLI against a running server", () => {
     database = await createTestDatabase("sqlite");
     home = mkdtempSync(path.join(tmpdir(), "tessera-authenticator-"));
     const port = await freePort();
-    const config = loadConfig({ TESSERA_DATA_DIR: database.dataDir, TESSERA_HTTP_PORT: String(port), TESSERA_RADIUS_PORT: "off", TESSERA_MASTER_KEY: "cd".repeat(32), TESSERA_LOG_LEVEL: "silent" });
+    const config = loadConfig({ TESSERA_DATA_DIR: database.dataDir, TESSERA_HTTP_PORT: String(port), TESSERA_RADIUS_PORT: "0", TESSERA_MASTER_KEY: "cd".repeat(32), TESSERA_LOG_LEVEL: "silent" });
     server = await startServer(config);
     const services = server.services;
     vsId = (await services.virtualServers.create(installerPrincipal, { name: "CLI Org" })).id;
@@ -56,7 +65,8 @@ describe("the tessera-authenticator CLI against a running server", () => {
       await services.users.create(installerPrincipal, vsId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
     }
     await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 2 });
-    await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "vpn", kind: "radius", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
+    vpnId = (await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "vpn", kind: "radius", pushOtp: true, radiusAddresses: ["127.0.0.0/8"], radiusSecret: RADIUS_SECRET })).id;
+    await server.refreshRadiusClients();
     restKey = (await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "portal", kind: "rest" })).apiKey!;
   });
   afterAll(async () => {
@@ -104,6 +114,32 @@ describe("the tessera-authenticator CLI against a running server", () => {
     const removed = await app("remove", enrolled.serial);
     expect(removed.code).toBe(0);
     expect((await appJson<{ tokens: Array<{ serial: string }> }>("list")).tokens.map((t) => t.serial)).not.toContain(enrolled.serial);
+  });
+
+  it("answers Push OTP over RADIUS in hold mode: approved by the CLI authenticator it is accepted, denied it is rejected", async () => {
+    const port = server.radius!.port;
+    for (const [decision, expected] of [["approve", "Access-Accept"], ["deny", "Access-Reject"]] as const) {
+      const listener = app("listen", "--answer", decision, "--once", "--wait", "5", "--json");
+      const reply = await radclientWaiting(port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = ${expected}\n`);
+      const listened = await listener;
+      expect(listened.code, listened.stderr).toBe(0);
+      expect(JSON.parse(listened.stdout)).toMatchObject({ decision, challenge: { resourceName: "vpn", source: "127.0.0.1" } });
+      expect(reply.stdout).toContain(`Received ${expected}`);
+    }
+  });
+
+  it("answers Push OTP over RADIUS in challenge mode: Access-Challenge with State, then the answer to it", async () => {
+    await server.services.applications.update(installerPrincipal, vpnId, { pushMode: "challenge" });
+    await server.refreshRadiusClients();
+    const port = server.radius!.port;
+    const challenged = await radclientWaiting(port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Challenge\n`);
+    expect(challenged.stdout).toContain("Received Access-Challenge");
+    const state = /State = (0x[0-9a-f]+)/.exec(challenged.stdout)![1]!;
+    expect(challenged.stdout).toMatch(/Reply-Message = "Approve the sign-in on your phone \(number \d{2}\)"/);
+    const listened = await app("listen", "--answer", "approve", "--once", "--wait", "5", "--json");
+    expect(listened.code, listened.stderr).toBe(0);
+    const answered = await radclientWaiting(port, `User-Name = "cli-ann"\nState = ${state}\nMessage-Authenticator = 0x00\n`);
+    expect(answered.stdout).toContain("Received Access-Accept");
   });
 
   it("refuses a link without an enrollment code", async () => {

@@ -149,14 +149,19 @@ export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
             .executeTakeFirst();
           if (!token || !token.key_ciphertext) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "no active token of this user on this device" });
           const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
-          const verdict = verifyPasscode(token, key, input.otp ?? "", now);
+          // Replay rules for an approval: the passcode may be of the last accepted step,
+          // never of an earlier one. The same step is allowed because the approval is
+          // signed by the device over this challenge's id, which closes with it: what
+          // could be replayed is the passcode, and it no longer opens anything typed.
+          const last = token.last_totp_step === null ? null : Number(token.last_totp_step) - 1;
+          const verdict = verifyPasscode({ ...token, last_totp_step: last }, key, input.otp ?? "", now);
           key.fill(0);
           if (!verdict.ok || verdict.mode !== "totp") throw fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` });
           const stored = await trx
             .updateTable("tokens")
             .set({ last_totp_step: verdict.step, drift_steps: verdict.driftSteps, failures: 0, updated_at: now })
             .where("serial", "=", token.serial)
-            .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", verdict.step)]))
+            .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", verdict.step)]))
             .executeTakeFirst();
           if (Number(stored.numUpdatedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed" });
           serial = token.serial;
