@@ -11,6 +11,7 @@ import { createResync } from "./modules/auth/resync.js";
 import { createAuthService } from "./modules/auth/service.js";
 import { createEnrollmentEngine } from "./modules/enrollment/engine.js";
 import { createEnrollmentService } from "./modules/enrollment/service.js";
+import { createMetrics } from "./modules/metrics/metrics.js";
 import { createChallengeHub } from "./modules/push/hub.js";
 import { createPushService } from "./modules/push/service.js";
 import { createMailService } from "./modules/mail/service.js";
@@ -49,6 +50,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const provisioning = createProvisioningService({ ...deps, publicUrl, onMailQueued: notifyMail });
   const enrollmentEngine = createEnrollmentEngine({ ...deps, onMailQueued: notifyMail });
   const hub = createChallengeHub();
+  const metrics = createMetrics();
   const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned });
   return {
     publicUrl,
@@ -69,9 +71,11 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
     enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }, enrollmentEngine),
     push,
+    pushHub: hub,
     mail: createMailService(deps),
     applications: createApplicationService(deps),
-    auth: createAuthService({ ...deps, push }),
+    auth: createAuthService({ ...deps, push, metrics }),
+    metrics,
     resyncToken: createResync(deps),
   };
 }

@@ -3,6 +3,7 @@ import type { Config } from "./config.js";
 import { openCore, type Services } from "./core.js";
 import { buildHttpApp } from "./http/app.js";
 import { startMailDelivery } from "./modules/mail/worker.js";
+import { connectHubAcrossNodes } from "./modules/push/notify.js";
 import { startTesseraRadius } from "./radius/tessera.js";
 
 export { loadConfig } from "./config.js";
@@ -39,7 +40,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
     sweeping = services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed"));
   }, 60_000);
   sweeper.unref();
+  const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;
   const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
+  if (radius) services.metrics.watchRadius(() => radius.stats());
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.http.port;
   const host = config.http.host === "0.0.0.0" ? "127.0.0.1" : config.http.host;
@@ -51,6 +54,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     refreshRadiusClients: async () => radius?.refreshClients(),
     async close() {
       await radius?.close();
+      await acrossNodes?.close();
       clearInterval(sweeper);
       await sweeping;
       await mail.close();

@@ -23,6 +23,7 @@ import { tokenRoutes } from "../modules/tokens/routes.js";
 import { userRoutes } from "../modules/users/routes.js";
 import { virtualServerRoutes } from "../modules/virtual-servers/routes.js";
 import { isMigrated } from "../storage/migrate.js";
+import { webAppRoutes } from "./web-app.js";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -124,6 +125,14 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   app.get("/api/openapi.json", { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
 
   app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
+  // Prometheus text format: counters and latency histograms, no user data.
+  app.get("/metrics", { schema: { hide: true } }, async (_request, reply) => {
+    const metrics = await services.metrics.render();
+    return reply.header("content-type", metrics.contentType).send(metrics.body);
+  });
+  app.addHook("onResponse", async (request, reply) => {
+    services.metrics.httpRequest(request.routeOptions.url ?? "unmatched", reply.statusCode, reply.elapsedTime / 1000);
+  });
   app.get("/readyz", { schema: { hide: true } }, async (_request, reply) => {
     try {
       const ready = await isMigrated(services.storage);
@@ -151,6 +160,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   );
   await app.register(deviceRoutes, { services, prefix: "/device/v1" });
   await app.register(enrollmentPageRoutes, { services, publicUrl: options.publicUrl });
+  await app.register(webAppRoutes);
 
   return app;
 }

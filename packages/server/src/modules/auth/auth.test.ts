@@ -160,6 +160,19 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("slow", code(-19))).toMatchObject({ result: "accept" });
   });
 
+  it("counts authentications and their latency in the Prometheus metrics", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "counted" });
+    core.clock.advance(30_000);
+    await api.call("POST", "/api/v1/auth", apiKey, { userId: "counted", passcode: code() });
+    await api.call("POST", "/api/v1/auth", apiKey, { userId: "counted", passcode: "000000" === code() ? "111111" : "000000" });
+    const metrics = await api.app.inject({ method: "GET", url: "/metrics" });
+    expect(metrics.headers["content-type"]).toContain("text/plain");
+    expect(metrics.body).toMatch(/tessera_authentications_total\{method="rest",result="accept",reason=""\} [1-9]/);
+    expect(metrics.body).toMatch(/tessera_authentications_total\{method="rest",result="reject",reason="wrong"\} [1-9]/);
+    expect(metrics.body).toMatch(/tessera_authentication_duration_seconds_bucket\{le="0.01",method="rest"\}/);
+    expect(metrics.body).toContain("tessera_http_request_duration_seconds_bucket");
+  });
+
   it("refuses push requests with a reason that says to type the passcode", async () => {
     await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "pusher" });
     expect(await login("pusher", "")).toMatchObject({ result: "reject", reason: "push_unavailable" });

@@ -4,6 +4,7 @@ import type { CoreDeps } from "../../deps.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
+import type { Metrics } from "../metrics/metrics.js";
 import type { PushService } from "../push/service.js";
 import { verifyPasscode } from "./verify.js";
 
@@ -66,7 +67,7 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
   };
 }
 
-export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService }) {
+export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics }) {
   const { db, clock, audit, keyring } = deps;
   const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
   const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
@@ -106,7 +107,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
     return result;
   }
 
-  return {
+  const service = {
     /** Where a push login stands, waiting up to `waitMs` for the user's answer. */
     async challengeOutcome(application: Pick<ApplicationRow, "id">, challengeId: string, waitMs: number): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
       if (!deps.push) throw new Error("push is not configured");
@@ -123,6 +124,13 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
     },
 
     async authenticate(request: AuthRequest): Promise<AuthResult> {
+      const started = process.hrtime.bigint();
+      const result = await service.decide(request);
+      deps.metrics?.authentication(request.method, result.result, result.result === "reject" ? result.reason : undefined, Number(process.hrtime.bigint() - started) / 1e9);
+      return result;
+    },
+
+    async decide(request: AuthRequest): Promise<AuthResult> {
       const { application, userId, passcode, source, method } = request;
       const vsId = application.virtual_server_id;
       const userKey = `${vsId}\0${userId}`;
@@ -247,6 +255,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
       return outcome.result;
     },
   };
+  return service;
 }
 
 export type AuthService = ReturnType<typeof createAuthService>;

@@ -6,15 +6,30 @@ import { EventEmitter } from "node:events";
  * are not told here: they also look at the database at a short interval, which is what
  * makes several nodes on one PostgreSQL work (LISTEN/NOTIFY would only make it faster).
  */
+/** What one node tells the others (PostgreSQL NOTIFY), and hears from them. */
+export type HubEvent = { kind: "challenge"; id: string } | { kind: "devices"; ids: string[] };
+
 export function createChallengeHub() {
   const events = new EventEmitter();
   events.setMaxListeners(0);
+  let broadcast: ((event: HubEvent) => void) | null = null;
+  const deliver = (event: HubEvent) => {
+    if (event.kind === "challenge") events.emit(`challenge:${event.id}`);
+    else for (const deviceId of event.ids) events.emit(`device:${deviceId}`);
+  };
   return {
     challengeChanged(challengeId: string): void {
-      events.emit(`challenge:${challengeId}`);
+      deliver({ kind: "challenge", id: challengeId });
+      broadcast?.({ kind: "challenge", id: challengeId });
     },
     deviceHasWork(deviceIds: string[]): void {
-      for (const deviceId of deviceIds) events.emit(`device:${deviceId}`);
+      deliver({ kind: "devices", ids: deviceIds });
+      broadcast?.({ kind: "devices", ids: deviceIds });
+    },
+    /** Wires the hub to other nodes: `send` tells them; the returned function is for what they tell us. */
+    connect(send: (event: HubEvent) => void): (event: HubEvent) => void {
+      broadcast = send;
+      return deliver;
     },
     /** Resolves when told, when `check` says so, or after `timeoutMs`, whichever comes first. */
     async waitUntil<T>(key: string, timeoutMs: number, check: () => Promise<T | null>, pollMs = 500): Promise<T | null> {

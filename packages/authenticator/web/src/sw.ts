@@ -1,0 +1,63 @@
+// The service worker: caches the whole app shell when it installs, so the app (and its
+// passcodes, computed on the device) works offline. Requests to the server's API are
+// never cached. The list of files is written in at build time (vite.config.ts).
+
+interface ExtendableEventLike extends Event {
+  waitUntil(promise: Promise<unknown>): void;
+}
+interface FetchEventLike extends ExtendableEventLike {
+  readonly request: Request;
+  respondWith(response: Promise<Response>): void;
+}
+interface ServiceWorkerScopeLike {
+  addEventListener(type: "install" | "activate", listener: (event: ExtendableEventLike) => void): void;
+  addEventListener(type: "fetch", listener: (event: FetchEventLike) => void): void;
+  skipWaiting(): Promise<void>;
+  readonly clients: { claim(): Promise<void> };
+  readonly location: Location;
+}
+
+// The DOM's types are in scope (one tsconfig for the app); a worker's own are declared above.
+const worker = self as unknown as ServiceWorkerScopeLike;
+
+const PRECACHE: string[] = JSON.parse("__PRECACHE_MANIFEST__") as string[];
+const SHELL = "/app/";
+
+/** A short name for this build's file list (FNV-1a): a new build gets a new cache. */
+function fingerprint(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return (hash >>> 0).toString(36);
+}
+
+const CACHE = `tessera-app-${fingerprint(PRECACHE.join("\n"))}`;
+
+worker.addEventListener("install", (event) => {
+  event.waitUntil(
+    caches
+      .open(CACHE)
+      .then((cache) => cache.addAll(PRECACHE.map((url) => new Request(url, { cache: "reload" }))))
+      .then(() => worker.skipWaiting()),
+  );
+});
+
+worker.addEventListener("activate", (event) => {
+  event.waitUntil(
+    caches
+      .keys()
+      .then((names) => Promise.all(names.filter((name) => name.startsWith("tessera-app-") && name !== CACHE).map((name) => caches.delete(name))))
+      .then(() => worker.clients.claim()),
+  );
+});
+
+worker.addEventListener("fetch", (event) => {
+  const request = event.request;
+  const url = new URL(request.url);
+  if (request.method !== "GET" || url.origin !== worker.location.origin || !url.pathname.startsWith("/app/")) return;
+  // Every page of the app is the one shell; the route is in the fragment.
+  const key = request.mode === "navigate" ? SHELL : url.pathname;
+  if (!PRECACHE.includes(key)) return;
+  event.respondWith(caches.match(key, { cacheName: CACHE }).then((cached) => cached ?? fetch(request)));
+});
+
+export {};

@@ -1,0 +1,60 @@
+import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { defineConfig, type Plugin } from "vite";
+
+// The tessera app's web face, served by the server at /app/ (packages/server/src/http/web-app.ts).
+const root = fileURLToPath(new URL(".", import.meta.url));
+const base = "/app/";
+
+function filesUnder(dir: string, prefix = ""): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const full = path.join(dir, name);
+    return statSync(full).isDirectory() ? filesUnder(full, `${prefix}${name}/`) : [`${prefix}${name}`];
+  });
+}
+
+/**
+ * Writes the list of every built file into sw.js, so the service worker caches the whole
+ * app shell when it installs and the app (passcodes included) works offline. Every build
+ * with other files gives another sw.js, which is how browsers learn of an update.
+ */
+function precacheManifest(): Plugin {
+  return {
+    name: "tessera-precache-manifest",
+    apply: "build",
+    closeBundle() {
+      const dist = path.join(root, "dist");
+      const files = filesUnder(dist).filter((file) => file !== "sw.js" && !file.endsWith(".map"));
+      const urls = [base, ...files.filter((file) => file !== "index.html").map((file) => `${base}${file}`)].sort();
+      const worker = path.join(dist, "sw.js");
+      const source = readFileSync(worker, "utf8");
+      const placeholder = /(["'`])__PRECACHE_MANIFEST__\1/;
+      if (!placeholder.test(source)) throw new Error("sw.js has no __PRECACHE_MANIFEST__ to fill in");
+      writeFileSync(worker, source.replace(placeholder, () => JSON.stringify(JSON.stringify(urls))));
+    },
+  };
+}
+
+export default defineConfig({
+  root,
+  base,
+  publicDir: "public",
+  resolve: {
+    // The otp package's source, not its Node build: it is pure (WebCrypto and `otpauth`).
+    alias: { "@tessera/otp": fileURLToPath(new URL("../../otp/src/index.ts", import.meta.url)) },
+  },
+  build: {
+    outDir: "dist",
+    emptyOutDir: true,
+    target: "es2022",
+    rolldownOptions: {
+      input: { index: path.join(root, "index.html"), sw: path.join(root, "src/sw.ts") },
+      output: {
+        // The service worker keeps one name: its URL is its identity for the browser.
+        entryFileNames: (chunk) => (chunk.name === "sw" ? "sw.js" : "assets/[name]-[hash].js"),
+      },
+    },
+  },
+  plugins: [precacheManifest()],
+});

@@ -1,0 +1,255 @@
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import Fastify from "fastify";
+import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { loadConfig } from "../config.js";
+import { webAppRoutes } from "../http/web-app.js";
+import { startServer, type RunningServer } from "../main.js";
+import { startTestSmtpServer, type TestSmtpServer } from "../modules/mail/test-smtp-server.js";
+import { installerPrincipal } from "../modules/operators/access.js";
+import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
+
+// The tessera web app (packages/authenticator/web, built by `npm test` before vitest) in a
+// real Chromium on a phone-sized screen, against the real server: the link comes from
+// the real enrollment email, through the self-enrollment page, into the app.
+const artifacts = fileURLToPath(new URL("../../../../test-artifacts/authenticator/", import.meta.url));
+
+const IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1";
+const ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36";
+const UI_TIMEOUT_MS = 30_000;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const probe = createServer().listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as { port: number };
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+describe("the tessera web app against a running server", () => {
+  let database: TestDatabase;
+  let smtp: TestSmtpServer;
+  let server: RunningServer;
+  let browser: Browser;
+  let vsId: string;
+  let restKey: string;
+  const contexts: BrowserContext[] = [];
+
+  /** Provisions a mobile token to the user and returns the link of the email they got. */
+  const enrollmentLinkFor = async (userId: string): Promise<string> => {
+    await server.services.provisioning.createTask(installerPrincipal, { virtualServerId: vsId, users: { userIds: [userId] }, tokenType: "mobile" });
+    const mail = await vi.waitFor(
+      () => {
+        const found = smtp.received.find((item) => item.envelopeTo.includes(`${userId}@example.test`));
+        if (!found) throw new Error(`no mail for ${userId} yet`);
+        return found;
+      },
+      { timeout: 30_000, interval: 100 },
+    );
+    const link = /https?:\/\/\S+\/enroll\/[A-Za-z2-7]+/.exec(mail.parsed.text ?? "")?.[0];
+    expect(link, mail.parsed.text).toBeDefined();
+    return link!;
+  };
+
+  const phone = async (userAgent: string): Promise<{ context: BrowserContext; page: Page }> => {
+    // A new context has its own empty storage: a phone that never saw the app.
+    const context = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true, userAgent, locale: "en-US", colorScheme: "light" });
+    contexts.push(context);
+    context.setDefaultTimeout(UI_TIMEOUT_MS);
+    const page = await context.newPage();
+    return { context, page };
+  };
+
+  const shot = (page: Page, name: string) => page.screenshot({ path: path.join(artifacts, `${name}.png`), fullPage: true });
+
+  /** From the email's link: the self-enrollment page, then its button into the web app. */
+  const openAppFromMail = async (page: Page, link: string) => {
+    await page.goto(link);
+    await page.getByRole("link", { name: "Enroll in the Tessera app" }).click();
+    await page.waitForURL(/\/app\/#\/enroll\?code=/);
+    await page.getByRole("heading", { name: "Allow notifications?" }).waitFor();
+  };
+
+  beforeAll(async () => {
+    mkdirSync(artifacts, { recursive: true });
+    database = await createTestDatabase("sqlite");
+    smtp = await startTestSmtpServer();
+    const port = await freePort();
+    server = await startServer(
+      loadConfig({
+        TESSERA_DATA_DIR: database.dataDir,
+        TESSERA_HTTP_PORT: String(port),
+        TESSERA_RADIUS_PORT: "off",
+        TESSERA_MASTER_KEY: "ef".repeat(32),
+        TESSERA_LOG_LEVEL: "silent",
+        TESSERA_SMTP_URL: smtp.url,
+      }),
+    );
+    const services = server.services;
+    vsId = (await services.virtualServers.create(installerPrincipal, { name: "Web Org" })).id;
+    for (const userId of ["web-ann", "web-bob"]) {
+      await services.users.create(installerPrincipal, vsId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
+    }
+    await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 2 });
+    await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "Staff VPN", kind: "radius", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
+    restKey = (await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "portal", kind: "rest" })).apiKey!;
+    browser = await chromium.launch({
+      executablePath: "/usr/bin/chromium",
+      args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    });
+  });
+
+  afterAll(async () => {
+    for (const context of contexts) await context.close().catch(() => undefined);
+    await browser?.close();
+    await server?.close();
+    await smtp?.close();
+    await database?.drop();
+  });
+
+  it("enrolls from the email with notifications allowed, shows passcodes the server accepts, even offline, and reports Autosend Passcode", async () => {
+    const link = await enrollmentLinkFor("web-ann");
+    const { context, page } = await phone(IPHONE);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await openAppFromMail(page, link);
+    await shot(page, "1-enrollment-question");
+
+    await page.getByRole("button", { name: "Allow notifications" }).click();
+    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    await expect.poll(() => page.locator(".push-apps").innerText()).toContain("Staff VPN");
+    await shot(page, "2-enrollment-success");
+    const serial = (await page.locator("[data-serial]").getAttribute("data-serial"))!;
+    expect(await server.services.tokens.get(installerPrincipal, serial)).toMatchObject({
+      state: "active",
+      device: { app: "tessera", target: "iOS 17.4", deviceType: "phone", appVersion: "web 0.1.0", pushAtEnrollment: "enabled", pushNow: "enabled" },
+    });
+
+    // The enrollment spent this time step's passcode; step the token's record back one, as
+    // if the next step had come, so the passcode the app shows now must be accepted.
+    await server.services.storage.db
+      .updateTable("tokens")
+      .set((eb) => ({ last_totp_step: eb("last_totp_step", "-", 1) }))
+      .where("serial", "=", serial)
+      .execute();
+    await page.getByRole("button", { name: "Show my passcode" }).click();
+    const shown = page.locator(`[data-token="${serial}"] [data-passcode]`);
+    await expect.poll(() => shown.getAttribute("data-passcode"), { timeout: UI_TIMEOUT_MS }).toMatch(/^\d{6}$/);
+    await shot(page, "3-token-list");
+    const passcode = await shown.getAttribute("data-passcode");
+    const response = await fetch(`${server.url}/api/v1/auth`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${restKey}` },
+      body: JSON.stringify({ userId: "web-ann", passcode }),
+    });
+    expect(await response.json()).toEqual({ result: "accept", serial });
+
+    await page.locator(`[data-token="${serial}"]`).click();
+    await page.getByRole("heading", { name: "Token details" }).waitFor();
+    const field = (name: string) => page.locator(`[data-field="${name}"]`).innerText();
+    expect({ serial: await field("serial"), mode: await field("mode"), digits: await field("digits"), period: await field("period"), virtualServer: await field("virtualServer"), user: await field("user") }).toEqual({
+      serial,
+      mode: "TOTP",
+      digits: "6",
+      period: "30 seconds",
+      virtualServer: "Web Org",
+      user: "web-ann",
+    });
+    await expect.poll(() => page.locator("[data-passcode]").getAttribute("data-passcode")).toMatch(/^\d{6}$/);
+    await shot(page, "4-token-details");
+
+    // The service worker cached the shell: with the network gone, the app still shows passcodes.
+    await page.waitForFunction("navigator.serviceWorker.controller !== null");
+    await context.setOffline(true);
+    await page.reload();
+    await page.getByRole("heading", { name: "Token details" }).waitFor();
+    await expect.poll(() => page.locator("[data-passcode]").getAttribute("data-passcode")).toMatch(/^\d{6}$/);
+    await context.setOffline(false);
+
+    await page.getByRole("link", { name: "Back" }).click();
+    await page.getByRole("link", { name: "Settings" }).click();
+    const autosend = page.getByRole("switch", { name: "Autosend Passcode" });
+    expect(await autosend.isChecked()).toBe(true);
+    await autosend.click();
+    await page.locator('[data-autosend-result="off"]').waitFor();
+    expect(await page.locator('[data-autosend-result="off"]').innerText()).toContain("Push OTP disabled");
+    expect((await server.services.tokens.get(installerPrincipal, serial)).device).toMatchObject({ pushAtEnrollment: "enabled", pushNow: "disabled" });
+    await autosend.click();
+    await page.locator('[data-autosend-result="on"]').waitFor();
+    expect((await server.services.tokens.get(installerPrincipal, serial)).device).toMatchObject({ pushAtEnrollment: "enabled", pushNow: "enabled" });
+    await shot(page, "5-settings");
+  }, 180_000);
+
+  it("enrolls with No Thanks as Push OTP disabled, and removes the token after confirmation", async () => {
+    const link = await enrollmentLinkFor("web-bob");
+    const { page } = await phone(ANDROID);
+    await openAppFromMail(page, link);
+    await page.getByRole("button", { name: "No Thanks" }).click();
+    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    const serial = (await page.locator("[data-serial]").getAttribute("data-serial"))!;
+    expect(await server.services.tokens.get(installerPrincipal, serial)).toMatchObject({
+      state: "active",
+      device: { target: "Android 14", deviceType: "phone", pushAtEnrollment: "disabled", pushNow: "disabled" },
+    });
+
+    await page.getByRole("button", { name: "Show my passcode" }).click();
+    await page.locator(`[data-token="${serial}"]`).click();
+    await page.getByRole("button", { name: "Remove from this device" }).click();
+    await page.getByRole("dialog", { name: "Remove this token?" }).waitFor();
+    await shot(page, "6-remove-confirmation");
+    await page.getByRole("dialog").getByRole("button", { name: "Remove", exact: true }).click();
+    await page.getByRole("heading", { name: "No token here yet" }).waitFor();
+    expect(await page.locator("[data-token]").count()).toBe(0);
+  }, 120_000);
+
+  it("shows the server's refusal of an unknown enrollment code readably", async () => {
+    const { page } = await phone(IPHONE);
+    await page.goto(`${server.url}/app/#/enroll?code=${"A".repeat(26)}`);
+    await page.getByRole("button", { name: "No Thanks" }).click();
+    await page.getByRole("heading", { name: "Enrollment did not work" }).waitFor();
+    expect(await page.getByRole("alert").innerText()).toContain("ENROLLMENT_CODE_INVALID");
+    await shot(page, "7-enrollment-error");
+  });
+
+  it("serves the app at /app/ with its security and caching headers", async () => {
+    const redirect = await fetch(`${server.url}/app`, { redirect: "manual" });
+    expect(redirect.status).toBe(301);
+    expect(redirect.headers.get("location")).toBe("/app/");
+    const index = await fetch(`${server.url}/app/`);
+    expect(index.status).toBe(200);
+    expect(index.headers.get("content-security-policy")).toBe("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'");
+    expect(index.headers.get("cache-control")).toBe("no-cache");
+    expect(await index.text()).toContain('<link rel="manifest" href="/app/manifest.webmanifest"');
+    const worker = await fetch(`${server.url}/app/sw.js`);
+    expect(worker.headers.get("cache-control")).toBe("no-cache");
+    expect(worker.headers.get("service-worker-allowed")).toBe("/app/");
+    const manifest = (await (await fetch(`${server.url}/app/manifest.webmanifest`)).json()) as { name: string; start_url: string; display: string; icons: Array<{ src: string; sizes: string }> };
+    expect(manifest).toMatchObject({ name: "Tessera", start_url: "/app/", display: "standalone" });
+    for (const icon of manifest.icons) {
+      const png = await fetch(`${server.url}${icon.src}`);
+      expect(png.headers.get("content-type")).toBe("image/png");
+    }
+    expect(manifest.icons.map((icon) => icon.sizes)).toEqual(["192x192", "512x512"]);
+  });
+});
+
+describe("the web app's routes without a build", () => {
+  it("answer 503 with a clear message instead of failing", async () => {
+    const app = Fastify();
+    await app.register(webAppRoutes, { distDir: mkdtempSync(path.join(tmpdir(), "tessera-no-web-")) });
+    try {
+      for (const url of ["/app/", "/app/sw.js"]) {
+        const response = await app.inject({ url });
+        expect(response.statusCode).toBe(503);
+        expect(response.body).toMatch(/web app is not built/);
+      }
+      expect((await app.inject({ url: "/app" })).headers.location).toBe("/app/");
+    } finally {
+      await app.close();
+    }
+  });
+});

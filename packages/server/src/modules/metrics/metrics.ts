@@ -1,0 +1,58 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+
+/**
+ * Prometheus metrics of one Tessera process: authentications by method and result with
+ * their latency, RADIUS packet counters, HTTP request latency, and Node's own figures.
+ * One registry per process (not prom-client's global one), so tests can run several.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "tessera_process_" });
+  const authentications = new Counter({
+    name: "tessera_authentications_total",
+    help: "Authentications answered, by method (rest, radius), result (accept, reject, pending) and reason",
+    labelNames: ["method", "result", "reason"] as const,
+    registers: [registry],
+  });
+  const authDuration = new Histogram({
+    name: "tessera_authentication_duration_seconds",
+    help: "Time to decide an authentication (a push login: to open its challenge)",
+    labelNames: ["method"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+    registers: [registry],
+  });
+  const httpDuration = new Histogram({
+    name: "tessera_http_request_duration_seconds",
+    help: "HTTP requests by route and status class",
+    labelNames: ["route", "status"] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [registry],
+  });
+  const radiusPackets = new Gauge({
+    name: "tessera_radius_packets",
+    help: "RADIUS server counters since start (requests, accepts, rejects, challenges, duplicates, dropped, unknownClient, badAuthenticator, malformed...)",
+    labelNames: ["counter"] as const,
+    registers: [registry],
+  });
+  let radiusStats: (() => Record<string, number>) | null = null;
+
+  return {
+    registry,
+    authentication(method: string, result: string, reason: string | undefined, seconds: number): void {
+      authentications.inc({ method, result, reason: reason ?? "" });
+      authDuration.observe({ method }, seconds);
+    },
+    httpRequest(route: string, statusCode: number, seconds: number): void {
+      httpDuration.observe({ route, status: `${Math.floor(statusCode / 100)}xx` }, seconds);
+    },
+    watchRadius(stats: () => Record<string, number>): void {
+      radiusStats = stats;
+    },
+    async render(): Promise<{ contentType: string; body: string }> {
+      if (radiusStats) for (const [counter, value] of Object.entries(radiusStats())) radiusPackets.set({ counter }, value);
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
