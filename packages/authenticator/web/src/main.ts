@@ -5,6 +5,7 @@ import { h, icon, replaceChildren } from "./dom.ts";
 import { enrollScreen } from "./enroll.ts";
 import { errorNotice } from "./errors.ts";
 import { platformFromUserAgent } from "./platform.ts";
+import { pushScreen, startPushWatcher } from "./push.ts";
 import { settingsScreen } from "./settings.ts";
 import { indexedDbKeyVault, indexedDbStateStore } from "./storage.ts";
 import { tokenListScreen } from "./tokens.ts";
@@ -30,6 +31,8 @@ function route(hash: string): Promise<View> | View {
   const [path = "/", query = ""] = hash.replace(/^#/, "").split("?");
   if (path === "/enroll" && new URLSearchParams(query).has("code")) return enrollScreen(context);
   if (path === "/settings") return settingsScreen(context);
+  const push = /^\/push\/(.+)$/.exec(path);
+  if (push?.[1]) return pushScreen(context, decodeURIComponent(push[1]));
   const token = /^\/token\/(.+)$/.exec(path);
   if (token?.[1]) return tokenDetailsScreen(context, decodeURIComponent(token[1]));
   return tokenListScreen(context);
@@ -62,6 +65,7 @@ async function render(): Promise<void> {
 
 window.addEventListener("hashchange", () => void render());
 void render();
+startPushWatcher(context);
 
 // The app shell is cached by the service worker, so passcodes show offline too.
 if ("serviceWorker" in navigator && location.pathname.startsWith("/app/")) {

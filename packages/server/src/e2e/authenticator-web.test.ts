@@ -92,10 +92,10 @@ describe("the tessera web app against a running server", () => {
     );
     const services = server.services;
     vsId = (await services.virtualServers.create(installerPrincipal, { name: "Web Org" })).id;
-    for (const userId of ["web-ann", "web-bob"]) {
+    for (const userId of ["web-ann", "web-bob", "web-cy"]) {
       await services.users.create(installerPrincipal, vsId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
     }
-    await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 2 });
+    await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 3 });
     await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "Staff VPN", kind: "radius", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
     restKey = (await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "portal", kind: "rest" })).apiKey!;
     browser = await chromium.launch({
@@ -182,6 +182,43 @@ describe("the tessera web app against a running server", () => {
     await page.locator('[data-autosend-result="on"]').waitFor();
     expect((await server.services.tokens.get(installerPrincipal, serial)).device).toMatchObject({ pushAtEnrollment: "enabled", pushNow: "enabled" });
     await shot(page, "5-settings");
+  }, 180_000);
+
+  it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it", async () => {
+    const pushKey = (await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "intranet", resourceName: "Company intranet", kind: "rest", pushOtp: true })).apiKey!;
+    const link = await enrollmentLinkFor("web-cy");
+    const { context, page } = await phone(IPHONE);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await openAppFromMail(page, link);
+    await page.getByRole("button", { name: "Allow notifications" }).click();
+    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    await page.getByRole("button", { name: "Show my passcode" }).click();
+
+    const login = async () => {
+      const response = await fetch(`${server.url}/api/v1/auth`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${pushKey}` },
+        body: JSON.stringify({ userId: "web-cy", passcode: "", sourceAddress: "203.0.113.9" }),
+      });
+      return (await response.json()) as { result: string; challengeId: string; numberToMatch: string };
+    };
+    const outcome = async (id: string) => (await (await fetch(`${server.url}/api/v1/auth/challenges/${id}?wait=15`, { headers: { authorization: `Bearer ${pushKey}` } })).json()) as { status: string; reason?: string };
+
+    const first = await login();
+    expect(first.result).toBe("pending");
+    await page.locator(`[data-number-to-match="${first.numberToMatch}"]`).waitFor();
+    await expect.poll(() => page.locator(".card").first().innerText()).toContain("Company intranet");
+    expect(await page.locator(".card").first().innerText()).toContain("203.0.113.9");
+    await shot(page, "8-push-approval");
+    await page.getByRole("button", { name: "Approve" }).click();
+    await page.locator('[data-push-outcome="approved"]').waitFor();
+    expect(await outcome(first.challengeId)).toMatchObject({ status: "accept" });
+
+    const second = await login();
+    await page.locator(`[data-number-to-match="${second.numberToMatch}"]`).waitFor();
+    await page.getByRole("button", { name: "Deny and report" }).click();
+    await page.locator('[data-push-outcome="fraud"]').waitFor();
+    expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
   }, 180_000);
 
   it("enrolls with No Thanks as Push OTP disabled, and removes the token after confirmation", async () => {
