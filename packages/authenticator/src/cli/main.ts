@@ -75,9 +75,8 @@ program
   .description("wait for push logins, print each and ask approve or deny (or answer with --answer)")
   .addOption(new Option("--answer <decision>", "answer every login without asking (for scripts)").choices(["approve", "deny", "fraud"]))
   .option("--once", "stop after the first login answered")
-  .option("--wait <seconds>", "how long one poll waits", (value) => Number(value), 25)
   .addOption(json())
-  .action(async (options: { answer?: "approve" | "deny" | "fraud"; once?: boolean; wait: number; json?: boolean }) => {
+  .action(async (options: { answer?: "approve" | "deny" | "fraud"; once?: boolean; json?: boolean }) => {
     const authenticator = authenticatorFor(home());
     const ask = async (question: string): Promise<"approve" | "deny" | "fraud"> => {
       const readline = await import("node:readline/promises");
@@ -86,16 +85,26 @@ program
       rl.close();
       return reply.startsWith("y") || reply === "approve" ? "approve" : reply.startsWith("f") ? "fraud" : "deny";
     };
-    for (;;) {
-      for (const challenge of await authenticator.pendingChallenges(options.wait)) {
-        const line = `sign-in to ${challenge.resourceName} from ${challenge.source} at ${challenge.createdAt}, number ${challenge.numberToMatch}`;
-        if (!options.json) process.stdout.write(`${line}\n`);
-        const decision = options.answer ?? (await ask("approve? [y]es / [n]o / [f]raud: "));
-        const result = await authenticator.answerChallenge(challenge, decision);
-        print(!!options.json, { challenge, decision, status: result.status }, () => `${decision}: ${result.status}`);
-        if (options.once) return;
-      }
-    }
+    // The live connection delivers each login as it comes; one at a time is answered.
+    const stop = new AbortController();
+    const answered = new Set<string>();
+    let queue: Promise<void> = Promise.resolve();
+    await authenticator.watchChallenges(
+      (challenge) => {
+        queue = queue.then(async () => {
+          if (answered.has(challenge.id) || stop.signal.aborted) return;
+          answered.add(challenge.id);
+          const line = `sign-in to ${challenge.resourceName} from ${challenge.source} at ${challenge.createdAt}, number ${challenge.numberToMatch}`;
+          if (!options.json) process.stdout.write(`${line}\n`);
+          const decision = options.answer ?? (await ask("approve? [y]es / [n]o / [f]raud: "));
+          const result = await authenticator.answerChallenge(challenge, decision).catch((error: unknown) => ({ status: `failed: ${(error as Error).message}` }));
+          print(!!options.json, { challenge, decision, status: result.status }, () => `${decision}: ${result.status}`);
+          if (options.once) stop.abort();
+        });
+        return queue;
+      },
+      { signal: stop.signal },
+    );
   });
 
 program

@@ -209,6 +209,58 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       return found;
     },
 
+    /**
+     * The live connection while the app runs: a signed event stream per server that
+     * delivers each push login as it comes. Reconnects after a break; where the stream
+     * cannot be had, falls back to the signed poll. Runs until `signal` aborts.
+     */
+    async watchChallenges(onChallenge: (challenge: PushChallenge) => Promise<void> | void, watch: { signal?: AbortSignal } = {}): Promise<void> {
+      const state = await options.store.load();
+      const signing = await signingKey(state);
+      const servers = Object.entries(state.device.deviceIds).filter(([server]) => state.tokens.some((token) => token.server === server));
+      const stopped = () => watch.signal?.aborted === true;
+      const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+      await Promise.all(
+        servers.map(async ([server, deviceId]) => {
+          while (!stopped()) {
+            try {
+              const path = `/device/v1/devices/${deviceId}/live`;
+              const timestampMs = now();
+              const canonical = canonicalRequest({ method: "GET", path, bodySha256Base64url: await sha256Base64url(""), timestampMs, deviceId });
+              const response = await options.fetch(`${server}${path}`, {
+                headers: { accept: "text/event-stream", "x-tessera-device-id": deviceId, "x-tessera-timestamp": String(timestampMs), "x-tessera-signature": await signRequest(signing.privateKey, canonical) },
+                ...(watch.signal ? { signal: watch.signal } : {}),
+              });
+              if (!response.ok || !response.body) throw new AuthenticatorError(`the live connection was refused (${response.status})`, `HTTP_${response.status}`);
+              const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+              let buffer = "";
+              for (;;) {
+                const { value, done } = await reader.read();
+                if (done) break;
+                buffer += value;
+                let end: number;
+                // Server-sent events: blocks separated by a blank line, "event:" and "data:" lines.
+                while ((end = buffer.indexOf("\n\n")) >= 0) {
+                  const block = buffer.slice(0, end);
+                  buffer = buffer.slice(end + 2);
+                  const data = block.split("\n").find((line) => line.startsWith("data: "));
+                  if (block.includes("event: challenge") && data) await onChallenge({ ...(JSON.parse(data.slice(6)) as Omit<PushChallenge, "server">), server });
+                }
+              }
+            } catch (error) {
+              if (stopped()) return;
+              // No live connection to be had: the signed poll, once, then try again.
+              if (error instanceof AuthenticatorError) {
+                const answer = (await call(server, "GET", `/device/v1/devices/${deviceId}/challenges?wait=25`, undefined, { deviceId, key: signing.privateKey }).catch(() => ({ items: [] }))) as { items: Array<Omit<PushChallenge, "server">> };
+                for (const item of answer.items) await onChallenge({ ...item, server });
+              }
+            }
+            if (!stopped()) await pause(1_000);
+          }
+        }),
+      );
+    },
+
     /** Answers a push login; an approval carries the current passcode (autosend), signed with the device key. */
     async answerChallenge(challenge: PushChallenge, decision: "approve" | "deny" | "fraud"): Promise<{ status: string }> {
       const state = await options.store.load();

@@ -8,9 +8,20 @@ const waiting = new Map<string, PushChallenge>();
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The next login still waiting to be answered, if any. */
+function nextWaiting(): PushChallenge | undefined {
+  const now = Date.now();
+  for (const [id, challenge] of waiting) {
+    if (Date.parse(challenge.expiresAt) > now) return challenge;
+    waiting.delete(id);
+  }
+  return undefined;
+}
+
 /**
- * Listens for push logins while the app is open, with the signed long poll: a new one
- * opens its approval screen. Errors (offline, server away) pause the poll for a while.
+ * Listens for push logins while the app is open, over the live connection (a signed
+ * event stream; the core falls back to the signed poll where it cannot be had): a login
+ * opens its approval screen, or waits for the one on screen to be answered.
  */
 export function startPushWatcher(context: AppContext): void {
   const loop = async () => {
@@ -20,20 +31,15 @@ export function startPushWatcher(context: AppContext): void {
           await sleep(2_000);
           continue;
         }
-        const pending = await context.core.pendingChallenges(25);
-        const fresh = pending.find((challenge) => !waiting.has(challenge.id));
-        for (const challenge of pending) waiting.set(challenge.id, challenge);
-        // A login still waiting is shown whenever no approval screen is: also one that
-        // came while the previous one was on screen.
-        const next = fresh ?? pending[0];
-        if (next && !location.hash.startsWith("#/push/")) context.navigate(`#/push/${encodeURIComponent(next.id)}`);
-        // The poll answers at once while a login it already showed is still open: wait
-        // a little then, rather than ask again and again.
-        if (!fresh) await sleep(pending.length === 0 ? 500 : 2_000);
+        await context.core.watchChallenges((challenge) => {
+          if (waiting.has(challenge.id)) return;
+          waiting.set(challenge.id, challenge);
+          if (!location.hash.startsWith("#/push/")) context.navigate(`#/push/${encodeURIComponent(challenge.id)}`);
+        });
       } catch (error) {
         console.warn("push: cannot reach the server for sign-in requests", error);
-        await sleep(5_000);
       }
+      await sleep(5_000);
     }
   };
   void loop();
@@ -60,7 +66,11 @@ export function pushScreen(context: AppContext, id: string): View {
       outcome.replaceChildren(
         h("p", { class: "notice ok" }, result.status === "approved" ? "Approved: you are signed in." : decision === "fraud" ? "Denied and reported to your administrator." : "Denied."),
       );
-      setTimeout(() => context.navigate("#/"), 1500);
+      // Another login that came meanwhile is shown next; otherwise back to the passcodes.
+      setTimeout(() => {
+        const next = nextWaiting();
+        context.navigate(next ? `#/push/${encodeURIComponent(next.id)}` : "#/");
+      }, 1500);
     } catch (error) {
       outcome.replaceChildren(errorNotice(error));
       for (const button of buttons.querySelectorAll("button")) button.removeAttribute("disabled");

@@ -119,13 +119,16 @@ describe("the tessera-authenticator CLI against a running server", () => {
   it("answers Push OTP over RADIUS in hold mode: approved by the CLI authenticator it is accepted, denied it is rejected", async () => {
     const port = server.radius!.port;
     for (const [decision, expected] of [["approve", "Access-Accept"], ["deny", "Access-Reject"]] as const) {
-      const listener = app("listen", "--answer", decision, "--once", "--wait", "5", "--json");
+      const listener = app("listen", "--answer", decision, "--once", "--json");
       const reply = await radclientWaiting(port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = ${expected}\n`);
       const listened = await listener;
       expect(listened.code, listened.stderr).toBe(0);
       expect(JSON.parse(listened.stdout)).toMatchObject({ decision, challenge: { resourceName: "vpn", source: "127.0.0.1" } });
       expect(reply.stdout).toContain(`Received ${expected}`);
     }
+    // The login reached the CLI over the live connection (the event stream), not the poll.
+    const device = await server.services.storage.db.selectFrom("devices").innerJoin("tokens", "tokens.serial", "devices.token_serial").innerJoin("users", "users.id", "tokens.user_pk").select("devices.live_capable").where("users.user_id", "=", "cli-ann").executeTakeFirstOrThrow();
+    expect(device.live_capable).toBe(1);
   });
 
   it("answers Push OTP over RADIUS in challenge mode: Access-Challenge with State, then the answer to it", async () => {
@@ -136,7 +139,7 @@ describe("the tessera-authenticator CLI against a running server", () => {
     expect(challenged.stdout).toContain("Received Access-Challenge");
     const state = /State = (0x[0-9a-f]+)/.exec(challenged.stdout)![1]!;
     expect(challenged.stdout).toMatch(/Reply-Message = "Approve the sign-in on your phone \(number \d{2}\)"/);
-    const listened = await app("listen", "--answer", "approve", "--once", "--wait", "5", "--json");
+    const listened = await app("listen", "--answer", "approve", "--once", "--json");
     expect(listened.code, listened.stderr).toBe(0);
     const answered = await radclientWaiting(port, `User-Name = "cli-ann"\nState = ${state}\nMessage-Authenticator = 0x00\n`);
     expect(answered.stdout).toContain("Received Access-Accept");

@@ -213,6 +213,9 @@ describe("the tessera web app against a running server", () => {
     await page.getByRole("button", { name: "Approve" }).click();
     await page.locator('[data-push-outcome="approved"]').waitFor();
     expect(await outcome(first.challengeId)).toMatchObject({ status: "accept" });
+    // It came over the live connection (the signed event stream), which marks the device.
+    const device = await server.services.storage.db.selectFrom("devices").innerJoin("tokens", "tokens.serial", "devices.token_serial").innerJoin("users", "users.id", "tokens.user_pk").select("devices.live_capable").where("users.user_id", "=", "web-cy").executeTakeFirstOrThrow();
+    expect(device.live_capable).toBe(1);
 
     const second = await login();
     await page.locator(`[data-number-to-match="${second.numberToMatch}"]`).waitFor();

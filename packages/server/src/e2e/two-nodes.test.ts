@@ -60,7 +60,7 @@ describe("two nodes on one PostgreSQL", () => {
     const enrolled = await app("enroll", link, "--json");
     expect(enrolled.code, enrolled.stderr).toBe(0);
 
-    const listener = app("listen", "--answer", "approve", "--once", "--wait", "10", "--json");
+    const listener = app("listen", "--answer", "approve", "--once", "--json");
     const radclient = spawn("radclient", ["-x", "-t", "20", "-r", "1", `127.0.0.1:${node2.radius!.port}`, "auth", SECRET], { stdio: ["pipe", "pipe", "pipe"] });
     radclient.stdin!.end(`User-Name = "wanda"\nMessage-Authenticator = 0x00\n`);
     const [reply, listened] = await Promise.all([collect(radclient), listener]);

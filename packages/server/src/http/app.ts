@@ -80,6 +80,9 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     bodyLimit: options.bodyLimitBytes,
     // Request ids in logs, from a proxy's header when there is one.
     requestIdHeader: "x-request-id",
+    // Devices' live connections and long polls stay open: on shutdown they are closed,
+    // and the devices reconnect (to another node).
+    forceCloseConnections: true,
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);

@@ -313,4 +313,35 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
     },
     async (request) => services.push.answer(request.params.challengeId, await signedRequestOf(request), request.body),
   );
+
+  app.get(
+    "/devices/:deviceId/live",
+    {
+      schema: {
+        operationId: "liveChallenges",
+        summary: "The live connection while the app runs: a signed event stream (text/event-stream) of push logins for this device",
+        params: z.strictObject({ deviceId: z.string().min(1).max(64) }),
+        response: { 200: z.string(), ...deviceErrors },
+      },
+    },
+    async (request, reply) => {
+      // Checked before the stream opens, so a bad signature gets its error status.
+      await services.push.authorizeLive(request.params.deviceId, await signedRequestOf(request));
+      let close = () => {};
+      const closed = new Promise<void>((resolve) => (close = resolve));
+      reply.hijack();
+      reply.raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive", "x-accel-buffering": "no" });
+      reply.raw.write(": connected\n\n");
+      // A comment line now and then keeps proxies from closing a quiet stream.
+      const keepalive = setInterval(() => reply.raw.write(": keepalive\n\n"), 15_000);
+      reply.raw.on("close", () => close());
+      try {
+        await services.push.live(request.params.deviceId, (challenge) => reply.raw.write(`event: challenge\ndata: ${JSON.stringify(challenge)}\n\n`), closed);
+      } finally {
+        clearInterval(keepalive);
+        reply.raw.end();
+      }
+      return reply;
+    },
+  );
 };

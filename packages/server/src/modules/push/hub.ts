@@ -31,6 +31,11 @@ export function createChallengeHub() {
       broadcast = send;
       return deliver;
     },
+    /** Calls `listener` each time the device has work, until the returned function is called. */
+    onDeviceWork(deviceId: string, listener: () => void): () => void {
+      events.on(`device:${deviceId}`, listener);
+      return () => events.off(`device:${deviceId}`, listener);
+    },
     /** Resolves when told, when `check` says so, or after `timeoutMs`, whichever comes first. */
     async waitUntil<T>(key: string, timeoutMs: number, check: () => Promise<T | null>, pollMs = 500): Promise<T | null> {
       const deadline = Date.now() + timeoutMs;

@@ -125,6 +125,52 @@ export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
       return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending)) ?? [];
     },
 
+    /**
+     * The live connection: the device's pending challenges now, and each new one as it
+     * comes, through `send`, until `closed` resolves. Also re-reads the database every
+     * few seconds for challenges opened on nodes whose notification did not arrive.
+     */
+    async authorizeLive(deviceId: string, signed: SignedRequest): Promise<void> {
+      if (signed.deviceId !== deviceId) throw fail("SIGNATURE_INVALID", { problem: "signed for another device" });
+      await deps.verifySigned(signed, await deviceKey(deviceId));
+      await db.updateTable("devices").set({ last_seen_at: clock.nowMs(), live_capable: 1 }).where("device_id", "=", deviceId).execute();
+    },
+
+    /** After authorizeLive: streams the device's challenges through `send` until `closed` resolves. */
+    async live(deviceId: string, send: (challenge: ChallengeView) => void, closed: Promise<void>): Promise<void> {
+      const sent = new Set<string>();
+      const deliver = async () => {
+        const now = clock.nowMs();
+        const rows = await db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", now).where("device_ids", "like", `%"${deviceId}"%`).orderBy("created_at").execute();
+        for (const row of rows) {
+          if (sent.has(row.id)) continue;
+          sent.add(row.id);
+          const serials = await db
+            .selectFrom("tokens")
+            .innerJoin("devices", "devices.token_serial", "tokens.serial")
+            .select("tokens.serial")
+            .where("devices.device_id", "=", deviceId)
+            .where("tokens.user_pk", "=", row.user_pk)
+            .where("tokens.state", "=", "active")
+            .execute();
+          send({ ...view(row, now), serials: serials.map((t) => t.serial) });
+        }
+      };
+      let queue = deliver();
+      const wake = () => {
+        queue = queue.then(deliver).catch(() => undefined);
+      };
+      const unsubscribe = hub.onDeviceWork(deviceId, wake);
+      const timer = setInterval(wake, 3_000);
+      try {
+        await closed;
+      } finally {
+        clearInterval(timer);
+        unsubscribe();
+        await queue.catch(() => undefined);
+      }
+    },
+
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
     async answer(challengeId: string, signed: SignedRequest, input: { decision: "approve" | "deny" | "fraud"; serial?: string; otp?: string }): Promise<{ status: ChallengeStatus }> {
       const row = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirst();
