@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
  */
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "tessera_process_" });
+  collectDefaultMetrics({ register: registry, prefix: "tessera_" });
   const authentications = new Counter({
     name: "tessera_authentications_total",
     help: "Authentications answered, by method (rest, radius), result (accept, reject, pending) and reason",
