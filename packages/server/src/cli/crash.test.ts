@@ -2,10 +2,10 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import pg from "pg";
 import { afterEach, expect, it } from "vitest";
+import { bin, cliEnvironment, collect, type CliRun } from "../testing/cli.js";
 import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../testing/databases.js";
 
 /**
@@ -14,35 +14,8 @@ import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../
  * user's groups, and running the import again must finish the job.
  */
 
-const bin = fileURLToPath(new URL("../../bin/tessera.js", import.meta.url));
 const BATCH_SIZE = 1000;
 const GROUPS_PER_USER = 2;
-
-interface CliRun {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cliEnvironment(database: TestDatabase): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (!key.startsWith("TESSERA_") && key !== "DATABASE_URL") env[key] = value;
-  }
-  return { ...env, ...database.env, TESSERA_MASTER_KEY: "3c".repeat(32), TESSERA_LOG_LEVEL: "silent" };
-}
-
-function collect(child: ChildProcess): Promise<CliRun> {
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
-  return new Promise((resolve, reject) => {
-    child.once("error", reject);
-    child.once("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
-}
 
 function startTessera(args: string[], env: NodeJS.ProcessEnv): { child: ChildProcess; exit: Promise<CliRun> } {
   const child = spawn(process.execPath, [bin, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });

@@ -1,5 +1,5 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { Kysely } from "kysely";
+import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId, newSecret, pooledRandomBytes } from "../../ids.js";
@@ -60,8 +60,6 @@ function toApplication(row: ApplicationRow): Application {
     updatedAt: new Date(row.updated_at).toISOString(),
   };
 }
-
-const hashSecret = (secret: string) => createHash("sha256").update(secret).digest("hex");
 
 /** A RADIUS shared secret people can paste into a VPN's configuration: 32 characters, about 190 bits. */
 function newRadiusSecret(): string {
@@ -198,8 +196,7 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
       if (!match) return null;
       const row = await db.selectFrom("applications").selectAll().where("api_key_id", "=", match[1]!).executeTakeFirst();
       if (!row?.api_key_hash) return null;
-      const given = hashSecret(match[2]!);
-      return timingSafeEqual(Buffer.from(given), Buffer.from(row.api_key_hash)) ? row : null;
+      return sameHash(hashSecret(match[2]!), row.api_key_hash) ? row : null;
     },
 
     /** A RADIUS client's shared secret, for checking and signing its packets. */

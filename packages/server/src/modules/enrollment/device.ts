@@ -10,7 +10,7 @@ import { targetOf } from "./platform.js";
 /** The tessera app's side of enrollment (DESIGN section 3.4) and its signed settings call. */
 export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps) {
   const { db, clock, audit } = deps;
-  const { openOrFail, openByHash, claim, complete, countWrongPasscode, verifySigned, pushApplications } = engine;
+  const { openOrFail, openById, claim, complete, countWrongPasscode, verifySigned, pushApplications } = engine;
   return {
     async enrollDevice(input: {
       code: string;
@@ -79,8 +79,7 @@ export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps)
 
     /** Step 2: the device proves it holds the key with a first passcode, signed with its device key. */
     async confirmEnrollment(enrollmentId: string, otp: string, signed: SignedRequest) {
-      const row = await db.selectFrom("enrollments").select("code_hash").where("id", "=", enrollmentId).executeTakeFirst();
-      const found = row ? await openByHash(row.code_hash) : null;
+      const found = await openById(enrollmentId);
       const current = found?.enrollment.claim ? (JSON.parse(found.enrollment.claim) as Claim) : null;
       if (!found || found.enrollment.status !== "claimed" || !current || current.app !== "tessera") throw fail("ENROLLMENT_CODE_INVALID");
       if (current.deviceId !== signed.deviceId) throw fail("SIGNATURE_INVALID", { problem: "another device claimed this enrollment" });

@@ -71,21 +71,23 @@ export const enrollActor = (userId: string): Principal => ({
 export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => void }) {
   const { db, clock, audit, keyring } = deps;
 
-  async function open(trx: Transaction<Database> | typeof db, code: string): Promise<OpenEnrollment | null> {
-    if (!isWellFormedCode(code)) return null;
+  /** An enrollment that can still be used, with its token, user and virtual server. */
+  async function load(trx: Transaction<Database> | typeof db, by: { codeHash: string } | { id: string }): Promise<OpenEnrollment | null> {
+    const enrollment = await ("id" in by
+      ? trx.selectFrom("enrollments").selectAll().where("id", "=", by.id)
+      : trx.selectFrom("enrollments").selectAll().where("code_hash", "=", by.codeHash)
+    ).executeTakeFirst();
+    if (!enrollment || !["pending", "claimed"].includes(enrollment.status) || enrollment.expires_at <= clock.nowMs()) return null;
     const row = await trx
-      .selectFrom("enrollments")
-      .innerJoin("tokens", "tokens.serial", "enrollments.token_serial")
-      .innerJoin("users", "users.id", "enrollments.user_pk")
-      .innerJoin("virtual_servers", "virtual_servers.id", "enrollments.virtual_server_id")
-      .selectAll("enrollments")
+      .selectFrom("tokens")
+      .innerJoin("users", "users.id", "tokens.user_pk")
+      .innerJoin("virtual_servers", "virtual_servers.id", "tokens.virtual_server_id")
+      .selectAll("tokens")
       .select(["users.user_id", "users.first_name", "users.last_name", "users.email", "virtual_servers.name as vs_name"])
-      .where("enrollments.code_hash", "=", hashEnrollmentCode(code))
+      .where("tokens.serial", "=", enrollment.token_serial)
       .executeTakeFirst();
-    if (!row || !["pending", "claimed"].includes(row.status) || row.expires_at <= clock.nowMs()) return null;
-    const token = await trx.selectFrom("tokens").selectAll().where("serial", "=", row.token_serial).executeTakeFirst();
-    if (!token || token.state !== "assigned" || token.user_pk !== row.user_pk) return null;
-    const { user_id, first_name, last_name, email, vs_name, ...enrollment } = row;
+    if (!row || row.state !== "assigned" || row.user_pk !== enrollment.user_pk) return null;
+    const { user_id, first_name, last_name, email, vs_name, ...token } = row;
     return {
       enrollment,
       token,
@@ -94,6 +96,9 @@ export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => v
       apps: JSON.parse(enrollment.apps) as App[],
     };
   }
+
+  const open = (trx: Transaction<Database> | typeof db, code: string) => (isWellFormedCode(code) ? load(trx, { codeHash: hashEnrollmentCode(code) }) : Promise.resolve(null));
+  const openById = (id: string) => load(db, { id });
 
   /** Takes the enrollment for one device: exactly one of two racing devices wins. */
   async function claim(
@@ -242,32 +247,13 @@ export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => v
     return found;
   }
 
-  async function openByHash(codeHash: string): Promise<OpenEnrollment | null> {
-    const row = await db.selectFrom("enrollments").select("id").where("code_hash", "=", codeHash).executeTakeFirst();
-    if (!row) return null;
-    // The code itself is never stored; reuse `open` through the hash by a direct query.
-    const enrollment = await db.selectFrom("enrollments").selectAll().where("id", "=", row.id).executeTakeFirstOrThrow();
-    if (!["pending", "claimed"].includes(enrollment.status) || enrollment.expires_at <= clock.nowMs()) return null;
-    const token = await db.selectFrom("tokens").selectAll().where("serial", "=", enrollment.token_serial).executeTakeFirst();
-    const user = await db.selectFrom("users").selectAll().where("id", "=", enrollment.user_pk).executeTakeFirst();
-    const vs = await db.selectFrom("virtual_servers").select(["id", "name"]).where("id", "=", enrollment.virtual_server_id).executeTakeFirstOrThrow();
-    if (!token || !user || token.state !== "assigned" || token.user_pk !== enrollment.user_pk) return null;
-    return {
-      enrollment,
-      token,
-      user: { userId: user.user_id, firstName: user.first_name, lastName: user.last_name, email: user.email },
-      virtualServer: vs,
-      apps: JSON.parse(enrollment.apps) as App[],
-    };
-  }
-
   /** The resource names of the virtual server's applications that accept Push OTP. */
   async function pushApplications(virtualServerId: string): Promise<string[]> {
     const rows = await db.selectFrom("applications").select("resource_name").where("virtual_server_id", "=", virtualServerId).where("push_otp", "=", 1).orderBy("resource_name").execute();
     return rows.map((row) => row.resource_name);
   }
 
-  return { open, openOrFail, openByHash, claim, complete, countWrongPasscode, verifySigned, pushApplications };
+  return { open, openOrFail, openById, claim, complete, countWrongPasscode, verifySigned, pushApplications };
 }
 
 export type EnrollmentEngine = ReturnType<typeof createEnrollmentEngine>;

@@ -1,6 +1,6 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import { hash as argon2Hash, verify as argon2Verify } from "@node-rs/argon2";
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
+import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId, newSecret } from "../../ids.js";
@@ -31,16 +31,6 @@ function toOperator(row: OperatorRow): Operator {
     disabled: row.disabled === 1,
     createdAt: new Date(row.created_at).toISOString(),
   };
-}
-
-// API keys and session tokens are 256-bit random secrets: a fast hash is enough to
-// keep the database from holding usable credentials (argon2 is for human passwords).
-function hashSecret(secret: string): string {
-  return createHash("sha256").update(secret).digest("hex");
-}
-
-function sameHash(a: string, b: string): boolean {
-  return a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 }
 
 const API_KEY_PREFIX = "tsk_";

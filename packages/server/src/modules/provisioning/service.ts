@@ -8,6 +8,7 @@ import { cancelMailsForEnrollment, queueMails } from "../mail/outbox.js";
 import { loadTemplate, renderEnrollmentMail } from "../mail/templates.js";
 import { canSee, systemPrincipal, type Principal } from "../operators/access.js";
 import { decodeTextCursor, encodeTextCursor } from "../users/service.js";
+import { revokedChanges } from "../tokens/lifecycle-service.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import type { TokenType } from "../tokens/types.js";
 import { hashEnrollmentCode, newEnrollmentCode } from "./codes.js";
@@ -32,27 +33,19 @@ export async function returnUnenrolledToken(
   reason: string,
 ): Promise<void> {
   const now = deps.clock.nowMs();
-  const returned = await trx
-    .updateTable("tokens")
-    .set({ state: "inventory", user_pk: null, provisioning_task_id: null, key_ciphertext: null, key_id: null, hotp_counter: 0, last_totp_step: null, drift_steps: 0, failures: 0, state_reason: reason, state_changed_at: now, updated_at: now })
-    .where("serial", "=", enrollment.token_serial)
-    .where("state", "=", "assigned")
-    .where("user_pk", "=", enrollment.user_pk)
-    .where("type", "!=", "hardware")
-    .executeTakeFirst();
-  // A hardware token's seed belongs to the device: only the binding goes.
-  const hardware =
-    Number(returned.numUpdatedRows) === 1
-      ? null
-      : await trx
-          .updateTable("tokens")
-          .set({ state: "inventory", user_pk: null, provisioning_task_id: null, failures: 0, state_reason: reason, state_changed_at: now, updated_at: now })
-          .where("serial", "=", enrollment.token_serial)
-          .where("state", "=", "assigned")
-          .where("user_pk", "=", enrollment.user_pk)
-          .executeTakeFirst();
+  const token = await trx.selectFrom("tokens").select(["type"]).where("serial", "=", enrollment.token_serial).executeTakeFirst();
+  // What revoking to inventory clears (a hardware seed stays with its device), as the lifecycle says.
+  const returned = token
+    ? await trx
+        .updateTable("tokens")
+        .set({ ...revokedChanges(token, "inventory"), state: "inventory", state_reason: reason, state_changed_at: now, updated_at: now })
+        .where("serial", "=", enrollment.token_serial)
+        .where("state", "=", "assigned")
+        .where("user_pk", "=", enrollment.user_pk)
+        .executeTakeFirst()
+    : null;
   await cancelMailsForEnrollment(trx, enrollment.id);
-  if (Number(returned.numUpdatedRows) === 1 || Number(hardware?.numUpdatedRows ?? 0) === 1) {
+  if (Number(returned?.numUpdatedRows ?? 0) === 1) {
     await deps.audit.append(trx, principal, [
       {
         action: "token.cancelProvisioning",

@@ -2,7 +2,7 @@ import type { Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import type { Database, NewToken } from "../../storage/schema.js";
-import { requirePermission, type Principal } from "../operators/access.js";
+import { canSee, requirePermission, type Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import { decodeTextCursor, encodeTextCursor } from "../users/service.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
@@ -161,11 +161,7 @@ export function createTokenInventory(deps: Pick<CoreDeps, "db" | "clock" | "audi
         .select("virtual_servers.path as vs_path")
         .where("tokens.serial", "=", serial)
         .executeTakeFirst();
-      const path = row?.vs_path;
-      if (!row || path === undefined) throw fail("TOKEN_NOT_FOUND", { serial });
-      await findVisibleVirtualServer(db, principal, row.virtual_server_id).catch(() => {
-        throw fail("TOKEN_NOT_FOUND", { serial });
-      });
+      if (!row || !canSee(principal, { path: row.vs_path })) throw fail("TOKEN_NOT_FOUND", { serial });
       return toToken(row);
     },
 
