@@ -3,6 +3,7 @@ import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId, newSecret, pooledRandomBytes } from "../../ids.js";
+import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database } from "../../storage/schema.js";
 import { canSee, type Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
@@ -69,6 +70,8 @@ function newRadiusSecret(): string {
 /** Applications ("auth nodes"): RADIUS clients by address and shared secret, REST clients by API key. */
 export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
   const { db, clock, audit, keyring } = deps;
+  // Every REST login starts here: compiled once.
+  const byApiKeyId = prepareQuery<{ keyId: string }, ApplicationRow>(db, (db, param) => db.selectFrom("applications").selectAll().where("api_key_id", "=", param("keyId")));
 
   async function findVisible(trx: Kysely<Database>, principal: Principal, id: string): Promise<ApplicationRow> {
     const row = await trx
@@ -194,7 +197,7 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
     async authenticateApiKey(bearer: string): Promise<ApplicationRow | null> {
       const match = /^tak_([a-z]+_[0-9a-z]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
       if (!match) return null;
-      const row = await db.selectFrom("applications").selectAll().where("api_key_id", "=", match[1]!).executeTakeFirst();
+      const row = (await db.executeQuery(byApiKeyId({ keyId: match[1]! }))).rows[0];
       if (!row?.api_key_hash) return null;
       return sameHash(hashSecret(match[2]!), row.api_key_hash) ? row : null;
     },

@@ -1,7 +1,9 @@
 import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
-import type { Transaction } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
+import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
+import { createWriteBatcher, type WriteBatcher } from "../../storage/write-batch.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -67,8 +69,45 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
   };
 }
 
-export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics }) {
+/**
+ * The statements every passcode check runs, compiled once. The user and the tokens that
+ * may answer come in one query: a user without such tokens is one row of nulls.
+ */
+function preparePasscodeQueries(db: Kysely<Database>) {
+  return {
+    userTokens: prepareQuery<{ virtualServerId: string; userId: string }, { holder_pk: string } & { [K in keyof TokenRow]: TokenRow[K] | null }>(db, (db, param) =>
+      db
+        .selectFrom("users")
+        .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
+        .selectAll("tokens")
+        .select("users.id as holder_pk")
+        .where("users.virtual_server_id", "=", param("virtualServerId"))
+        .where("users.user_id", "=", param("userId"))
+        .orderBy("tokens.serial"),
+    ),
+    storeTotp: prepareQuery<{ serial: string; step: number; driftSteps: number; now: number }, never>(db, (db, param) =>
+      db
+        .updateTable("tokens")
+        .set({ last_totp_step: param("step"), drift_steps: param("driftSteps"), failures: 0, updated_at: param("now") })
+        .where("serial", "=", param("serial"))
+        .where("state", "=", "active")
+        .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", param("step"))])),
+    ),
+    storeHotp: prepareQuery<{ serial: string; counter: number; nextCounter: number; now: number }, never>(db, (db, param) =>
+      db
+        .updateTable("tokens")
+        .set({ hotp_counter: param("nextCounter"), failures: 0, updated_at: param("now") })
+        .where("serial", "=", param("serial"))
+        .where("state", "=", "active")
+        .where("hotp_counter", "=", param("counter")),
+    ),
+  };
+}
+
+export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher }) {
   const { db, clock, audit, keyring } = deps;
+  const writes = deps.writes ?? createWriteBatcher(db);
+  const queries = preparePasscodeQueries(db);
   const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
   const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
 
@@ -173,14 +212,16 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
         return result;
       }
 
-      const outcome = await db.transaction().execute(async (trx) => {
-        const user = await trx.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
-        if (!user) {
+      // Passcode checks arriving together share a transaction (group commit).
+      const outcome = await writes.run(async (trx) => {
+        const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
+        if (rows.length === 0) {
           const result = reject("user_unknown");
           await record(trx, result, null, null);
           return { result, failure: true };
         }
-        const held = await trx.selectFrom("tokens").selectAll().where("user_pk", "=", user.id).where("state", "in", ["active", "locked"]).orderBy("serial").execute();
+        const user = { id: rows[0]!.holder_pk };
+        const held = rows.filter((row) => row.serial !== null) as TokenRow[];
         const tokens = await unlockExpired(trx, principal, held, now);
         const active = tokens.filter((token) => token.state === "active" && token.key_ciphertext !== null);
         if (active.length === 0) {
@@ -198,23 +239,12 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
             continue;
           }
           // Compare-and-set: of two nodes checking the same passcode at once, one stores it.
-          const stored =
+          const stored = await trx.executeQuery(
             verdict.mode === "totp"
-              ? await trx
-                  .updateTable("tokens")
-                  .set({ last_totp_step: verdict.step, drift_steps: verdict.driftSteps, failures: 0, updated_at: now })
-                  .where("serial", "=", token.serial)
-                  .where("state", "=", "active")
-                  .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", verdict.step)]))
-                  .executeTakeFirst()
-              : await trx
-                  .updateTable("tokens")
-                  .set({ hotp_counter: verdict.nextCounter, failures: 0, updated_at: now })
-                  .where("serial", "=", token.serial)
-                  .where("state", "=", "active")
-                  .where("hotp_counter", "=", token.hotp_counter)
-                  .executeTakeFirst();
-          if (Number(stored.numUpdatedRows) !== 1) {
+              ? queries.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now })
+              : queries.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now }),
+          );
+          if (Number(stored.numAffectedRows) !== 1) {
             replayed = true;
             continue;
           }

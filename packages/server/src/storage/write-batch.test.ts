@@ -1,0 +1,79 @@
+import type { Transaction } from "kysely";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { prepareQuery } from "./prepared.js";
+import type { Database } from "./schema.js";
+import { createWriteBatcher } from "./write-batch.js";
+
+describeEachDatabase("group commit and prepared queries", (kind) => {
+  let core: TestCore;
+  beforeAll(async () => {
+    core = await createTestCore(kind);
+  });
+  afterAll(async () => core.close());
+
+  const counterOf = (prefix: string) => core.storage.db.selectFrom("serial_counters").select("next_value").where("prefix", "=", prefix).executeTakeFirst();
+
+  it("runs work that arrives together in one transaction, one piece after another, each seeing the ones before", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db);
+    await db.insertInto("serial_counters").values({ prefix: "GC", next_value: 0 }).execute();
+    const transactions = new Set<Transaction<Database>>();
+    const increments = Array.from({ length: 20 }, () =>
+      writes.run(async (trx) => {
+        transactions.add(trx);
+        const row = await trx.selectFrom("serial_counters").select("next_value").where("prefix", "=", "GC").executeTakeFirstOrThrow();
+        await trx.updateTable("serial_counters").set({ next_value: row.next_value + 1 }).where("prefix", "=", "GC").execute();
+        return row.next_value;
+      }),
+    );
+    // Each saw its predecessors' writes: no two read the same value.
+    expect((await Promise.all(increments)).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, index) => index));
+    expect(transactions.size).toBe(1);
+    expect((await counterOf("GC"))?.next_value).toBe(20);
+  });
+
+  it("keeps one piece's failure its own: the others commit, the failed one changes nothing", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db);
+    const insert = (prefix: string) => writes.run((trx) => trx.insertInto("serial_counters").values({ prefix, next_value: 1 }).execute());
+    const failing = writes.run(async (trx) => {
+      await trx.insertInto("serial_counters").values({ prefix: "F1", next_value: 1 }).execute();
+      throw new Error("this piece fails");
+    });
+    const outcomes = await Promise.allSettled([insert("OK1"), failing, insert("OK2")]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
+    expect(await counterOf("OK1")).toBeDefined();
+    expect(await counterOf("OK2")).toBeDefined();
+    expect(await counterOf("F1")).toBeUndefined();
+  });
+
+  it("settles nothing before the commit: work that arrives during a batch forms the next one", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db, { maxBatch: 4 });
+    const seen: Array<Transaction<Database>> = [];
+    const pieces = Array.from({ length: 10 }, (_, index) =>
+      writes.run(async (trx) => {
+        seen.push(trx);
+        await trx.insertInto("serial_counters").values({ prefix: `MB${index}`, next_value: index }).execute();
+        return index;
+      }),
+    );
+    expect(await Promise.all(pieces)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    // At most four to a transaction: 4 + 4 + 2.
+    expect(new Set(seen).size).toBe(3);
+    const rows = await db.selectFrom("serial_counters").select("prefix").where("prefix", "like", "MB%").execute();
+    expect(rows).toHaveLength(10);
+  });
+
+  it("runs a prepared query with new values each time, keeping the constants written into it", async () => {
+    const { db } = core.storage;
+    await db.insertInto("serial_counters").values([{ prefix: "PQ1", next_value: 7 }, { prefix: "PQ2", next_value: 9 }]).execute();
+    const byPrefix = prepareQuery<{ prefix: string }, { prefix: string; next_value: number }>(db, (db, param) =>
+      db.selectFrom("serial_counters").select(["prefix", "next_value"]).where("prefix", "=", param("prefix")).where("next_value", ">", 0),
+    );
+    expect((await db.executeQuery(byPrefix({ prefix: "PQ1" }))).rows).toEqual([{ prefix: "PQ1", next_value: 7 }]);
+    expect((await db.executeQuery(byPrefix({ prefix: "PQ2" }))).rows).toEqual([{ prefix: "PQ2", next_value: 9 }]);
+    expect(() => byPrefix({} as { prefix: string })).toThrow(/no value for prefix/);
+  });
+});
