@@ -5,7 +5,10 @@ import { fileURLToPath } from "node:url";
 import SQLite from "better-sqlite3";
 import pg from "pg";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { createServices, type Services } from "../core.js";
 import { createKeyring, parseMasterKey } from "../crypto/keyring.js";
+import { installerPrincipal } from "../modules/operators/access.js";
+import { openStorage } from "../storage/database.js";
 import { bin, cliEnvironment, collect, masterKeyHex, singleJsonObject, tessera, tesseraJson, type CliRun } from "../testing/cli.js";
 import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../testing/databases.js";
 
@@ -201,7 +204,7 @@ describeEachDatabase("tessera CLI", (kind) => {
 
   describe("migrate", () => {
     it("applies the migrations once and then reports nothing to apply", async () => {
-      expect(await tesseraJson(["migrate"], env)).toEqual({ applied: ["001-initial", "002-provisioning", "003-applications", "004-challenges"] });
+      expect(await tesseraJson(["migrate"], env)).toEqual({ applied: ["001-initial", "002-provisioning", "003-applications", "004-challenges", "005-server-secrets"] });
       expect(await tesseraJson(["migrate"], env)).toEqual({ applied: [] });
     });
   });
@@ -482,7 +485,18 @@ describeEachDatabase("tessera CLI", (kind) => {
   });
 
   describe("keys rotate", () => {
-    it("re-encrypts every token key under a new key file key and keeps the file private", async () => {
+    /** The services over this database with the keys of the key file, as a server would open them. */
+    async function withKeyFileServices<T>(keyFile: string, use: (services: Services) => Promise<T>): Promise<T> {
+      const keys = (JSON.parse(readFileSync(keyFile, "utf8")) as { keys: Array<{ key: string }> }).keys;
+      const storage = openStorage(database.target);
+      try {
+        return await use(createServices(storage, createKeyring(keys.map((key) => parseMasterKey(key.key)))));
+      } finally {
+        await storage.close();
+      }
+    }
+
+    it("re-encrypts every sealed secret (token keys, RADIUS secrets) under a new key file key and keeps the file private", async () => {
       // Without TESSERA_MASTER_KEY the key lives in master.keys in the data directory.
       env = cliEnvironment(database, { TESSERA_MASTER_KEY: undefined });
       const keyFile = path.join(database.dataDir, "master.keys");
@@ -496,9 +510,16 @@ describeEachDatabase("tessera CLI", (kind) => {
       const before = await query(database, "select distinct key_id from tokens where key_id is not null");
       expect(before).toHaveLength(1);
       const oldKeyId = String(before[0]!.key_id);
+      // A RADIUS client's shared secret, sealed under the same key: pruning the old key
+      // must not take it with it.
+      const radiusSecret = "radius-secret-before-rotation";
+      const radiusAppId = await withKeyFileServices(keyFile, async (services) =>
+        (await services.applications.create(installerPrincipal, { virtualServerId, name: "vpn", kind: "radius", radiusAddresses: ["10.0.0.0/8"], radiusSecret })).id,
+      );
 
-      const rotated = await tesseraJson<{ reencrypted: number; keyId: string }>(["keys", "rotate"], env);
-      expect(rotated.reencrypted).toBe(3);
+      const rotated = await tesseraJson<{ reencrypted: number; byKind: Record<string, number>; keyId: string }>(["keys", "rotate"], env);
+      expect(rotated.reencrypted).toBe(4);
+      expect(rotated.byKind).toEqual({ tokens: 3, radiusSecrets: 1, queuedMail: 0, serverSecrets: 0 });
       expect(rotated.keyId).toMatch(/^[0-9a-f]{16}$/);
       expect(rotated.keyId).not.toBe(oldKeyId);
 
@@ -524,6 +545,12 @@ describeEachDatabase("tessera CLI", (kind) => {
       for (const serial of ["HW-K1", "HW-K2", "HW-K3"]) {
         expect(await tesseraJson<TokenView>(["tokens", "show", serial], env)).toMatchObject({ serial, hasKey: true });
       }
+      const radiusSecretAfter = await withKeyFileServices(keyFile, async (services) => {
+        const row = await services.storage.db.selectFrom("applications").selectAll().where("id", "=", radiusAppId).executeTakeFirstOrThrow();
+        expect(row.radius_secret_key_id).toBe(rotated.keyId);
+        return services.applications.radiusSecretOf(row).toString("utf8");
+      });
+      expect(radiusSecretAfter).toBe(radiusSecret);
       expect(await tesseraJson<ChainVerdict>(["audit", "verify"], env)).toMatchObject({ ok: true });
     });
   });

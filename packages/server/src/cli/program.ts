@@ -3,7 +3,7 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { loadConfig, type Config } from "../config.js";
 import { openCore, type Services } from "../core.js";
 import { addKeyToKeyFile, loadKeyring, pruneKeyFile } from "../crypto/keyring.js";
-import { reencryptTokenKeys } from "../crypto/rotate.js";
+import { masterKeysInUse, reencryptSealedColumns } from "../crypto/rotate.js";
 import { TesseraError } from "../errors.js";
 import { startServer } from "../main.js";
 import { verifyAuditChain } from "../modules/audit/service.js";
@@ -280,16 +280,17 @@ export function buildProgram(): Command {
   const keys = program.command("keys").description("the master key");
   keys
     .command("rotate")
-    .description("make a new master key (key file) or take the one in TESSERA_MASTER_KEY, and re-encrypt every token key")
+    .description("make a new master key (key file) or take the one in TESSERA_MASTER_KEY, and re-encrypt everything sealed under an older one")
     .addOption(jsonOption)
     .action(async (options: { json?: boolean }) => {
       const config = loadConfig();
       const keyring = config.masterKey.fromEnvironment ? loadKeyring(config.masterKey) : addKeyToKeyFile(config.masterKey);
       const services = await openCore(config);
       try {
-        const result = await reencryptTokenKeys(services);
+        const result = await reencryptSealedColumns(services);
+        const { tokens, radiusSecrets, queuedMail, serverSecrets } = result.byKind;
         print(!!options.json, { ...result, keyId: keyring.currentKeyId }, () =>
-          `re-encrypted ${result.reencrypted} token keys under master key ${keyring.currentKeyId}; ` +
+          `re-encrypted ${tokens} token keys, ${radiusSecrets} RADIUS secrets, ${queuedMail} queued mails and ${serverSecrets} server secrets under master key ${keyring.currentKeyId}; ` +
             "the old key stays for decryption until `tessera keys prune`",
         );
       } finally {
@@ -299,12 +300,11 @@ export function buildProgram(): Command {
 
   keys
     .command("prune")
-    .description("remove from the key file the master keys no token uses any more (after every node runs with the new key)")
+    .description("remove from the key file the master keys nothing sealed uses any more (after every node runs with the new key)")
     .addOption(jsonOption)
     .action(async (options: { json?: boolean }) =>
       withServices(async (services, config) => {
-        const rows = await services.storage.db.selectFrom("tokens").select("key_id").distinct().where("key_id", "is not", null).execute();
-        const result = pruneKeyFile(config.masterKey, rows.map((row) => row.key_id!));
+        const result = pruneKeyFile(config.masterKey, await masterKeysInUse(services.storage.db));
         print(!!options.json, result, () => (result.removed.length ? `removed ${result.removed.join(", ")}` : "nothing to remove"));
       }),
     );

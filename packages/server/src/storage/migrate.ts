@@ -4,6 +4,7 @@ import { initialMigration } from "./migrations/001-initial.js";
 import { provisioningMigration } from "./migrations/002-provisioning.js";
 import { applicationsMigration } from "./migrations/003-applications.js";
 import { challengesMigration } from "./migrations/004-challenges.js";
+import { serverSecretsMigration } from "./migrations/005-server-secrets.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -13,6 +14,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "002-provisioning": provisioningMigration(storage.kind),
     "003-applications": applicationsMigration(storage.kind),
     "004-challenges": challengesMigration(storage.kind),
+    "005-server-secrets": serverSecretsMigration(storage.kind),
   };
 }
 

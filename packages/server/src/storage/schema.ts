@@ -247,6 +247,15 @@ export interface ChallengesTable {
   answered_at: number | null;
 }
 
+/** A secret of the service itself (the Web Push key pair), sealed under the master key. */
+export interface ServerSecretsTable {
+  name: string;
+  public_value: string;
+  secret_ciphertext: string;
+  secret_key_id: string;
+  created_at: number;
+}
+
 export interface Database {
   virtual_servers: VirtualServersTable;
   operators: OperatorsTable;
@@ -266,6 +275,7 @@ export interface Database {
   mail_templates: MailTemplatesTable;
   applications: ApplicationsTable;
   challenges: ChallengesTable;
+  server_secrets: ServerSecretsTable;
   meta: MetaTable;
 }
 
