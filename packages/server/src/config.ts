@@ -2,6 +2,9 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import { z } from "zod";
 
+/** The push services of Chrome and Android, Firefox, Safari and Apple devices, and Edge on Windows. */
+export const DEFAULT_WEB_PUSH_HOSTS = ["fcm.googleapis.com", "updates.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"];
+
 /**
  * One schema over the environment, parsed once at start. Every option documents its
  * default here; docs/configuration.md is checked against this list by a test.
@@ -39,6 +42,16 @@ const environmentSchema = z.object({
   TESSERA_SMTP_URL: z.string().regex(/^smtps?:\/\/[^\s]+$/, "must be an smtp:// or smtps:// URL").optional(),
   /** Sender of outgoing mail, an address or `Name <address>`. @default Tessera <no-reply@localhost> */
   TESSERA_MAIL_FROM: z.string().trim().min(3).default("Tessera <no-reply@localhost>"),
+  /** Contact that push services may use about this server's Web Push messages (RFC 8292): mailto: or https:. @default mailto: the address of TESSERA_MAIL_FROM */
+  TESSERA_WEB_PUSH_SUBJECT: z.string().regex(/^(mailto:\S+@\S+|https:\/\/\S+)$/, "must be a mailto: or https: URL").optional(),
+  /**
+   * Push services Web Push messages may go to, comma separated host names; `*.` matches any subdomain.
+   * A device names its push service, so this keeps the server from posting anywhere else.
+   * @default fcm.googleapis.com,updates.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com
+   */
+  TESSERA_WEB_PUSH_HOSTS: z.string().min(1).default(DEFAULT_WEB_PUSH_HOSTS.join(",")),
+  /** Extra certificate authorities (PEM file) to trust for push services, e.g. behind a TLS-inspecting proxy. @default (none: the system's) */
+  TESSERA_WEB_PUSH_CA_FILE: z.string().min(1).optional(),
   /** Optional env file (KEY=value lines) read before the environment; the environment wins. @default (none) */
   TESSERA_ENV_FILE: z.string().optional(),
 });
@@ -57,6 +70,7 @@ export interface Config {
   logLevel: Environment["TESSERA_LOG_LEVEL"];
   /** Outgoing mail: without an SMTP URL mail is kept in the outbox for operators to read. */
   mail: { smtpUrl: string | undefined; from: string };
+  webPush: { subject: string; allowedHosts: string[]; caFile?: string };
 }
 
 export const documentedOptions = Object.keys(environmentSchema.shape);
@@ -111,5 +125,10 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
     sessionTtlSeconds: env.TESSERA_SESSION_TTL_SECONDS,
     logLevel: env.TESSERA_LOG_LEVEL,
     mail: { smtpUrl: env.TESSERA_SMTP_URL, from: env.TESSERA_MAIL_FROM },
+    webPush: {
+      subject: env.TESSERA_WEB_PUSH_SUBJECT ?? `mailto:${/<([^>]+)>/.exec(env.TESSERA_MAIL_FROM)?.[1] ?? env.TESSERA_MAIL_FROM}`,
+      allowedHosts: env.TESSERA_WEB_PUSH_HOSTS.split(",").map((host) => host.trim().toLowerCase()).filter(Boolean),
+      ...(env.TESSERA_WEB_PUSH_CA_FILE ? { caFile: path.resolve(env.TESSERA_WEB_PUSH_CA_FILE) } : {}),
+    },
   };
 }

@@ -1,5 +1,8 @@
+import { readFileSync } from "node:fs";
+import { Agent } from "node:https";
+import { rootCertificates } from "node:tls";
 import { systemClock, type Clock } from "./clock.js";
-import type { Config } from "./config.js";
+import { DEFAULT_WEB_PUSH_HOSTS, type Config } from "./config.js";
 import { loadKeyring, type Keyring } from "./crypto/keyring.js";
 import { createAuditLog } from "./modules/audit/service.js";
 import { createOperatorService } from "./modules/operators/service.js";
@@ -14,6 +17,7 @@ import { createEnrollmentService } from "./modules/enrollment/service.js";
 import { createMetrics } from "./modules/metrics/metrics.js";
 import { createChallengeHub } from "./modules/push/hub.js";
 import { createPushService } from "./modules/push/service.js";
+import { createWebPush, type WebPushOptions } from "./modules/push/web-push.js";
 import { createMailService } from "./modules/mail/service.js";
 import { createMigrationService } from "./modules/provisioning/migration.js";
 import { createProvisioningRules } from "./modules/provisioning/rules.js";
@@ -30,6 +34,10 @@ export interface ServiceOptions {
   sessionTtlSeconds?: number;
   /** Where users reach this server (links in enrollment mails). */
   publicUrl?: string;
+  /** Web Push to devices whose app is not running. @default subject mailto:tessera@localhost, the public push services */
+  webPush?: WebPushOptions;
+  /** Told of Web Push messages that did not go out. */
+  onWebPushFailure?: (deviceId: string, detail: string) => void;
 }
 
 export function createServices(storage: Storage, keyring: Keyring, options: ServiceOptions = {}) {
@@ -51,7 +59,8 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const enrollmentEngine = createEnrollmentEngine({ ...deps, onMailQueued: notifyMail });
   const hub = createChallengeHub();
   const metrics = createMetrics();
-  const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned });
+  const webPush = createWebPush(deps, options.webPush ?? { subject: "mailto:tessera@localhost", allowedHosts: DEFAULT_WEB_PUSH_HOSTS });
+  const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, onWebPushFailure: options.onWebPushFailure });
   return {
     publicUrl,
     onMailQueued: (listener: () => void) => mailListeners.add(listener),
@@ -72,6 +81,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }, enrollmentEngine),
     push,
     pushHub: hub,
+    webPush,
     mail: createMailService(deps),
     applications: createApplicationService(deps),
     auth: createAuthService({ ...deps, push, metrics }),
@@ -83,7 +93,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
 export type Services = ReturnType<typeof createServices>;
 
 /** Opens the configured database, applies migrations and builds the services. */
-export async function openCore(config: Config, options: { migrate?: boolean; clock?: Clock } = {}): Promise<Services> {
+export async function openCore(config: Config, options: { migrate?: boolean; clock?: Clock; onWebPushFailure?: ServiceOptions["onWebPushFailure"] } = {}): Promise<Services> {
   const keyring = loadKeyring(config.masterKey);
   const storage = openStorage(config.database);
   try {
@@ -92,5 +102,16 @@ export async function openCore(config: Config, options: { migrate?: boolean; clo
     await storage.close();
     throw error;
   }
-  return createServices(storage, keyring, { clock: options.clock, sessionTtlSeconds: config.sessionTtlSeconds, publicUrl: config.publicUrl });
+  return createServices(storage, keyring, {
+    clock: options.clock,
+    sessionTtlSeconds: config.sessionTtlSeconds,
+    publicUrl: config.publicUrl,
+    webPush: {
+      subject: config.webPush.subject,
+      allowedHosts: config.webPush.allowedHosts,
+      // The system's authorities and the extra ones: an agent with `ca` would trust only those.
+      ...(config.webPush.caFile ? { agent: new Agent({ ca: [...rootCertificates, readFileSync(config.webPush.caFile, "utf8")] }) } : {}),
+    },
+    onWebPushFailure: options.onWebPushFailure,
+  });
 }

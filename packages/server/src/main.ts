@@ -23,8 +23,11 @@ export interface RunningServer {
 
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const services = await openCore(config);
+  // Web Push failures go to the server's log, which exists once the app is built.
+  const late: { log?: FastifyInstance["log"] } = {};
+  const services = await openCore(config, { onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered") });
   const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel, publicUrl: config.publicUrl });
+  late.log = app.log;
   try {
     await app.listen({ host: config.http.host, port: config.http.port });
   } catch (error) {

@@ -40,6 +40,13 @@ export interface AuthenticatorOptions {
   fetch: typeof fetch;
   platform: AppPlatform;
   nowMs?: () => number;
+  /**
+   * Web Push, where the platform has it (the web app's service worker): subscribes with
+   * the server's VAPID public key and gives the subscription (PushSubscription.toJSON()),
+   * or null when the platform cannot. The server then wakes the app for a push login
+   * even when it is not running. The CLI has none: it listens while it runs.
+   */
+  webPush?: { subscribe(vapidPublicKey: string): Promise<object | null> };
 }
 
 export class AuthenticatorError extends Error {
@@ -117,6 +124,17 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     return json ?? {};
   }
 
+  /** A Web Push subscription for this server, or nothing: push still arrives while the app runs. */
+  async function pushSubscriptionFor(server: string): Promise<object | null> {
+    if (!options.webPush) return null;
+    try {
+      const { publicKey } = (await call(server, "GET", "/device/v1/web-push", undefined)) as { publicKey: string };
+      return await options.webPush.subscribe(publicKey);
+    } catch {
+      return null;
+    }
+  }
+
   function find(state: AuthenticatorState, serial?: string): StoredToken {
     const token = serial ? state.tokens.find((t) => t.serial === serial) : state.tokens[0];
     if (!token) throw new AuthenticatorError(serial ? `no token ${serial} here` : "no token enrolled yet", "NO_TOKEN");
@@ -132,6 +150,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       const state = await options.store.load();
       const signing = await signingKey(state);
       const agreement = (await generateEnrollmentKeys()).agreement;
+      const pushSubscription = input.pushPermitted ? await pushSubscriptionFor(server) : null;
       const started = (await call(server, "POST", "/device/v1/enrollments", {
         code,
         agreementPublicKey: await exportPublicKey(agreement.publicKey),
@@ -139,6 +158,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         ...(state.device.deviceIds[server] ? { deviceId: state.device.deviceIds[server] } : {}),
         platform: options.platform,
         pushPermitted: input.pushPermitted,
+        ...(pushSubscription ? { pushSubscription } : {}),
       })) as { enrollmentId: string; deviceId: string; serial: string; serverPublicKey: string; otp: { algorithm: OtpAlgorithm; digits: 6 | 8; periodSeconds: number }; virtualServer: { id: string; name: string }; user: { userId: string } };
       const peer = await importAgreementPublicKey(started.serverPublicKey);
       if (!peer.ok) throw new AuthenticatorError("the server's key is not usable", "SERVER_KEY_INVALID");
@@ -185,7 +205,10 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       const results = [];
       for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
         if (!state.tokens.some((token) => token.server === server)) continue;
-        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: on }, { deviceId, key: signing.privateKey })) as { pushNow: string };
+        // Turning push on (again) renews the Web Push subscription; turning it off drops it.
+        const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
+        const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
+        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
         results.push({ server, pushNow: answer.pushNow });
       }
       state.device.autosendPasscode = on;

@@ -7,6 +7,7 @@ import { errorNotice } from "./errors.ts";
 import { platformFromUserAgent } from "./platform.ts";
 import { pushScreen, startPushWatcher } from "./push.ts";
 import { settingsScreen } from "./settings.ts";
+import { subscribeToWebPush } from "./web-push.ts";
 import { indexedDbKeyVault, indexedDbStateStore } from "./storage.ts";
 import { tokenListScreen } from "./tokens.ts";
 
@@ -15,7 +16,7 @@ const platform = platformFromUserAgent(navigator.userAgent, navigator.maxTouchPo
 const context: AppContext = {
   store,
   platform,
-  core: createAuthenticator({ store, vault: indexedDbKeyVault(), fetch: fetch.bind(globalThis), platform }),
+  core: createAuthenticator({ store, vault: indexedDbKeyVault(), fetch: fetch.bind(globalThis), platform, webPush: { subscribe: subscribeToWebPush } }),
   navigate(hash) {
     if (location.hash === hash) void render();
     else location.hash = hash;

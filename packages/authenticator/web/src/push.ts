@@ -34,7 +34,10 @@ export function startPushWatcher(context: AppContext): void {
         await context.core.watchChallenges((challenge) => {
           if (waiting.has(challenge.id)) return;
           waiting.set(challenge.id, challenge);
-          if (!location.hash.startsWith("#/push/")) context.navigate(`#/push/${encodeURIComponent(challenge.id)}`);
+          // Opened from its notification, the app may show this request's screen before
+          // the request itself has arrived: show it again now that it has.
+          const screen = `#/push/${encodeURIComponent(challenge.id)}`;
+          if (!location.hash.startsWith("#/push/") || location.hash === screen) context.navigate(screen);
         });
       } catch (error) {
         console.warn("push: cannot reach the server for sign-in requests", error);

@@ -9,11 +9,30 @@ interface FetchEventLike extends ExtendableEventLike {
   readonly request: Request;
   respondWith(response: Promise<Response>): void;
 }
+interface PushEventLike extends ExtendableEventLike {
+  readonly data: { json(): unknown } | null;
+}
+interface NotificationEventLike extends ExtendableEventLike {
+  readonly notification: Notification;
+}
+interface WindowClientLike {
+  readonly url: string;
+  readonly focused: boolean;
+  focus(): Promise<WindowClientLike>;
+  navigate(url: string): Promise<WindowClientLike | null>;
+}
 interface ServiceWorkerScopeLike {
   addEventListener(type: "install" | "activate", listener: (event: ExtendableEventLike) => void): void;
   addEventListener(type: "fetch", listener: (event: FetchEventLike) => void): void;
+  addEventListener(type: "push", listener: (event: PushEventLike) => void): void;
+  addEventListener(type: "notificationclick", listener: (event: NotificationEventLike) => void): void;
   skipWaiting(): Promise<void>;
-  readonly clients: { claim(): Promise<void> };
+  readonly clients: {
+    claim(): Promise<void>;
+    matchAll(options: { type: "window"; includeUncontrolled: boolean }): Promise<WindowClientLike[]>;
+    openWindow(url: string): Promise<WindowClientLike | null>;
+  };
+  readonly registration: { showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void> };
   readonly location: Location;
 }
 
@@ -58,6 +77,49 @@ worker.addEventListener("fetch", (event) => {
   const key = request.mode === "navigate" ? SHELL : url.pathname;
   if (!PRECACHE.includes(key)) return;
   event.respondWith(caches.match(key, { cacheName: CACHE }).then((cached) => cached ?? fetch(request)));
+});
+
+/** What the server's Web Push message holds (encrypted for this device alone). */
+interface ChallengeMessage {
+  type: "challenge";
+  id: string;
+  resourceName: string;
+  source: string;
+  numberToMatch: string;
+  expiresAt: string;
+}
+
+// A push login while the app is closed or in the background: a notification that opens
+// its approval screen. The answer still goes through the app (signed, with the passcode).
+worker.addEventListener("push", (event) => {
+  const message = event.data?.json() as ChallengeMessage | undefined;
+  if (message?.type !== "challenge") return;
+  event.waitUntil(
+    worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
+      // The app in front already shows the request from its live connection.
+      if (windows.some((client) => client.focused)) return;
+      return worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
+        body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
+        tag: message.id,
+        icon: "/app/icons/icon-192.png",
+        requireInteraction: true,
+        data: { url: `/app/#/push/${encodeURIComponent(message.id)}` },
+      });
+    }),
+  );
+});
+
+worker.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  const url = (event.notification.data as { url?: string } | null)?.url ?? SHELL;
+  event.waitUntil(
+    worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then(async (windows) => {
+      const open = windows.find((client) => new URL(client.url).pathname.startsWith(SHELL));
+      if (!open) return void (await worker.clients.openWindow(url));
+      await open.focus();
+      await open.navigate(url);
+    }),
+  );
 });
 
 export {};

@@ -5,7 +5,7 @@ import path from "node:path";
 import pg from "pg";
 import { describe } from "vitest";
 import { fixedClock, type Clock } from "../clock.js";
-import { createServices, type Services } from "../core.js";
+import { createServices, type ServiceOptions, type Services } from "../core.js";
 import { createKeyring } from "../crypto/keyring.js";
 import { openStorage, type DatabaseKind, type DatabaseTarget, type Storage } from "../storage/database.js";
 import { migrateToLatest } from "../storage/migrate.js";
@@ -96,12 +96,12 @@ export interface TestCore {
 }
 
 /** A migrated database of the given kind with services over it and a clock the test moves. */
-export async function createTestCore(kind: DatabaseKind): Promise<TestCore> {
+export async function createTestCore(kind: DatabaseKind, options: Pick<ServiceOptions, "webPush" | "onWebPushFailure"> = {}): Promise<TestCore> {
   const database = await createTestDatabase(kind);
   const storage = openStorage(database.target);
   await migrateToLatest(storage);
   const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
-  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test" });
+  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test", ...options });
   return {
     database,
     storage,

@@ -35,13 +35,14 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
     get deviceId() {
       return deviceId;
     },
-    async enroll(code: string, pushPermitted: boolean) {
+    async enroll(code: string, pushPermitted: boolean, pushSubscription?: object) {
       const response = await api.call("POST", "/device/v1/enrollments", null, {
         code,
         agreementPublicKey: await exportPublicKey(keys.agreement.publicKey),
         signingPublicKey: await exportPublicKey(keys.signing.publicKey),
         platform: { os: "Android", osVersion: "14", deviceType: "phone", appVersion: "1.0.0" },
         pushPermitted,
+        ...(pushSubscription ? { pushSubscription } : {}),
       });
       if (response.status !== 201) return response;
       deviceId = response.json.deviceId;
@@ -53,7 +54,8 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
     },
     passcode: () => totp(tokenKey!, { atMs: nowMs(), periodSeconds: otp!.periodSeconds, digits: otp!.digits, algorithm: otp!.algorithm }),
     confirm: (enrollmentId: string, passcode: string) => signed("POST", `/device/v1/enrollments/${enrollmentId}/confirm`, { otp: passcode }),
-    settings: (autosendPasscode: boolean) => signed("PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode }),
+    settings: (autosendPasscode: boolean, pushSubscription?: object | null) =>
+      signed("PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode, ...(pushSubscription === undefined ? {} : { pushSubscription }) }),
     poll: (waitSeconds = 0) => signed("GET", `/device/v1/devices/${deviceId}/challenges?wait=${waitSeconds}`, undefined),
     answer: (challengeId: string, decision: "approve" | "deny" | "fraud", serial?: string, passcode?: string) =>
       signed("POST", `/device/v1/challenges/${challengeId}/answer`, decision === "approve" ? { decision, serial, otp: passcode } : { decision }),

@@ -101,8 +101,11 @@ export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps)
       return { ...result, deviceId: current.deviceId!, pushApplications: await pushApplications(found.virtualServer.id) };
     },
 
-    /** The self-enrollment page's otp-app flow, step 1: a new key and its otpauth URI, shown once. */
-    async updateDeviceSettings(deviceId: string, settings: { autosendPasscode: boolean }, signed: SignedRequest) {
+    /**
+     * The device's signed settings: Autosend Passcode (its tokens' current Push OTP
+     * state) and, when given, the Web Push subscription that wakes it (null: none).
+     */
+    async updateDeviceSettings(deviceId: string, settings: { autosendPasscode: boolean; pushSubscription?: object | null }, signed: SignedRequest) {
       const rows = await db
         .selectFrom("devices")
         .innerJoin("tokens", "tokens.serial", "devices.token_serial")
@@ -116,7 +119,8 @@ export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps)
       const pushNow: PushOtpState = settings.autosendPasscode ? "enabled" : "disabled";
       const now = clock.nowMs();
       await db.transaction().execute(async (trx) => {
-        await trx.updateTable("devices").set({ push_now: pushNow, updated_at: now, last_seen_at: now }).where("device_id", "=", deviceId).execute();
+        const subscription = settings.pushSubscription === undefined ? {} : { push_subscription: settings.pushSubscription === null ? null : JSON.stringify(settings.pushSubscription) };
+        await trx.updateTable("devices").set({ push_now: pushNow, updated_at: now, last_seen_at: now, ...subscription }).where("device_id", "=", deviceId).execute();
         await audit.append(
           trx,
           { ...enrollActor(deviceId), actor: `device:${deviceId}` },

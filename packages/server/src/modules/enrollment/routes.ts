@@ -107,7 +107,9 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
 
   app.post("/enroll/:code/confirm", { schema: { hide: true, params: codeParam } }, async (request, reply) => {
     const code = request.params.code.toUpperCase();
-    const otp = String((request.body as Record<string, unknown> | undefined)?.otp ?? "");
+    // A JSON body can hold anything here; String() of an object can throw (a shadowed toString, deep nesting).
+    const submitted = (request.body as Record<string, unknown> | undefined)?.otp;
+    const otp = typeof submitted === "string" ? submitted : "";
     const found = await enrollment.lookup(code);
     if (!found) return invalid(reply);
     try {
@@ -135,7 +137,9 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
 
   app.post("/enroll/:code/otp-app/confirm", { schema: { hide: true, params: codeParam } }, async (request, reply) => {
     const code = request.params.code.toUpperCase();
-    const otp = String((request.body as Record<string, unknown> | undefined)?.otp ?? "");
+    // A JSON body can hold anything here; String() of an object can throw (a shadowed toString, deep nesting).
+    const submitted = (request.body as Record<string, unknown> | undefined)?.otp;
+    const otp = typeof submitted === "string" ? submitted : "";
     try {
       const done = await enrollment.confirmOtpApp(code, otp);
       return pageHeaders(reply).send(enrolledPage({ serial: done.serial, app: "your authenticator app", pushApplications: done.pushApplications }));
@@ -156,6 +160,13 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
     }
   });
 };
+
+/** A browser's push subscription (the Push API's PushSubscription.toJSON()). */
+const pushSubscriptionSchema = z.strictObject({
+  endpoint: z.url({ protocol: /^https$/ }).max(2048),
+  expirationTime: z.number().nullable().optional(),
+  keys: z.strictObject({ p256dh: z.string().min(1).max(200), auth: z.string().min(1).max(100) }),
+});
 
 const platformSchema = z.strictObject({
   os: z.string().min(1).max(40),
@@ -212,7 +223,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
           deviceId: z.string().min(1).max(64).optional(),
           platform: platformSchema,
           pushPermitted: z.boolean(),
-          pushSubscription: z.strictObject({ endpoint: z.url(), keys: z.strictObject({ p256dh: z.string(), auth: z.string() }) }).optional(),
+          pushSubscription: pushSubscriptionSchema.optional(),
           liveCapable: z.boolean().optional(),
         }),
         response: {
@@ -263,9 +274,9 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
     {
       schema: {
         operationId: "updateDeviceSettings",
-        summary: "Autosend Passcode on or off (signed): changes the current Push OTP state of the device's tokens",
+        summary: "Autosend Passcode on or off (signed): changes the current Push OTP state of the device's tokens; with pushSubscription, where Web Push reaches the device (null: nowhere)",
         params: z.strictObject({ deviceId: z.string().min(1).max(64) }),
-        body: z.strictObject({ autosendPasscode: z.boolean() }),
+        body: z.strictObject({ autosendPasscode: z.boolean(), pushSubscription: pushSubscriptionSchema.nullable().optional() }),
         response: { 200: z.object({ deviceId: z.string(), pushNow: z.enum(["enabled", "disabled"]), tokens: z.array(z.string()) }), ...deviceErrors },
       },
     },
@@ -273,6 +284,18 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
       const result = await enrollment.updateDeviceSettings(request.params.deviceId, request.body, await signedRequestOf(request));
       return { deviceId: result.deviceId, pushNow: result.pushNow as "enabled" | "disabled", tokens: result.tokens };
     },
+  );
+
+  app.get(
+    "/web-push",
+    {
+      schema: {
+        operationId: "getWebPushKey",
+        summary: "The VAPID public key (RFC 8292) the app subscribes to Web Push with, so a push login reaches it when it is not running",
+        response: { 200: z.object({ publicKey: z.string() }) },
+      },
+    },
+    async () => ({ publicKey: await services.webPush.publicKey() }),
   );
 
   const challengeSchema = z.object({

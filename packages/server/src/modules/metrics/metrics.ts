@@ -34,6 +34,12 @@ export function createMetrics() {
     labelNames: ["counter"] as const,
     registers: [registry],
   });
+  const webPushes = new Counter({
+    name: "tessera_web_push_total",
+    help: "Web Push messages to devices, by outcome (sent, gone: the subscription expired, failed)",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
   let radiusStats: (() => Record<string, number>) | null = null;
 
   return {
@@ -44,6 +50,9 @@ export function createMetrics() {
     },
     httpRequest(route: string, statusCode: number, seconds: number): void {
       httpDuration.observe({ route, status: `${Math.floor(statusCode / 100)}xx` }, seconds);
+    },
+    webPush(outcome: string): void {
+      webPushes.inc({ outcome });
     },
     watchRadius(stats: () => Record<string, number>): void {
       radiusStats = stats;

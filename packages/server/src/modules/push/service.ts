@@ -5,7 +5,9 @@ import { newId } from "../../ids.js";
 import type { ChallengeRow } from "../../storage/schema.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
+import type { Metrics } from "../metrics/metrics.js";
 import type { ChallengeHub } from "./hub.js";
+import type { WebPush } from "./web-push.js";
 
 /** How long a push login waits for the user (DESIGN section 4). */
 export const CHALLENGE_TTL_MS = 60_000;
@@ -46,8 +48,47 @@ function view(row: ChallengeRow, nowMs: number): ChallengeView {
  * carries the current passcode (autosend), which must pass the same checks as a typed
  * one, replay included.
  */
-export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { hub: ChallengeHub; verifySigned: EnrollmentEngine["verifySigned"] }) {
+export function createPushService(
+  deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & {
+    hub: ChallengeHub;
+    verifySigned: EnrollmentEngine["verifySigned"];
+    /** Wakes devices whose app is not running; without it only the live connection and the poll deliver. */
+    webPush?: WebPush;
+    metrics?: Metrics;
+    /** Told of Web Push messages that did not go out (for the log). */
+    onWebPushFailure?: (deviceId: string, detail: string) => void;
+  },
+) {
   const { db, clock, audit, keyring, hub } = deps;
+
+  /** The message a device's service worker turns into a notification: what the app would show. */
+  function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
+    if (!deps.webPush) return;
+    const targets = devices.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
+    if (targets.length === 0) return;
+    const payload = {
+      type: "challenge",
+      id: challenge.id,
+      resourceName: challenge.resource_name,
+      source: challenge.source,
+      numberToMatch: challenge.number_to_match,
+      expiresAt: new Date(challenge.expires_at).toISOString(),
+    };
+    // Not awaited: the login answers "pending" at once; the push service's round trip
+    // (often hundreds of milliseconds) is the device's business.
+    void deps.webPush
+      .send(targets, payload, (challenge.expires_at - clock.nowMs()) / 1000)
+      .then((results) => {
+        for (const result of results) {
+          deps.metrics?.webPush(result.outcome);
+          if (result.outcome !== "sent") deps.onWebPushFailure?.(result.deviceId, result.detail ?? result.outcome);
+        }
+      })
+      .catch((error: unknown) => {
+        deps.metrics?.webPush("failed");
+        deps.onWebPushFailure?.("*", (error as Error).message);
+      });
+  }
 
   async function deviceKey(deviceId: string): Promise<string> {
     const row = await db.selectFrom("devices").select("signing_public_key").where("device_id", "=", deviceId).where("signing_public_key", "is not", null).executeTakeFirst();
@@ -58,17 +99,23 @@ export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
   return {
     /** Opens a challenge for the user's push-capable devices; null when they have none. */
     async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | null> {
-      const devices = await db
+      const rows = await db
         .selectFrom("tokens")
         .innerJoin("devices", "devices.token_serial", "tokens.serial")
-        .select("devices.device_id")
-        .distinct()
+        .select(["devices.device_id", "devices.push_subscription"])
         .where("tokens.user_pk", "=", input.userPk)
         .where("tokens.state", "=", "active")
         .where("devices.app", "=", "tessera")
         .where("devices.push_now", "=", "enabled")
         .where("devices.device_id", "is not", null)
         .execute();
+      // One device may hold several of the user's tokens: it is asked once.
+      const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
+      for (const row of rows) {
+        const known = byDevice.get(row.device_id!);
+        if (!known || (!known.push_subscription && row.push_subscription)) byDevice.set(row.device_id!, { device_id: row.device_id!, push_subscription: row.push_subscription });
+      }
+      const devices = [...byDevice.values()];
       if (devices.length === 0) return null;
       const now = clock.nowMs();
       const row: ChallengeRow = {
@@ -87,7 +134,8 @@ export function createPushService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
         answered_at: null,
       };
       await db.insertInto("challenges").values(row).execute();
-      hub.deviceHasWork(devices.map((d) => d.device_id!));
+      hub.deviceHasWork(devices.map((d) => d.device_id));
+      wake(devices, row);
       return view(row, now);
     },
 

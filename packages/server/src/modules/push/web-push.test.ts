@@ -1,0 +1,172 @@
+import { Agent } from "node:https";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { createKeyring } from "../../crypto/keyring.js";
+import { reencryptSealedColumns } from "../../crypto/rotate.js";
+import { createTestApp } from "../../http/testing-app.js";
+import { createTestCore, describeEachDatabase, testMasterKey, type TestCore } from "../../testing/databases.js";
+import { simulatedDevice } from "../../testing/device.js";
+import { createTenant, type TestTenant } from "../../testing/fixtures.js";
+import { startTestPushService } from "../../testing/push-service.js";
+import { installerPrincipal } from "../operators/access.js";
+import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
+import { createWebPush, pushServiceAllowed } from "./web-push.js";
+
+describeEachDatabase("Web Push to a device whose app is not running", (kind) => {
+  let push: Awaited<ReturnType<typeof startTestPushService>>;
+  let core: TestCore;
+  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let t: TestTenant;
+  let appKey: string;
+  const failures: string[] = [];
+
+  async function enrolledUser(userId: string, subscription?: object) {
+    await core.services.users.create(installerPrincipal, t.virtualServerId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
+    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
+    const code = newEnrollmentCode();
+    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", userId).executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).execute();
+    const device = await simulatedDevice(api, () => core.clock.nowMs());
+    const enrolled = await device.enroll(code, true, subscription);
+    expect(enrolled.status).toBe(201);
+    await device.confirm(enrolled.json.enrollmentId, device.passcode());
+    core.clock.advance(30_000);
+    return { device, serial: enrolled.json.serial as string };
+  }
+
+  const login = (userId: string) => api.call("POST", "/api/v1/auth", appKey, { userId, passcode: "", sourceAddress: "203.0.113.9" });
+  const subscriptionOf = async (deviceId: string) =>
+    (await core.storage.db.selectFrom("devices").select("push_subscription").where("device_id", "=", deviceId).executeTakeFirstOrThrow()).push_subscription;
+
+  beforeAll(async () => {
+    push = await startTestPushService();
+    core = await createTestCore(kind, {
+      webPush: { subject: "mailto:security@example.test", allowedHosts: ["127.0.0.1"], agent: new Agent({ ca: push.ca }) },
+      onWebPushFailure: (deviceId, detail) => failures.push(`${deviceId}: ${detail}`),
+    });
+    api = await createTestApp(core);
+    t = await createTenant(core.services, "WebPush");
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 6 });
+    appKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "vpn", resourceName: "Corporate VPN", kind: "rest", pushOtp: true })).apiKey!;
+  });
+  afterAll(async () => {
+    await api.close();
+    await core.close();
+    await push.close();
+  });
+
+  it("gives devices one VAPID public key, made once and kept sealed, the same from every node", async () => {
+    const first = await api.call("GET", "/device/v1/web-push", null);
+    expect(first.status).toBe(200);
+    const publicKey = first.json.publicKey as string;
+    expect(Buffer.from(publicKey, "base64url")).toHaveLength(65);
+    // Another node over the same database gets the same pair, so a subscription works through any node...
+    const node = createWebPush({ db: core.storage.db, keyring: core.services.keyring, clock: core.clock }, { subject: "mailto:x@example.test", allowedHosts: [] });
+    expect(await node.publicKey()).toBe(publicKey);
+    // ...and without the master key the private half stays closed.
+    const stranger = createWebPush({ db: core.storage.db, keyring: createKeyring([Buffer.alloc(32, 0x33)]), clock: core.clock }, { subject: "mailto:x@example.test", allowedHosts: [] });
+    await expect(stranger.publicKey()).rejects.toThrow();
+    const row = await core.storage.db.selectFrom("server_secrets").selectAll().where("name", "=", "vapid").executeTakeFirstOrThrow();
+    expect(row.public_value).toBe(publicKey);
+    expect(row.secret_ciphertext).not.toContain(publicKey);
+    expect((await api.call("GET", "/device/v1/web-push", null)).json.publicKey).toBe(publicKey);
+  });
+
+  it("sends a push login to the device's push service: VAPID-signed, encrypted for the device, decrypting to the challenge", async () => {
+    const { id, subscription } = push.subscribe();
+    const { device, serial } = await enrolledUser("wanda", subscription);
+    const before = push.handled;
+    const pending = await login("wanda");
+    expect(pending.json).toMatchObject({ result: "pending" });
+    await push.waitFor(before + 1);
+    expect(push.rejected).toEqual([]);
+    const message = push.received.at(-1)!;
+    expect(message.subscriptionId).toBe(id);
+    expect(message.vapid.publicKey).toBe((await api.call("GET", "/device/v1/web-push", null)).json.publicKey);
+    expect(message.vapid.claims).toMatchObject({ aud: push.origin, sub: "mailto:security@example.test" });
+    expect(message.headers.urgency).toBe("high");
+    // The message lives no longer than the challenge (60 s).
+    expect(Number(message.headers.ttl)).toBeGreaterThan(0);
+    expect(Number(message.headers.ttl)).toBeLessThanOrEqual(60);
+    expect(message.payload).toEqual({
+      type: "challenge",
+      id: pending.json.challengeId,
+      resourceName: "Corporate VPN",
+      source: "203.0.113.9",
+      numberToMatch: pending.json.numberToMatch,
+      expiresAt: pending.json.expiresAt,
+    });
+    // Woken, the app answers through the signed API as always.
+    expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    expect(failures).toEqual([]);
+  });
+
+  it("forgets a subscription the push service no longer knows (410 Gone), and the live connection and poll still deliver", async () => {
+    const { id, subscription } = push.subscribe();
+    const { device } = await enrolledUser("gene", subscription);
+    push.answerWith(id, 410);
+    const before = push.handled;
+    const pending = await login("gene");
+    await push.waitFor(before + 1);
+    await expect.poll(() => subscriptionOf(device.deviceId)).toBeNull();
+    expect(failures.at(-1)).toMatch(/410/);
+    expect((await device.poll()).json.items).toEqual([expect.objectContaining({ id: pending.json.challengeId })]);
+    // The next login does not try the dead subscription again.
+    const handled = push.handled;
+    await login("gene");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(push.handled).toBe(handled);
+  });
+
+  it("takes a new subscription, or none, in the device's signed settings; never posts to a push service outside the allowed hosts", async () => {
+    const { device } = await enrolledUser("sol");
+    expect(await subscriptionOf(device.deviceId)).toBeNull();
+    const { id, subscription } = push.subscribe();
+    expect((await device.settings(true, subscription)).status).toBe(200);
+    expect(JSON.parse((await subscriptionOf(device.deviceId))!)).toEqual(subscription);
+    let before = push.handled;
+    await login("sol");
+    await push.waitFor(before + 1);
+    expect(push.received.at(-1)!.subscriptionId).toBe(id);
+
+    // An endpoint elsewhere (here: plain http, another host) is kept but never contacted.
+    const elsewhere = { endpoint: "https://169.254.169.254/latest/meta-data", keys: subscription.keys };
+    expect((await device.settings(true, elsewhere)).status).toBe(200);
+    before = push.handled;
+    await login("sol");
+    await expect.poll(() => failures.at(-1)).toMatch(/not in TESSERA_WEB_PUSH_HOSTS/);
+    expect(push.handled).toBe(before);
+
+    expect((await device.settings(true, null)).status).toBe(200);
+    expect(await subscriptionOf(device.deviceId)).toBeNull();
+    // A subscription must be https and well formed.
+    const bad = await device.settings(true, { endpoint: "http://127.0.0.1/push/x", keys: subscription.keys });
+    expect(bad.status).toBe(400);
+    expect(bad.json.error.code).toBe("VALIDATION_FAILED");
+  });
+
+  it("re-encrypts the VAPID private key on master key rotation, and sends with it afterwards", async () => {
+    const { id, subscription } = push.subscribe();
+    await enrolledUser("rota", subscription);
+    const rotated = createKeyring([Buffer.alloc(32, 9), testMasterKey]);
+    const result = await reencryptSealedColumns({ ...core.services, keyring: rotated });
+    expect(result.byKind.serverSecrets).toBe(1);
+    const row = await core.storage.db.selectFrom("server_secrets").selectAll().where("name", "=", "vapid").executeTakeFirstOrThrow();
+    expect(row.secret_key_id).toBe(rotated.currentKeyId);
+    // A node that starts with the new key sends with the same key pair.
+    const node = createWebPush({ db: core.storage.db, keyring: rotated, clock: core.clock }, { subject: "mailto:x@example.test", allowedHosts: ["127.0.0.1"], agent: new Agent({ ca: push.ca }) });
+    expect(await node.publicKey()).toBe(row.public_value);
+    const sent = await node.send([{ deviceId: "d", subscription: JSON.stringify(subscription) }], { type: "ping" }, 10);
+    expect(sent).toEqual([{ deviceId: "d", outcome: "sent" }]);
+    expect(push.received.at(-1)).toMatchObject({ subscriptionId: id, payload: { type: "ping" } });
+  });
+});
+
+it("allows only https push services on the listed hosts", () => {
+  const hosts = ["fcm.googleapis.com", "*.push.apple.com"];
+  expect(pushServiceAllowed("https://fcm.googleapis.com/fcm/send/abc", hosts)).toBe(true);
+  expect(pushServiceAllowed("https://web.push.apple.com/QO", hosts)).toBe(true);
+  expect(pushServiceAllowed("https://push.apple.com.evil.test/x", hosts)).toBe(false);
+  expect(pushServiceAllowed("https://evilpush.apple.com/x", hosts)).toBe(false);
+  expect(pushServiceAllowed("http://fcm.googleapis.com/fcm/send/abc", hosts)).toBe(false);
+  expect(pushServiceAllowed("not a url", hosts)).toBe(false);
+});
