@@ -97,7 +97,7 @@ worker.addEventListener("push", (event) => {
   event.waitUntil(
     worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
       // The app in front already shows the request from its live connection.
-      if (windows.some((client) => client.focused)) return;
+      if (windows.some((client) => client.focused && new URL(client.url).pathname.startsWith(SHELL))) return;
       return worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
         body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
         tag: message.id,

@@ -224,6 +224,46 @@ describe("the tessera web app against a running server", () => {
     expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
   }, 180_000);
 
+  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is not in front", async () => {
+    const { context, page } = await phone(ANDROID);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await page.goto(`${server.url}/app/`);
+    await page.getByRole("heading", { name: "No token here yet" }).waitFor();
+    // Until its service worker is active, nothing could show a notification.
+    await page.evaluate(async () => {
+      await (globalThis as unknown as { navigator: { serviceWorker: { ready: Promise<unknown> } } }).navigator.serviceWorker.ready;
+    });
+    // The app leaves the screen: another page of the site is in front.
+    await page.goto(`${server.url}/healthz`);
+    const cdp = await context.newCDPSession(page);
+    const registrationId = new Promise<string>((resolve) =>
+      cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
+        const app = registrations.find((registration) => registration.scopeURL === `${server.url}/app/` && !registration.isDeleted);
+        if (app) resolve(app.registrationId);
+      }),
+    );
+    await cdp.send("ServiceWorker.enable");
+    // What the server's Web Push message holds once the browser has decrypted it.
+    const message = { type: "challenge", id: "chl_webpushtest", resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + 60_000).toISOString() };
+    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(message) });
+    type Shown = { title: string; body: string; tag: string; data: unknown };
+    const notifications = () =>
+      page.evaluate(async () => {
+        // In the browser: the Notifications API (the test's own types have no DOM).
+        const { serviceWorker } = (globalThis as unknown as { navigator: { serviceWorker: { getRegistration(scope: string): Promise<{ getNotifications(): Promise<Shown[]> }> } } }).navigator;
+        const registration = await serviceWorker.getRegistration("/app/");
+        return (await registration.getNotifications()).map(({ title, body, tag, data }) => ({ title, body, tag, data }));
+      });
+    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([
+      {
+        title: "Sign in to Company intranet?",
+        body: "From 198.51.100.7. Number to match: 42. Tap to approve or deny.",
+        tag: "chl_webpushtest",
+        data: { url: "/app/#/push/chl_webpushtest" },
+      },
+    ]);
+  }, 60_000);
+
   it("enrolls with No Thanks as Push OTP disabled, and removes the token after confirmation", async () => {
     const link = await enrollmentLinkFor("web-bob");
     const { page } = await phone(ANDROID);
