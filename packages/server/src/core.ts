@@ -93,9 +93,12 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
 export type Services = ReturnType<typeof createServices>;
 
 /** Opens the configured database, applies migrations and builds the services. */
-export async function openCore(config: Config, options: { migrate?: boolean; clock?: Clock; onWebPushFailure?: ServiceOptions["onWebPushFailure"] } = {}): Promise<Services> {
+export async function openCore(
+  config: Config,
+  options: { migrate?: boolean; clock?: Clock; onWebPushFailure?: ServiceOptions["onWebPushFailure"]; /** A long-running server: SQLite checkpoints in a thread of their own. */ backgroundCheckpoints?: boolean } = {},
+): Promise<Services> {
   const keyring = loadKeyring(config.masterKey);
-  const storage = openStorage(config.database);
+  const storage = openStorage(config.database, { backgroundCheckpoints: options.backgroundCheckpoints });
   try {
     if (options.migrate ?? true) await migrateToLatest(storage);
   } catch (error) {

@@ -25,7 +25,7 @@ export interface RunningServer {
 export async function startServer(config: Config): Promise<RunningServer> {
   // Web Push failures go to the server's log, which exists once the app is built.
   const late: { log?: FastifyInstance["log"] } = {};
-  const services = await openCore(config, { onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered") });
+  const services = await openCore(config, { backgroundCheckpoints: true, onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered") });
   const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel, publicUrl: config.publicUrl });
   late.log = app.log;
   try {

@@ -1,5 +1,7 @@
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
+import { Worker } from "node:worker_threads";
 import SQLite from "better-sqlite3";
 import {
   CompiledQuery,
@@ -87,17 +89,80 @@ export function openSqlite(file: string): SQLite.Database {
   // the last transactions, never corrupt the file.
   database.pragma("synchronous = NORMAL");
   database.pragma("busy_timeout = 10000");
+  // A checkpointed WAL is reused from its start; past 64 MiB it is also cut back.
+  database.pragma("journal_size_limit = 67108864");
   database.pragma("foreign_keys = ON");
   return database;
 }
 
-export function openStorage(target: DatabaseTarget): Storage {
+/** What the checkpoint thread runs: its own connection, a passive checkpoint every interval. */
+const CHECKPOINTER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const SQLite = require(workerData.driver);
+const database = new SQLite(workerData.file);
+database.pragma("busy_timeout = 1000");
+const timer = setInterval(() => {
+  try {
+    database.pragma("wal_checkpoint(PASSIVE)");
+  } catch (error) {
+    parentPort.postMessage(String(error));
+  }
+}, workerData.intervalMs);
+parentPort.on("message", () => {
+  clearInterval(timer);
+  database.close();
+  parentPort.close();
+});
+`;
+
+/**
+ * Moves SQLite's WAL checkpoints off the event loop. By default the connection that
+ * commits copies the WAL back into the database every thousand pages, inside that
+ * commit: under steady logins one commit in a few dozen took tens to hundreds of
+ * milliseconds, and every request waiting behind it waited too. A worker thread with
+ * its own connection checkpoints instead, passively (it never blocks a writer), while
+ * the server's connection only appends to the WAL. Should the thread fail, the
+ * connection checkpoints for itself again.
+ */
+function checkpointInBackground(database: SQLite.Database, file: string, intervalMs = 200): () => Promise<void> {
+  const worker = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { file, intervalMs, driver: createRequire(import.meta.url).resolve("better-sqlite3") } });
+  let stopping = false;
+  const fallBack = () => {
+    if (!stopping && database.open) database.pragma("wal_autocheckpoint = 1000");
+  };
+  worker.once("online", () => {
+    if (!stopping && database.open) database.pragma("wal_autocheckpoint = 0");
+  });
+  worker.once("error", fallBack);
+  worker.once("exit", fallBack);
+  worker.unref();
+  return async () => {
+    stopping = true;
+    worker.ref();
+    const exited = new Promise((resolve) => worker.once("exit", resolve));
+    worker.postMessage("stop");
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(resolve, 2000)))]);
+    clearTimeout(timer);
+    await worker.terminate();
+  };
+}
+
+export function openStorage(target: DatabaseTarget, options: { backgroundCheckpoints?: boolean } = {}): Storage {
   if (target.kind === "sqlite") {
     const database = openSqlite(target.file);
     const db = new Kysely<Database>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(database) }),
     });
-    return { db, kind: "sqlite", close: () => db.destroy() };
+    const stopCheckpoints = options.backgroundCheckpoints && target.file !== ":memory:" ? checkpointInBackground(database, target.file) : null;
+    return {
+      db,
+      kind: "sqlite",
+      close: async () => {
+        await stopCheckpoints?.();
+        await db.destroy();
+      },
+    };
   }
   const pool = new pg.Pool({ connectionString: target.url, max: 10, types: pgTypes });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

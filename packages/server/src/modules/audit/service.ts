@@ -58,17 +58,25 @@ export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): Audi
   // Every login appends one record: its two statements are compiled once (on first use,
   // from the first transaction, which has the dialect) instead of at every append.
   let prepared: { tail: ReturnType<typeof prepareTail>; insertOne: ReturnType<typeof prepareInsertOne> } | undefined;
+  // The chain's end as this transaction left it. Once a transaction has appended it
+  // holds the chain's lock until it ends, so nobody else can have appended since: the
+  // next append in it (logins sharing a group commit) needs neither the lock nor the
+  // read again. A transaction that rolls back is never used again.
+  const tails = new WeakMap<Transaction<Database>, { seq: number; hash: string }>();
   return {
     async append(trx, principal, entries) {
       if (entries.length === 0) return;
       prepared ??= { tail: prepareTail(trx), insertOne: prepareInsertOne(trx) };
-      // The chain needs one writer at a time. SQLite transactions here begin IMMEDIATE
-      // and so already hold the write lock; PostgreSQL nodes take an advisory lock that
-      // ends with the transaction.
-      if (deps.kind === "postgres") {
-        await sql`select pg_advisory_xact_lock(7211001)`.execute(trx);
+      let last = tails.get(trx);
+      if (!last) {
+        // The chain needs one writer at a time. SQLite transactions here begin IMMEDIATE
+        // and so already hold the write lock; PostgreSQL nodes take an advisory lock that
+        // ends with the transaction.
+        if (deps.kind === "postgres") {
+          await sql`select pg_advisory_xact_lock(7211001)`.execute(trx);
+        }
+        last = (await trx.executeQuery(prepared.tail({}))).rows[0];
       }
-      const last = (await trx.executeQuery(prepared.tail({}))).rows[0];
       let seq = last?.seq ?? 0;
       let prevHash = last?.hash ?? GENESIS_HASH;
       const at = deps.clock.nowMs();
@@ -97,12 +105,13 @@ export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): Audi
       }
       if (rows.length === 1) {
         await trx.executeQuery(prepared.insertOne(rows[0]!));
-        return;
+      } else {
+        // 16 columns a row: 500 rows stay under both databases' parameter limits.
+        for (let start = 0; start < rows.length; start += 500) {
+          await trx.insertInto("audit_log").values(rows.slice(start, start + 500)).execute();
+        }
       }
-      // 16 columns a row: 500 rows stay under both databases' parameter limits.
-      for (let start = 0; start < rows.length; start += 500) {
-        await trx.insertInto("audit_log").values(rows.slice(start, start + 500)).execute();
-      }
+      tails.set(trx, { seq, hash: prevHash });
     },
   };
 }
