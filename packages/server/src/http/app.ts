@@ -8,6 +8,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import type { Duplex } from "node:stream";
 import type { Services } from "../core.js";
 import { fail, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
@@ -61,7 +62,12 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
     });
     return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
   }
+  // The client stopped sending mid-body: Node aborts the request (ECONNRESET), or the
+  // body came out shorter than its Content-Length.
+  if ((error as { code?: string }).code === "ECONNRESET" || error.message === "aborted") return fail("REQUEST_INCOMPLETE");
   switch (error.code) {
+    case "FST_ERR_CTP_INVALID_CONTENT_LENGTH":
+      return fail("REQUEST_INCOMPLETE");
     case "FST_ERR_CTP_INVALID_JSON_BODY":
     case "FST_ERR_CTP_EMPTY_JSON_BODY":
       return fail("MALFORMED_JSON");
@@ -74,6 +80,21 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
   return fail("INTERNAL");
 }
 
+/**
+ * Requests Node's HTTP parser cannot read never reach a route: they get the catalogue's
+ * error shape too, written straight to the socket, which is then closed.
+ */
+function answerUnreadableRequest(error: Error & { code?: string }, socket: Duplex): void {
+  if (error.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const mapped = fail(error.code === "HPE_HEADER_OVERFLOW" ? "HEADERS_TOO_LARGE" : error.code === "ERR_HTTP_REQUEST_TIMEOUT" ? "REQUEST_TIMEOUT" : "MALFORMED_REQUEST");
+  const body = JSON.stringify(errorBody(mapped));
+  const reason = { 400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large" }[mapped.status] ?? "Bad Request";
+  socket.end(`HTTP/1.1 ${mapped.status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+}
+
 export async function buildHttpApp(services: Services, options: HttpOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logLevel === "silent" ? false : { level: options.logLevel, redact: ["req.headers.authorization"] },
@@ -83,6 +104,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     // Devices' live connections and long polls stay open: on shutdown they are closed,
     // and the devices reconnect (to another node).
     forceCloseConnections: true,
+    clientErrorHandler: answerUnreadableRequest,
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
