@@ -2,7 +2,7 @@
 // generated users, timing statistics, aligned tables and the result hand-off to run.js.
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
@@ -142,6 +142,20 @@ export function randomSuffix() {
 }
 
 /** @returns {bigint} */
+/**
+ * CPU time (user + system, in ms) another process has used so far, from /proc (Linux).
+ * CPU time per request tells what a request costs even when other work shares the
+ * machine and the requests-per-second figure moves with it.
+ * @param {number} pid
+ */
+export function processCpuMs(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The fields after the command name, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticksPerSecond = 100;
+  return ((Number(fields[11]) + Number(fields[12])) / ticksPerSecond) * 1000;
+}
+
 export const now = () => process.hrtime.bigint();
 
 /** @param {bigint} start @param {bigint} [end] @returns {number} milliseconds */

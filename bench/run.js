@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { fmt, machine, printTable, tempDir } from "./lib.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const benchmarks = ["users-import", "token-search", "provisioning", "outbox-send", "rest-auth"];
+const benchmarks = ["users-import", "token-search", "provisioning", "outbox-send", "rest-auth", "radius-auth", "push-roundtrip"];
 /** No benchmark may run longer than this; it is stopped (and cleans up on SIGTERM). */
 const TIME_LIMIT_MS = 20 * 60 * 1000;
 
@@ -98,13 +98,15 @@ for (const result of results) {
     } else if (figure.name === "peak RSS") {
       rows.push([label, figure.name, `${fmt(figure.value, 1)} MiB`, "", "", `start ${fmt(figure.rssBeforeMiB, 1)} MiB`, ""]);
     } else if (figure.percentiles) {
+      // Latencies: the percentile the target is set on (p95 unless the figure says).
+      const at = figure.target.of ?? "p95";
       rows.push([
         label,
-        `${figure.name} p95`,
-        `${fmt(figure.percentiles.p95, 2)} ms`,
-        `<= ${fmt(figure.target.value)} ms`,
+        `${figure.name} ${at}`,
+        `${fmt(figure.percentiles[at], 2)} ms`,
+        `${figure.target.op ?? "<="} ${fmt(figure.target.value)} ms`,
         figure.pass ? "PASS" : "FAIL",
-        `${fmt(figure.baseline.percentiles.p95, 2)} ms`,
+        `${fmt(figure.baseline.percentiles[at], 2)} ms`,
         `${fmt(figure.ratio, 2)}x`,
       ]);
     }
