@@ -32,8 +32,11 @@ import { migrateToLatest } from "./storage/migrate.js";
 export interface ServiceOptions {
   clock?: Clock;
   sessionTtlSeconds?: number;
-  /** Where users reach this server (links in enrollment mails). */
-  publicUrl?: string;
+  /**
+   * Where users reach this server (links in enrollment mails), or how to learn it: a
+   * server on a port picked at start knows its address only once it listens.
+   */
+  publicUrl?: string | (() => string);
   /** Web Push to devices whose app is not running. @default subject mailto:tessera@localhost, the public push services */
   webPush?: WebPushOptions;
   /** Told of Web Push messages that did not go out. */
@@ -44,7 +47,8 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const clock = options.clock ?? systemClock;
   const audit = createAuditLog({ kind: storage.kind, clock });
   const deps = { db: storage.db, kind: storage.kind, clock, audit, keyring };
-  const publicUrl = options.publicUrl ?? "http://127.0.0.1:8080";
+  const configuredUrl = options.publicUrl ?? "http://127.0.0.1:8080";
+  const publicUrl = typeof configuredUrl === "function" ? configuredUrl : () => configuredUrl;
   // The mail worker, when one runs, registers here to hear of newly queued mail.
   const mailListeners = new Set<() => void>();
   const notifyMail = () => mailListeners.forEach((listener) => listener());
@@ -95,7 +99,15 @@ export type Services = ReturnType<typeof createServices>;
 /** Opens the configured database, applies migrations and builds the services. */
 export async function openCore(
   config: Config,
-  options: { migrate?: boolean; clock?: Clock; onWebPushFailure?: ServiceOptions["onWebPushFailure"]; /** A long-running server: SQLite checkpoints in a thread of their own. */ backgroundCheckpoints?: boolean } = {},
+  options: {
+    migrate?: boolean;
+    clock?: Clock;
+    onWebPushFailure?: ServiceOptions["onWebPushFailure"];
+    /** A long-running server: SQLite checkpoints in a thread of their own. */
+    backgroundCheckpoints?: boolean;
+    /** Instead of the configured address (a server on a port picked at start). */
+    publicUrl?: () => string;
+  } = {},
 ): Promise<Services> {
   const keyring = loadKeyring(config.masterKey);
   const storage = openStorage(config.database, { backgroundCheckpoints: options.backgroundCheckpoints });
@@ -108,7 +120,7 @@ export async function openCore(
   return createServices(storage, keyring, {
     clock: options.clock,
     sessionTtlSeconds: config.sessionTtlSeconds,
-    publicUrl: config.publicUrl,
+    publicUrl: options.publicUrl ?? config.publicUrl,
     webPush: {
       subject: config.webPush.subject,
       allowedHosts: config.webPush.allowedHosts,

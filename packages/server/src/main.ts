@@ -24,9 +24,15 @@ export interface RunningServer {
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
   // Web Push failures go to the server's log, which exists once the app is built.
-  const late: { log?: FastifyInstance["log"] } = {};
-  const services = await openCore(config, { backgroundCheckpoints: true, onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered") });
-  const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel, publicUrl: config.publicUrl });
+  // Web Push failures go to the log, and a port picked at start is known, only once the
+  // server listens.
+  const late: { log?: FastifyInstance["log"]; publicUrl: string } = { publicUrl: config.publicUrl };
+  const services = await openCore(config, {
+    backgroundCheckpoints: true,
+    onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered"),
+    publicUrl: () => late.publicUrl,
+  });
+  const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel });
   late.log = app.log;
   try {
     await app.listen({ host: config.http.host, port: config.http.port });
@@ -49,6 +55,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const address = app.server.address();
   const port = typeof address === "object" && address ? address.port : config.http.port;
   const host = config.http.host === "0.0.0.0" ? "127.0.0.1" : config.http.host;
+  // Without TESSERA_PUBLIC_URL the links name this server's own address, port included.
+  if (new URL(config.publicUrl).port === "0") late.publicUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   return {
     services,
     app,

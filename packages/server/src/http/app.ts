@@ -39,7 +39,6 @@ declare module "fastify" {
 export interface HttpOptions {
   bodyLimitBytes: number;
   logLevel: string;
-  publicUrl: string;
 }
 
 /** The principal of an authenticated route; the onRequest hook guarantees one. */
@@ -139,7 +138,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
         version: "1",
         description: "Virtual servers, operators, users, tokens, policies and the audit trail. Errors are `{ error: { code, message } }`.",
       },
-      servers: [{ url: options.publicUrl }],
+      servers: [{ url: services.publicUrl() }],
       components: { securitySchemes: { bearer: { type: "http", scheme: "bearer", description: "An API key (tsk_...) or a session token (tss_...)" } } },
       security: [{ bearer: [] }],
     },
@@ -184,7 +183,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     { prefix: "/api/v1" },
   );
   await app.register(deviceRoutes, { services, prefix: "/device/v1" });
-  await app.register(enrollmentPageRoutes, { services, publicUrl: options.publicUrl });
+  await app.register(enrollmentPageRoutes, { services });
   await app.register(webAppRoutes);
 
   return app;

@@ -7,7 +7,6 @@ export async function createTestApp(core: TestCore, options: { bodyLimitBytes?: 
   const app: FastifyInstance = await buildHttpApp(core.services, {
     bodyLimitBytes: options.bodyLimitBytes ?? 1024 * 1024,
     logLevel: "silent",
-    publicUrl: "http://tessera.test",
   });
   await app.ready();
   const call = async (method: string, url: string, key: string | null, body?: unknown, headers: Record<string, string> = {}) => {

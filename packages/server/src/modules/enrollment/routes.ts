@@ -36,7 +36,7 @@ function pageHeaders(reply: FastifyReply): FastifyReply {
 const codeParam = z.object({ code: z.string().max(64) });
 
 /** Self-enrollment pages, `/enroll/{code}`. */
-export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; publicUrl: string }> = async (app, { services, publicUrl }) => {
+export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
   const enrollment = services.enrollment;
   app.addContentTypeParser("application/x-www-form-urlencoded", { parseAs: "string" }, (_request, body, done) => {
     done(null, Object.fromEntries(new URLSearchParams(body as string)));
@@ -60,6 +60,7 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services; p
         possessionPage({ userName: found.user.firstName || found.user.userId, virtualServerName: found.virtualServer.name, serial: found.token.serial, tokenType: found.token.type as "hardware" | "email", code }),
       );
     }
+    const publicUrl = services.publicUrl();
     const autoEnrollUrl = `${publicUrl}/app/#/enroll?code=${code}`;
     return pageHeaders(reply).send(
       enrollPage({

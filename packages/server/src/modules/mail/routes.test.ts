@@ -49,7 +49,7 @@ describeEachDatabase("mail API", (kind) => {
     acme = await createTenant(core.services, "Acme");
     acmeChild = await createTenant(core.services, "Acme Lyon", { parentId: acme.virtualServerId });
     globex = await createTenant(core.services, "Globex");
-    app = await buildHttpApp(core.services, { bodyLimitBytes: 1024 * 1024, logLevel: "silent", publicUrl: "http://tessera.test" });
+    app = await buildHttpApp(core.services, { bodyLimitBytes: 1024 * 1024, logLevel: "silent" });
     await app.ready();
 
     const deps = { keyring: core.services.keyring, clock: core.clock };

@@ -27,7 +27,8 @@ export interface ProvisionRequest {
 }
 
 export interface ProvisionDeps extends Pick<CoreDeps, "clock" | "audit" | "keyring" | "kind"> {
-  publicUrl: string;
+  /** Where users reach this server, for the links in mails. */
+  publicUrl: () => string;
 }
 
 const CHUNK = 500;
@@ -181,7 +182,7 @@ export async function provisionInTransaction(
         lastName: user.last_name,
         userId: user.user_id,
         virtualServerName: vs.name,
-        enrollUrl: enrollmentUrl(deps.publicUrl, code),
+        enrollUrl: enrollmentUrl(deps.publicUrl(), code),
         expiresAt: stopAt,
         serial,
       };

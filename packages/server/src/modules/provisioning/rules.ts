@@ -34,7 +34,7 @@ const RULE_REVOKE_REASON = "left the group of a provisioning rule";
  * groups. A rule that cannot provision (inventory short, capacity, no email) does not
  * block the change of groups: it is skipped and the skip is audited.
  */
-export function createProvisioningRules(deps: CoreDeps & { publicUrl: string }) {
+export function createProvisioningRules(deps: CoreDeps & { publicUrl: () => string }) {
   const { db, clock, audit } = deps;
   const provisionDeps: ProvisionDeps = { clock, audit, kind: deps.kind, keyring: deps.keyring, publicUrl: deps.publicUrl };
 

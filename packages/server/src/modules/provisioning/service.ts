@@ -62,7 +62,7 @@ export async function returnUnenrolledToken(
   }
 }
 
-export function createProvisioningService(deps: CoreDeps & { publicUrl: string; onMailQueued?: () => void }) {
+export function createProvisioningService(deps: CoreDeps & { publicUrl: () => string; onMailQueued?: () => void }) {
   const { db, clock, audit } = deps;
   const provisionDeps: ProvisionDeps = { clock, audit, kind: deps.kind, keyring: deps.keyring, publicUrl: deps.publicUrl };
 
@@ -252,7 +252,7 @@ export function createProvisioningService(deps: CoreDeps & { publicUrl: string; 
           lastName: open.last_name,
           userId: open.user_id,
           virtualServerName: vs.name,
-          enrollUrl: enrollmentUrl(deps.publicUrl, code),
+          enrollUrl: enrollmentUrl(deps.publicUrl(), code),
           expiresAt: open.expires_at,
           serial: open.token_serial,
         };
