@@ -11,7 +11,7 @@ import {
   type WebCryptoKey,
 } from "@tessera/otp";
 import { parseEnrollmentLink } from "./link.js";
-import type { AuthenticatorState, Jwk, KeyVault, StateStore, StoredToken } from "./store.js";
+import type { AuthenticatorState, CryptoKeyLike, Jwk, KeyVault, StateStore, StoredToken } from "./store.js";
 
 export interface AppPlatform {
   os: string;
@@ -81,6 +81,9 @@ type PlatformJwk = Extract<Parameters<typeof globalThis.crypto.subtle.importKey>
  */
 /** Keys kept in the state itself: the signing key as JWK, OTP keys as base64 (the CLI's 0600 file). */
 export function stateVault(): KeyVault {
+  // Importing the JWK and exporting the public half cost more than the signature itself:
+  // done once per key, not for every signed request.
+  let imported: { privateJwk: Jwk; key: { privateKey: CryptoKeyLike; publicRaw: string } } | null = null;
   return {
     async signingKey(state) {
       if (!state.device.signingKey) {
@@ -91,9 +94,12 @@ export function stateVault(): KeyVault {
         };
       }
       const { privateJwk, publicJwk } = state.device.signingKey;
+      if (imported && imported.privateJwk.d === privateJwk.d) return imported.key;
       const privateKey = await globalThis.crypto.subtle.importKey("jwk", privateJwk as PlatformJwk, ECDSA, false, ["sign"]);
       const publicKey = await globalThis.crypto.subtle.importKey("jwk", publicJwk as PlatformJwk, ECDSA, true, ["verify"]);
-      return { privateKey, publicRaw: await exportPublicKey(publicKey) };
+      const key = { privateKey, publicRaw: await exportPublicKey(publicKey) };
+      imported = { privateJwk, key };
+      return key;
     },
     sealOtpKey: async (key) => base64(key),
     openOtpKey: async (sealed) => fromBase64(sealed),

@@ -1,4 +1,5 @@
-import { canonicalRequest, importSigningPublicKey, verifySignature, verifyTotp, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
+import { canonicalRequest, verifyTotp, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
+import { verifyDeviceSignature } from "../../crypto/device-signatures.js";
 import type { Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
@@ -235,10 +236,8 @@ export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => v
 
   async function verifySigned(signed: SignedRequest, signingPublicKey: string): Promise<void> {
     if (Math.abs(clock.nowMs() - signed.timestampMs) > SIGNATURE_SKEW_MS) throw fail("SIGNATURE_INVALID", { problem: "timestamp too far from the server's clock" });
-    const key = await importSigningPublicKey(signingPublicKey);
-    if (!key.ok) throw fail("SIGNATURE_INVALID", { problem: "unusable device key" });
     const canonical = canonicalRequest({ method: signed.method, path: signed.path, bodySha256Base64url: signed.bodySha256Base64url, timestampMs: signed.timestampMs, deviceId: signed.deviceId });
-    if (!(await verifySignature(key.key, canonical, signed.signature))) throw fail("SIGNATURE_INVALID", { problem: "bad signature" });
+    if (!verifyDeviceSignature(signingPublicKey, canonical, signed.signature)) throw fail("SIGNATURE_INVALID", { problem: "bad signature" });
   }
 
   async function openOrFail(code: string): Promise<OpenEnrollment> {

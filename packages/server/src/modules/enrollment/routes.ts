@@ -1,9 +1,9 @@
-import { sha256Base64url } from "@tessera/otp";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import QRCode from "qrcode";
 import { z } from "zod";
 import type { Services } from "../../core.js";
+import { bodyDigest } from "../../crypto/device-signatures.js";
 import { fail, TesseraError } from "../../errors.js";
 import { errorResponse } from "../../http/schemas.js";
 import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, possessionPage } from "./page.js";
@@ -189,7 +189,7 @@ async function signedRequestOf(request: FastifyRequest): Promise<SignedRequest> 
   return {
     method: request.method,
     path: request.url,
-    bodySha256Base64url: await sha256Base64url(request.rawBody ?? ""),
+    bodySha256Base64url: bodyDigest(request.rawBody ?? ""),
     timestampMs,
     deviceId,
     signature,
