@@ -115,24 +115,41 @@ parentPort.on("message", () => {
 });
 `;
 
+export interface BackgroundCheckpoints {
+  /** How often the thread checkpoints. @default 200 */
+  intervalMs?: number;
+  /**
+   * WAL pages past which the server's connection checkpoints for itself after all. A
+   * passive checkpoint that writers keep overtaking never finishes, and SQLite reuses the
+   * WAL from its start only after one that did. @default 10000 (40 MiB)
+   */
+  backstopPages?: number;
+}
+
 /**
  * Moves SQLite's WAL checkpoints off the event loop. By default the connection that
  * commits copies the WAL back into the database every thousand pages, inside that
  * commit: under steady logins one commit in a few dozen took tens to hundreds of
  * milliseconds, and every request waiting behind it waited too. A worker thread with
  * its own connection checkpoints instead, passively (it never blocks a writer), while
- * the server's connection only appends to the WAL. Should the thread fail, the
- * connection checkpoints for itself again.
+ * the server's connection only appends to the WAL, up to the backstop. Should the
+ * thread fail (it exits, or a checkpoint fails), the connection checkpoints for itself
+ * again every thousand pages.
  */
-function checkpointInBackground(database: SQLite.Database, file: string, intervalMs = 200): () => Promise<void> {
-  const worker = new Worker(CHECKPOINTER_SOURCE, { eval: true, workerData: { file, intervalMs, driver: createRequire(import.meta.url).resolve("better-sqlite3") } });
+function checkpointInBackground(database: SQLite.Database, file: string, options: BackgroundCheckpoints): () => Promise<void> {
+  const worker = new Worker(CHECKPOINTER_SOURCE, {
+    eval: true,
+    workerData: { file, intervalMs: options.intervalMs ?? 200, driver: createRequire(import.meta.url).resolve("better-sqlite3") },
+  });
   let stopping = false;
   const fallBack = () => {
     if (!stopping && database.open) database.pragma("wal_autocheckpoint = 1000");
   };
   worker.once("online", () => {
-    if (!stopping && database.open) database.pragma("wal_autocheckpoint = 0");
+    if (!stopping && database.open) database.pragma(`wal_autocheckpoint = ${options.backstopPages ?? 10_000}`);
   });
+  // The thread posts a message only when a checkpoint failed.
+  worker.on("message", fallBack);
   worker.once("error", fallBack);
   worker.once("exit", fallBack);
   worker.unref();
@@ -148,13 +165,14 @@ function checkpointInBackground(database: SQLite.Database, file: string, interva
   };
 }
 
-export function openStorage(target: DatabaseTarget, options: { backgroundCheckpoints?: boolean } = {}): Storage {
+export function openStorage(target: DatabaseTarget, options: { backgroundCheckpoints?: boolean | BackgroundCheckpoints } = {}): Storage {
   if (target.kind === "sqlite") {
     const database = openSqlite(target.file);
     const db = new Kysely<Database>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(database) }),
     });
-    const stopCheckpoints = options.backgroundCheckpoints && target.file !== ":memory:" ? checkpointInBackground(database, target.file) : null;
+    const background = options.backgroundCheckpoints === true ? {} : options.backgroundCheckpoints;
+    const stopCheckpoints = background && target.file !== ":memory:" ? checkpointInBackground(database, target.file, background) : null;
     return {
       db,
       kind: "sqlite",

@@ -1,6 +1,9 @@
-import type { Transaction } from "kysely";
+import { sql, type Transaction } from "kysely";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { verifyAuditChain } from "../modules/audit/service.js";
+import { installerPrincipal } from "../modules/operators/access.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { openStorage } from "./database.js";
 import { prepareQuery } from "./prepared.js";
 import type { Database } from "./schema.js";
 import { createWriteBatcher } from "./write-batch.js";
@@ -48,7 +51,7 @@ describeEachDatabase("group commit and prepared queries", (kind) => {
     expect(await counterOf("F1")).toBeUndefined();
   });
 
-  it("settles nothing before the commit: work that arrives during a batch forms the next one", async () => {
+  it("puts at most maxBatch pieces in a transaction: the rest, and work that arrives meanwhile, form the next", async () => {
     const { db } = core.storage;
     const writes = createWriteBatcher(db, { maxBatch: 4 });
     const seen: Array<Transaction<Database>> = [];
@@ -64,6 +67,59 @@ describeEachDatabase("group commit and prepared queries", (kind) => {
     expect(new Set(seen).size).toBe(3);
     const rows = await db.selectFrom("serial_counters").select("prefix").where("prefix", "like", "MB%").execute();
     expect(rows).toHaveLength(10);
+  });
+
+  it("settles a piece only once another connection can see what it wrote", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db);
+    const observer = openStorage(core.database.target);
+    try {
+      const seenOnSettle = await Promise.all(
+        ["VIS1", "VIS2", "VIS3"].map(async (prefix) => {
+          await writes.run((trx) => trx.insertInto("serial_counters").values({ prefix, next_value: 1 }).execute());
+          return (await observer.db.selectFrom("serial_counters").select("prefix").where("prefix", "=", prefix).executeTakeFirst())?.prefix;
+        }),
+      );
+      expect(seenOnSettle).toEqual(["VIS1", "VIS2", "VIS3"]);
+    } finally {
+      await observer.close();
+    }
+  });
+
+  it("keeps the audit chain whole when pieces that append share a batch and one of them fails", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db);
+    const before = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    const append = (n: number, fails = false) =>
+      writes.run(async (trx) => {
+        await core.services.audit.holdChain(trx);
+        await core.services.audit.append(trx, installerPrincipal, [{ action: "test.batch", targetType: "keyring", targetId: String(n) }]);
+        if (fails) throw new Error("this piece fails after appending");
+      });
+    const outcomes = await Promise.allSettled([append(1), append(2), append(3, true), append(4)]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+    const after = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    expect(Number(after.n) - Number(before.n)).toBe(3);
+    expect(await verifyAuditChain(db)).toMatchObject({ ok: true });
+  });
+
+  it("runs nothing again when the commit itself fails: every piece fails with it", async () => {
+    const { db } = core.storage;
+    // A foreign key checked only at commit: the batch's last piece breaks it.
+    await sql`create table batch_parent (id integer primary key)`.execute(db);
+    await sql`create table batch_child (id integer primary key, parent integer references batch_parent (id) deferrable initially deferred)`.execute(db);
+    const writes = createWriteBatcher(db);
+    const runs = [0, 0, 0];
+    const piece = (index: number, parent: number) =>
+      writes.run(async (trx) => {
+        runs[index]! += 1;
+        await sql`insert into batch_child (id, parent) values (${index + 1}, ${parent})`.execute(trx);
+      });
+    await db.executeQuery(sql`insert into batch_parent (id) values (1)`.compile(db));
+    const outcomes = await Promise.allSettled([piece(0, 1), piece(1, 1), piece(2, 99)]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["rejected", "rejected", "rejected"]);
+    expect(runs).toEqual([1, 1, 1]);
+    expect((await sql<{ n: number }>`select count(*) as n from batch_child`.execute(db)).rows[0]?.n).toBe(0);
   });
 
   it("runs a prepared query with new values each time, keeping the constants written into it", async () => {

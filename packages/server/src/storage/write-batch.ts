@@ -11,10 +11,13 @@ import type { Database } from "./schema.js";
  * Each piece of work runs alone, one after the other, inside the shared transaction, so
  * it sees the effects of the ones before it exactly as if they had committed first. Its
  * promise settles only after the commit: nothing is reported done before it is durable.
- * When a batch fails, it is rolled back whole and each piece runs again in a transaction
- * of its own, so one piece's failure is its own. Work must therefore have no effect
- * outside the transaction (compute, read and write the database; act on the result
- * after the promise settles).
+ * When a piece fails, the batch is rolled back whole and each piece runs again in a
+ * transaction of its own, so one piece's failure is its own. Work must therefore have no
+ * effect outside the transaction (compute, read and write the database; act on the
+ * result after the promise settles). When every piece ran and the commit itself failed,
+ * nothing runs again: the commit may have landed (a connection lost during COMMIT), and
+ * running an accepted login again would call its passcode replayed. Each piece then
+ * fails with the commit's error.
  *
  * Without load nothing waits: a batch starts at the end of the current turn of the event
  * loop, with whatever arrived in that turn, and work that arrives while a batch runs
@@ -55,14 +58,17 @@ export function createWriteBatcher(db: Kysely<Database>, options: { maxBatch?: n
         continue;
       }
       let results: unknown[];
+      let allRan = false;
       try {
         results = await db.transaction().execute(async (trx) => {
           const out: unknown[] = [];
           for (const item of batch) out.push(await item.work(trx));
+          allRan = true;
           return out;
         });
-      } catch {
-        for (const item of batch) await runAlone(item);
+      } catch (error) {
+        if (allRan) batch.forEach((item) => item.reject(error));
+        else for (const item of batch) await runAlone(item);
         continue;
       }
       batch.forEach((item, index) => item.resolve(results[index]));

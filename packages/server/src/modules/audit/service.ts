@@ -52,33 +52,52 @@ export function hashAuditRecord(prevHash: string, record: AuditFields): string {
 export interface AuditLog {
   /** Appends entries inside the caller's transaction, so they land with the change or not at all. */
   append(trx: Transaction<Database>, principal: Principal, entries: AuditEntry[]): Promise<void>;
+  /**
+   * Takes the chain's lock now, for a transaction that will change other rows before it
+   * appends. Work that shares a transaction (group commit) calls this first: taking the
+   * lock only at the first append, after some rows were locked, could deadlock with
+   * another node that holds the chain and waits for one of those rows.
+   */
+  holdChain(trx: Transaction<Database>): Promise<void>;
 }
 
 export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): AuditLog {
   // Every login appends one record: its two statements are compiled once (on first use,
   // from the first transaction, which has the dialect) instead of at every append.
   let prepared: { tail: ReturnType<typeof prepareTail>; insertOne: ReturnType<typeof prepareInsertOne> } | undefined;
-  // The chain's end as this transaction left it. Once a transaction has appended it
-  // holds the chain's lock until it ends, so nobody else can have appended since: the
-  // next append in it (logins sharing a group commit) needs neither the lock nor the
-  // read again. A transaction that rolls back is never used again.
+  // The chain's end as this transaction sees it. Once a transaction holds the chain's
+  // lock it holds it until it ends, so nobody else can append meanwhile: later appends in
+  // it (logins sharing a group commit) need neither the lock nor the read again. A
+  // transaction that rolls back is never used again. (Savepoints would break this: a
+  // rollback to one would leave the cached end ahead of the chain. None are used.)
   const tails = new WeakMap<Transaction<Database>, { seq: number; hash: string }>();
+
+  async function chainEnd(trx: Transaction<Database>): Promise<{ seq: number; hash: string }> {
+    const known = tails.get(trx);
+    if (known) return known;
+    prepared ??= { tail: prepareTail(trx), insertOne: prepareInsertOne(trx) };
+    // The chain needs one writer at a time. SQLite transactions here begin IMMEDIATE and
+    // so already hold the write lock; PostgreSQL nodes take an advisory lock that ends
+    // with the transaction.
+    if (deps.kind === "postgres") {
+      await sql`select pg_advisory_xact_lock(7211001)`.execute(trx);
+    }
+    const last = (await trx.executeQuery(prepared.tail({}))).rows[0];
+    const end = { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH };
+    tails.set(trx, end);
+    return end;
+  }
+
   return {
+    async holdChain(trx) {
+      await chainEnd(trx);
+    },
     async append(trx, principal, entries) {
       if (entries.length === 0) return;
+      const last = await chainEnd(trx);
       prepared ??= { tail: prepareTail(trx), insertOne: prepareInsertOne(trx) };
-      let last = tails.get(trx);
-      if (!last) {
-        // The chain needs one writer at a time. SQLite transactions here begin IMMEDIATE
-        // and so already hold the write lock; PostgreSQL nodes take an advisory lock that
-        // ends with the transaction.
-        if (deps.kind === "postgres") {
-          await sql`select pg_advisory_xact_lock(7211001)`.execute(trx);
-        }
-        last = (await trx.executeQuery(prepared.tail({}))).rows[0];
-      }
-      let seq = last?.seq ?? 0;
-      let prevHash = last?.hash ?? GENESIS_HASH;
+      let seq = last.seq;
+      let prevHash = last.hash;
       const at = deps.clock.nowMs();
       const rows: AuditRow[] = [];
       for (const entry of entries) {

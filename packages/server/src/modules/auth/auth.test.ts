@@ -3,8 +3,11 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { createTestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { createTenant, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
+import { createServices } from "../../core.js";
+import { openStorage } from "../../storage/database.js";
+import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import type { AuthRequest } from "./service.js";
+import { preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
 const KEY = Buffer.alloc(20, 1);
@@ -56,6 +59,51 @@ describeEachDatabase("passcode authentication", (kind) => {
     const passcode = code();
     const results = await Promise.all([login("racer", passcode), login("racer", passcode), login("racer", passcode)]);
     expect(results.filter((r) => r.result === "accept")).toHaveLength(1);
+  });
+
+  it("lets exactly one through when two nodes check the same passcode at once (their own connections and group commits)", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-nodes" });
+    core.clock.advance(30_000);
+    const passcode = code();
+    // A second node: its own services, connection(s) and group commit over the same
+    // database. Each check holds the audit chain's lock from its start (SQLite: the
+    // write lock), so the nodes' checks of one passcode run one after the other.
+    const other = openStorage(core.database.target);
+    try {
+      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
+      const attempts = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? login : (userId: string, passcode: string) => node2.auth.authenticate({ application, userId, passcode, source: "192.0.2.10", method: "rest" }))("two-nodes", passcode));
+      const results = await Promise.all(attempts);
+      expect(results.filter((r) => r.result === "accept")).toHaveLength(1);
+      // The others are replays; past the lock threshold (3) they have locked the token.
+      const reasons = results.filter((r) => r.result === "reject").map((r) => (r.result === "reject" ? r.reason : ""));
+      expect(reasons).toHaveLength(5);
+      expect(reasons.every((reason) => reason === "replayed" || reason === "locked")).toBe(true);
+      expect(reasons.filter((reason) => reason === "replayed").length).toBeGreaterThanOrEqual(3);
+      expect((await verifyAuditChain(core.storage.db)).ok).toBe(true);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it("stores an accepted step or counter only over the one it was checked against (compare-and-set)", async () => {
+    // Two checks on stale reads of one token, as two nodes without the audit lock between
+    // them would make: the second write finds the token moved on and changes nothing.
+    const totpSerial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "cas-totp" });
+    const queries = preparePasscodeQueries(core.storage.db);
+    const now = core.clock.nowMs();
+    const store = (step: number) => core.storage.db.executeQuery(queries.storeTotp({ serial: totpSerial, step, driftSteps: 0, now }));
+    expect(Number((await store(1000)).numAffectedRows)).toBe(1);
+    expect(Number((await store(1000)).numAffectedRows)).toBe(0);
+    expect(Number((await store(999)).numAffectedRows)).toBe(0);
+    expect(Number((await store(1001)).numAffectedRows)).toBe(1);
+    expect((await tokenRow(totpSerial)).last_totp_step).toBe(1001);
+
+    const hotpSerial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "cas-hotp" });
+    await core.storage.db.updateTable("tokens").set({ otp_mode: "hotp", hotp_counter: 5 }).where("serial", "=", hotpSerial).execute();
+    const storeHotp = (counter: number) => core.storage.db.executeQuery(queries.storeHotp({ serial: hotpSerial, counter, nextCounter: counter + 1, now }));
+    expect(Number((await storeHotp(5)).numAffectedRows)).toBe(1);
+    expect(Number((await storeHotp(5)).numAffectedRows)).toBe(0);
+    expect((await tokenRow(hotpSerial)).hotp_counter).toBe(6);
   });
 
   it("locks the token at the threshold of failures, refuses the right passcode then, and an operator's unlock lets it in", async () => {

@@ -73,7 +73,7 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
  * The statements every passcode check runs, compiled once. The user and the tokens that
  * may answer come in one query: a user without such tokens is one row of nulls.
  */
-function preparePasscodeQueries(db: Kysely<Database>) {
+export function preparePasscodeQueries(db: Kysely<Database>) {
   return {
     userTokens: prepareQuery<{ virtualServerId: string; userId: string }, { holder_pk: string } & { [K in keyof TokenRow]: TokenRow[K] | null }>(db, (db, param) =>
       db
@@ -214,6 +214,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
 
       // Passcode checks arriving together share a transaction (group commit).
       const outcome = await writes.run(async (trx) => {
+        await audit.holdChain(trx);
         const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
         if (rows.length === 0) {
           const result = reject("user_unknown");
