@@ -45,7 +45,7 @@ const environmentSchema = z.object({
   /** Contact that push services may use about this server's Web Push messages (RFC 8292): mailto: or https:. @default mailto: the address of TESSERA_MAIL_FROM */
   TESSERA_WEB_PUSH_SUBJECT: z.string().regex(/^(mailto:\S+@\S+|https:\/\/\S+)$/, "must be a mailto: or https: URL").optional(),
   /**
-   * Push services Web Push messages may go to, comma separated host names; `*.` matches any subdomain.
+   * Push services Web Push messages may go to, comma separated host names (port 443, or `host:port`); `*.` matches any subdomain.
    * A device names its push service, so this keeps the server from posting anywhere else.
    * @default fcm.googleapis.com,updates.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com
    */

@@ -117,6 +117,7 @@ export async function openCore(
     await storage.close();
     throw error;
   }
+  const caFile = config.webPush.caFile;
   return createServices(storage, keyring, {
     clock: options.clock,
     sessionTtlSeconds: config.sessionTtlSeconds,
@@ -125,7 +126,7 @@ export async function openCore(
       subject: config.webPush.subject,
       allowedHosts: config.webPush.allowedHosts,
       // The system's authorities and the extra ones: an agent with `ca` would trust only those.
-      ...(config.webPush.caFile ? { agent: new Agent({ ca: [...rootCertificates, readFileSync(config.webPush.caFile, "utf8")] }) } : {}),
+      ...(caFile ? { agent: () => new Agent({ ca: [...rootCertificates, readFileSync(caFile, "utf8")] }) } : {}),
     },
     onWebPushFailure: options.onWebPushFailure,
   });

@@ -31,6 +31,7 @@ export const errorCatalogue = {
   MALFORMED_JSON: defineError(400, "The request body is not valid JSON"),
   BODY_TOO_LARGE: defineError(413, "The request body is larger than {limit} bytes"),
   UNSUPPORTED_MEDIA_TYPE: defineError(415, "Send the request body as application/json"),
+  PUSH_SERVICE_NOT_ALLOWED: defineError(400, "Web Push to {endpoint} is not allowed on this server"),
   REQUEST_INCOMPLETE: defineError(400, "The request body ended before the length it declared"),
   MALFORMED_REQUEST: defineError(400, "The request is not well-formed HTTP"),
   HEADERS_TOO_LARGE: defineError(431, "The request headers are too large"),

@@ -23,7 +23,6 @@ export interface RunningServer {
 
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  // Web Push failures go to the server's log, which exists once the app is built.
   // Web Push failures go to the log, and a port picked at start is known, only once the
   // server listens.
   const late: { log?: FastifyInstance["log"]; publicUrl: string } = { publicUrl: config.publicUrl };

@@ -92,7 +92,12 @@ interface ChallengeMessage {
 // A push login while the app is closed or in the background: a notification that opens
 // its approval screen. The answer still goes through the app (signed, with the passcode).
 worker.addEventListener("push", (event) => {
-  const message = event.data?.json() as ChallengeMessage | undefined;
+  let message: ChallengeMessage | undefined;
+  try {
+    message = event.data?.json() as ChallengeMessage | undefined;
+  } catch {
+    return;
+  }
   if (message?.type !== "challenge") return;
   event.waitUntil(
     worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {

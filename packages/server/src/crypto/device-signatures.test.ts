@@ -1,11 +1,12 @@
 import { canonicalRequest, exportPublicKey, sha256Base64url, signRequest } from "@tessera/otp";
 import { describe, expect, it } from "vitest";
-import { bodyDigest, verifyDeviceSignature } from "./device-signatures.js";
+import { bodyDigest, createDeviceSignatureVerifier } from "./device-signatures.js";
 
 const ECDSA = { name: "ECDSA", namedCurve: "P-256" } as const;
 
 describe("device signatures checked on node:crypto", () => {
   it("accepts what the app signs with WebCrypto, and nothing else", async () => {
+    const verifyDeviceSignature = createDeviceSignatureVerifier();
     const pair = await crypto.subtle.generateKey(ECDSA, true, ["sign", "verify"]);
     const other = await crypto.subtle.generateKey(ECDSA, true, ["sign", "verify"]);
     const publicKey = await exportPublicKey(pair.publicKey);

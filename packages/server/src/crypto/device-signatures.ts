@@ -8,37 +8,42 @@ import { createHash, createPublicKey, verify, type KeyObject } from "node:crypto
  * on a SHA-256 of the body there. Tests check both sides against each other.
  */
 const KEY_CACHE_SIZE = 10_000;
-const keys = new Map<string, KeyObject | null>();
 
-/** A device key in `exportPublicKey` form (base64url of the uncompressed point), parsed once; null when unusable. */
-function publicKeyOf(publicKeyBase64url: string): KeyObject | null {
-  const cached = keys.get(publicKeyBase64url);
-  if (cached !== undefined) return cached;
-  let key: KeyObject | null = null;
+/** A device key in `exportPublicKey` form (base64url of the uncompressed point); null when unusable. */
+function parsePublicKey(publicKeyBase64url: string): KeyObject | null {
   const point = Buffer.from(publicKeyBase64url, "base64url");
-  if (point.length === 65 && point[0] === 4) {
-    try {
-      key = createPublicKey({ key: { kty: "EC", crv: "P-256", x: point.subarray(1, 33).toString("base64url"), y: point.subarray(33).toString("base64url") }, format: "jwk" });
-    } catch {
-      key = null;
-    }
+  if (point.length !== 65 || point[0] !== 4) return null;
+  try {
+    return createPublicKey({ key: { kty: "EC", crv: "P-256", x: point.subarray(1, 33).toString("base64url"), y: point.subarray(33).toString("base64url") }, format: "jwk" });
+  } catch {
+    return null;
   }
-  // Oldest first out: a Map keeps insertion order.
-  if (keys.size >= KEY_CACHE_SIZE) keys.delete(keys.keys().next().value as string);
-  keys.set(publicKeyBase64url, key);
-  return key;
 }
 
-/** True only for a valid signature by this key; malformed keys or signatures are false, never a throw. */
-export function verifyDeviceSignature(publicKeyBase64url: string, canonical: string, signatureBase64url: string): boolean {
-  const key = publicKeyOf(publicKeyBase64url);
-  const signature = Buffer.from(signatureBase64url, "base64url");
-  if (!key || signature.length !== 64 || signature.toString("base64url") !== signatureBase64url) return false;
-  try {
-    return verify("sha256", Buffer.from(canonical, "utf8"), { key, dsaEncoding: "ieee-p1363" }, signature);
-  } catch {
-    return false;
-  }
+/** Checks device signatures, keeping the parsed keys of the last 10,000 devices. */
+export function createDeviceSignatureVerifier() {
+  const keys = new Map<string, KeyObject | null>();
+  const publicKeyOf = (publicKeyBase64url: string): KeyObject | null => {
+    const cached = keys.get(publicKeyBase64url);
+    if (cached !== undefined) return cached;
+    const key = parsePublicKey(publicKeyBase64url);
+    // Oldest first out: a Map keeps insertion order.
+    if (keys.size >= KEY_CACHE_SIZE) keys.delete(keys.keys().next().value as string);
+    keys.set(publicKeyBase64url, key);
+    return key;
+  };
+
+  /** True only for a valid signature by this key; malformed keys or signatures are false, never a throw. */
+  return function verifyDeviceSignature(publicKeyBase64url: string, canonical: string, signatureBase64url: string): boolean {
+    const key = publicKeyOf(publicKeyBase64url);
+    const signature = Buffer.from(signatureBase64url, "base64url");
+    if (!key || signature.length !== 64 || signature.toString("base64url") !== signatureBase64url) return false;
+    try {
+      return verify("sha256", Buffer.from(canonical, "utf8"), { key, dsaEncoding: "ieee-p1363" }, signature);
+    } catch {
+      return false;
+    }
+  };
 }
 
 /** SHA-256 of the exact body, base64url: the canonical request's third line. */

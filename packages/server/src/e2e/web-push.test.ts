@@ -61,7 +61,7 @@ describe("Web Push from a configured server to a device whose app is closed", ()
       TESSERA_MASTER_KEY: "ab".repeat(32),
       TESSERA_LOG_LEVEL: "silent",
       TESSERA_WEB_PUSH_SUBJECT: "mailto:ops@example.test",
-      TESSERA_WEB_PUSH_HOSTS: "127.0.0.1",
+      TESSERA_WEB_PUSH_HOSTS: new URL(push.origin).host,
       TESSERA_WEB_PUSH_CA_FILE: path.join(certDir, "push-ca.pem"),
     });
     server = await startServer(config);

@@ -84,7 +84,10 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
  * error shape too, written straight to the socket, which is then closed.
  */
 function answerUnreadableRequest(error: Error & { code?: string }, socket: Duplex): void {
-  if (error.code === "ECONNRESET" || !socket.writable) {
+  // A response already under way on this connection (a device's event stream) cannot be
+  // followed by another: as Node's own handler does, only close it.
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (error.code === "ECONNRESET" || !socket.writable || inFlight?.headersSent) {
     socket.destroy();
     return;
   }
@@ -146,7 +149,8 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   });
   await app.register(swaggerUi, { routePrefix: "/api/docs" });
 
-  app.get("/api/openapi.json", { schema: { hide: true }, config: { public: true } }, async () => app.swagger());
+  // The server's address as it is now (a port picked at start is known only once it listens).
+  app.get("/api/openapi.json", { schema: { hide: true }, config: { public: true } }, async () => ({ ...app.swagger(), servers: [{ url: services.publicUrl() }] }));
 
   app.get("/healthz", { schema: { hide: true } }, async () => ({ status: "ok" }));
   // Prometheus text format: counters and latency histograms, no user data.

@@ -1,5 +1,5 @@
 import { canonicalRequest, verifyTotp, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
-import { verifyDeviceSignature } from "../../crypto/device-signatures.js";
+import { createDeviceSignatureVerifier } from "../../crypto/device-signatures.js";
 import type { Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
@@ -71,6 +71,7 @@ export const enrollActor = (userId: string): Principal => ({
  */
 export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => void }) {
   const { db, clock, audit, keyring } = deps;
+  const verifyDeviceSignature = createDeviceSignatureVerifier();
 
   /** An enrollment that can still be used, with its token, user and virtual server. */
   async function load(trx: Transaction<Database> | typeof db, by: { codeHash: string } | { id: string }): Promise<OpenEnrollment | null> {

@@ -201,6 +201,10 @@ const deviceErrors = { 400: errorResponse, 401: errorResponse, 404: errorRespons
 /** The device API of the tessera app, `/device/v1`. */
 export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
   const enrollment = services.enrollment;
+  /** A subscription is refused, not stored, when the server would never post to its push service. */
+  const refuseUnlistedPushService = (subscription: { endpoint: string } | null | undefined) => {
+    if (subscription && !services.webPush.accepts(subscription.endpoint)) throw fail("PUSH_SERVICE_NOT_ALLOWED", { endpoint: new URL(subscription.endpoint).host });
+  };
   // Signed requests cover the exact body bytes: keep them beside the parsed JSON.
   app.addContentTypeParser("application/json", { parseAs: "string" }, (request, body, done) => {
     request.rawBody = body as string;
@@ -241,7 +245,10 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
         },
       },
     },
-    async (request, reply) => reply.status(201).send(await enrollment.enrollDevice({ ...request.body, code: request.body.code.toUpperCase() })),
+    async (request, reply) => {
+      refuseUnlistedPushService(request.body.pushSubscription);
+      return reply.status(201).send(await enrollment.enrollDevice({ ...request.body, code: request.body.code.toUpperCase() }));
+    },
   );
 
   app.post(
@@ -282,6 +289,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
       },
     },
     async (request) => {
+      refuseUnlistedPushService(request.body.pushSubscription);
       const result = await enrollment.updateDeviceSettings(request.params.deviceId, request.body, await signedRequestOf(request));
       return { deviceId: result.deviceId, pushNow: result.pushNow as "enabled" | "disabled", tokens: result.tokens };
     },

@@ -40,7 +40,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
   beforeAll(async () => {
     push = await startTestPushService();
     core = await createTestCore(kind, {
-      webPush: { subject: "mailto:security@example.test", allowedHosts: ["127.0.0.1"], agent: new Agent({ ca: push.ca }) },
+      webPush: { subject: "mailto:security@example.test", allowedHosts: [new URL(push.origin).host], agent: new Agent({ ca: push.ca }) },
       onWebPushFailure: (deviceId, detail) => failures.push(`${deviceId}: ${detail}`),
     });
     api = await createTestApp(core);
@@ -128,9 +128,16 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     await push.waitFor(before + 1);
     expect(push.received.at(-1)!.subscriptionId).toBe(id);
 
-    // An endpoint elsewhere (here: plain http, another host) is kept but never contacted.
-    const elsewhere = { endpoint: "https://169.254.169.254/latest/meta-data", keys: subscription.keys };
-    expect((await device.settings(true, elsewhere)).status).toBe(200);
+    // A push service elsewhere (another host, the same host on another port) is refused
+    // and nothing is stored...
+    for (const endpoint of ["https://169.254.169.254/latest/meta-data", "https://127.0.0.1:1/push/x"]) {
+      const refused = await device.settings(true, { endpoint, keys: subscription.keys });
+      expect(refused.status).toBe(400);
+      expect(refused.json.error.code).toBe("PUSH_SERVICE_NOT_ALLOWED");
+      expect(JSON.parse((await subscriptionOf(device.deviceId))!)).toEqual(subscription);
+    }
+    // ...and one stored before the list changed is never contacted.
+    await core.storage.db.updateTable("devices").set({ push_subscription: JSON.stringify({ endpoint: "https://169.254.169.254/x", keys: subscription.keys }) }).where("device_id", "=", device.deviceId).execute();
     before = push.handled;
     await login("sol");
     await expect.poll(() => failures.at(-1)).toMatch(/not in TESSERA_WEB_PUSH_HOSTS/);
@@ -153,7 +160,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     const row = await core.storage.db.selectFrom("server_secrets").selectAll().where("name", "=", "vapid").executeTakeFirstOrThrow();
     expect(row.secret_key_id).toBe(rotated.currentKeyId);
     // A node that starts with the new key sends with the same key pair.
-    const node = createWebPush({ db: core.storage.db, keyring: rotated, clock: core.clock }, { subject: "mailto:x@example.test", allowedHosts: ["127.0.0.1"], agent: new Agent({ ca: push.ca }) });
+    const node = createWebPush({ db: core.storage.db, keyring: rotated, clock: core.clock }, { subject: "mailto:x@example.test", allowedHosts: [new URL(push.origin).host], agent: () => new Agent({ ca: push.ca }) });
     expect(await node.publicKey()).toBe(row.public_value);
     const sent = await node.send([{ deviceId: "d", subscription: JSON.stringify(subscription) }], { type: "ping" }, 10);
     expect(sent).toEqual([{ deviceId: "d", outcome: "sent" }]);
@@ -161,8 +168,13 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
   });
 });
 
-it("allows only https push services on the listed hosts", () => {
-  const hosts = ["fcm.googleapis.com", "*.push.apple.com"];
+it("allows only https push services on the listed hosts, on port 443 unless an entry names another", () => {
+  const hosts = ["fcm.googleapis.com", "*.push.apple.com", "push.internal.example:8443"];
+  expect(pushServiceAllowed("https://fcm.googleapis.com:443/fcm/send/abc", hosts)).toBe(true);
+  expect(pushServiceAllowed("https://fcm.googleapis.com:8443/fcm/send/abc", hosts)).toBe(false);
+  expect(pushServiceAllowed("https://push.internal.example:8443/p/1", hosts)).toBe(true);
+  expect(pushServiceAllowed("https://push.internal.example/p/1", hosts)).toBe(false);
+  expect(pushServiceAllowed("https://user@fcm.googleapis.com/fcm/send/abc", hosts)).toBe(false);
   expect(pushServiceAllowed("https://fcm.googleapis.com/fcm/send/abc", hosts)).toBe(true);
   expect(pushServiceAllowed("https://web.push.apple.com/QO", hosts)).toBe(true);
   expect(pushServiceAllowed("https://push.apple.com.evil.test/x", hosts)).toBe(false);

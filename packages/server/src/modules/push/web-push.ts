@@ -21,8 +21,8 @@ export interface WebPushOptions {
    * make the server post to any address it can reach.
    */
   allowedHosts: string[];
-  /** For a push service behind a private CA (tests; corporate proxies). */
-  agent?: Agent;
+  /** For a push service behind a private CA; made on first use, so a bad CA file fails sending, not start. */
+  agent?: Agent | (() => Agent);
   /** How long one send may take before it counts as failed. @default 10000 */
   timeoutMs?: number;
 }
@@ -35,7 +35,10 @@ export interface WebPushTarget {
 
 export type WebPushOutcome = "sent" | "gone" | "failed" | "refused";
 
-/** Whether a push service URL is https on one of the allowed hosts. */
+/**
+ * Whether a push service URL is https on one of the allowed hosts, on port 443 unless
+ * the entry names another (`host:port`, for a private push service).
+ */
 export function pushServiceAllowed(endpoint: string, allowedHosts: string[]): boolean {
   let url: URL;
   try {
@@ -43,15 +46,22 @@ export function pushServiceAllowed(endpoint: string, allowedHosts: string[]): bo
   } catch {
     return false;
   }
-  if (url.protocol !== "https:") return false;
+  if (url.protocol !== "https:" || url.username || url.password) return false;
   const host = url.hostname.toLowerCase();
-  return allowedHosts.some((allowed) => (allowed.startsWith("*.") ? host.endsWith(allowed.slice(1)) : host === allowed));
+  const port = url.port || "443";
+  return allowedHosts.some((entry) => {
+    const [name = "", entryPort = "443"] = entry.toLowerCase().split(/:(?=\d+$)/);
+    if (entryPort !== port) return false;
+    return name.startsWith("*.") ? host.endsWith(name.slice(1)) : host === name;
+  });
 }
 
 const VAPID = "vapid";
 
 export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, options: WebPushOptions) {
   const { db, keyring, clock } = deps;
+  let madeAgent: Agent | undefined;
+  const agent = () => (typeof options.agent === "function" ? (madeAgent ??= options.agent()) : options.agent);
   let keys: Promise<{ publicKey: string; privateKey: string }> | undefined;
 
   async function loadOrMakeKeys(): Promise<{ publicKey: string; privateKey: string }> {
@@ -81,6 +91,9 @@ export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, 
   };
 
   return {
+    /** Whether messages may go to this push service (TESSERA_WEB_PUSH_HOSTS). */
+    accepts: (endpoint: string) => pushServiceAllowed(endpoint, options.allowedHosts),
+
     /** The public key devices subscribe with (base64url, uncompressed P-256 point). */
     async publicKey(): Promise<string> {
       return (await vapidKeys()).publicKey;
@@ -108,7 +121,7 @@ export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, 
               urgency: "high",
               contentEncoding: "aes128gcm",
               timeout: options.timeoutMs ?? 10_000,
-              ...(options.agent ? { agent: options.agent } : {}),
+              ...(agent() ? { agent: agent() } : {}),
             });
             return { deviceId: target.deviceId, outcome: "sent" as const };
           } catch (error) {
