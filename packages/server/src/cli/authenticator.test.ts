@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, statSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +8,7 @@ import { loadConfig } from "../config.js";
 import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { collect } from "../testing/cli.js";
+import { freePort } from "../testing/net.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 
 // The tessera-authenticator binary of the authenticator package, run for real against a
@@ -23,14 +23,6 @@ function radclientWaiting(port: number, attributes: string) {
   return collect(child);
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe("the tessera-authenticator CLI against a running server", () => {
   let database: TestDatabase;

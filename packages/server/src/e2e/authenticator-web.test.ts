@@ -1,5 +1,4 @@
 import { mkdirSync, mkdtempSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -11,6 +10,7 @@ import { webAppRoutes } from "../http/web-app.js";
 import { startServer, type RunningServer } from "../main.js";
 import { startTestSmtpServer, type TestSmtpServer } from "../modules/mail/test-smtp-server.js";
 import { installerPrincipal } from "../modules/operators/access.js";
+import { freePort } from "../testing/net.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 
 // The tessera web app (packages/authenticator/web, built by `npm test` before vitest) in a
@@ -22,14 +22,6 @@ const IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebK
 const ANDROID = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Mobile Safari/537.36";
 const UI_TIMEOUT_MS = 30_000;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe("the tessera web app against a running server", () => {
   let database: TestDatabase;

@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,6 +8,7 @@ import { loadConfig } from "../config.js";
 import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { collect } from "../testing/cli.js";
+import { freePort } from "../testing/net.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 
 // Two Tessera nodes on one PostgreSQL database: the phone's authenticator talks to node
@@ -17,14 +17,6 @@ import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 const authenticatorBin = fileURLToPath(new URL("../../../authenticator/bin/tessera-authenticator.js", import.meta.url));
 const SECRET = "a-long-shared-secret-for-the-vpn";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 describe("two nodes on one PostgreSQL", () => {
   let database: TestDatabase;

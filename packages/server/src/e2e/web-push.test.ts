@@ -1,5 +1,4 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { createAuthenticator, emptyState, type AuthenticatorState } from "@tessera/authenticator";
@@ -7,17 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../config.js";
 import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
+import { freePort } from "../testing/net.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 import { startTestPushService } from "../testing/push-service.js";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 // The whole Web Push path as it runs in production, configured from the environment: a
 // server trusting a push service's certificate authority, the authenticator core

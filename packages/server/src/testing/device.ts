@@ -10,6 +10,9 @@ import {
   type OtpAlgorithm,
 } from "@tessera/otp";
 import type { createTestApp } from "../http/testing-app.js";
+import { installerPrincipal } from "../modules/operators/access.js";
+import { hashEnrollmentCode, newEnrollmentCode } from "../modules/provisioning/codes.js";
+import type { TestCore } from "./databases.js";
 
 /** A tessera app as the server sees it: keys, key agreement, signed requests. */
 export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestApp>>, nowMs: () => number) {
@@ -62,3 +65,28 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
   };
 }
 
+
+/**
+ * A new user with a tessera token enrolled by a simulated device, as provisioning and the
+ * app would do it (the enrollment code is replaced by one the test knows); the clock is
+ * then one step on, so the device's next passcode is newer than the one enrollment used.
+ */
+export async function enrollSimulatedUser(
+  core: TestCore,
+  api: Awaited<ReturnType<typeof createTestApp>>,
+  virtualServerId: string,
+  userId: string,
+  options: { pushPermitted: boolean; pushSubscription?: object },
+) {
+  await core.services.users.create(installerPrincipal, virtualServerId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
+  await core.services.provisioning.createTask(installerPrincipal, { virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
+  const code = newEnrollmentCode();
+  const user = await core.storage.db.selectFrom("users").select("id").where("virtual_server_id", "=", virtualServerId).where("user_id", "=", userId).executeTakeFirstOrThrow();
+  await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).execute();
+  const device = await simulatedDevice(api, () => core.clock.nowMs());
+  const enrolled = await device.enroll(code, options.pushPermitted, options.pushSubscription);
+  if (enrolled.status !== 201) throw new Error(`enrollment answered ${enrolled.status}: ${JSON.stringify(enrolled.json)}`);
+  await device.confirm(enrolled.json.enrollmentId, device.passcode());
+  core.clock.advance(30_000);
+  return { device, serial: enrolled.json.serial as string };
+}

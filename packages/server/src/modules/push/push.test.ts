@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createTestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
-import { simulatedDevice } from "../../testing/device.js";
+import { enrollSimulatedUser } from "../../testing/device.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
-import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
 import { installerPrincipal } from "../operators/access.js";
 
 describeEachDatabase("Push OTP over REST", (kind) => {
@@ -13,20 +12,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
   let pushKey: string;
   let plainKey: string;
 
-  /** A user with a tessera token enrolled by a simulated device, push as given. */
-  async function enrolledUser(userId: string, pushPermitted: boolean) {
-    await core.services.users.create(installerPrincipal, t.virtualServerId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
-    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
-    const code = newEnrollmentCode();
-    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", userId).executeTakeFirstOrThrow();
-    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).execute();
-    const device = await simulatedDevice(api, () => core.clock.nowMs());
-    const enrolled = await device.enroll(code, pushPermitted);
-    await device.confirm(enrolled.json.enrollmentId, device.passcode());
-    // The next approval must carry a passcode of a later step than the one enrollment used.
-    core.clock.advance(30_000);
-    return { device, serial: enrolled.json.serial as string };
-  }
+  const enrolledUser = (userId: string, pushPermitted: boolean) => enrollSimulatedUser(core, api, t.virtualServerId, userId, { pushPermitted });
 
   const authenticate = (key: string, userId: string, passcode = "") => api.call("POST", "/api/v1/auth", key, { userId, passcode, sourceAddress: "198.51.100.23" });
   const outcome = (key: string, id: string, wait = 0) => api.call("GET", `/api/v1/auth/challenges/${id}?wait=${wait}`, key);

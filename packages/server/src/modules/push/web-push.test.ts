@@ -4,11 +4,10 @@ import { createKeyring } from "../../crypto/keyring.js";
 import { reencryptSealedColumns } from "../../crypto/rotate.js";
 import { createTestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, testMasterKey, type TestCore } from "../../testing/databases.js";
-import { simulatedDevice } from "../../testing/device.js";
+import { enrollSimulatedUser } from "../../testing/device.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
 import { startTestPushService } from "../../testing/push-service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
 import { createWebPush, pushServiceAllowed } from "./web-push.js";
 
 describeEachDatabase("Web Push to a device whose app is not running", (kind) => {
@@ -19,19 +18,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
   let appKey: string;
   const failures: string[] = [];
 
-  async function enrolledUser(userId: string, subscription?: object) {
-    await core.services.users.create(installerPrincipal, t.virtualServerId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
-    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
-    const code = newEnrollmentCode();
-    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", userId).executeTakeFirstOrThrow();
-    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).execute();
-    const device = await simulatedDevice(api, () => core.clock.nowMs());
-    const enrolled = await device.enroll(code, true, subscription);
-    expect(enrolled.status).toBe(201);
-    await device.confirm(enrolled.json.enrollmentId, device.passcode());
-    core.clock.advance(30_000);
-    return { device, serial: enrolled.json.serial as string };
-  }
+  const enrolledUser = (userId: string, pushSubscription?: object) => enrollSimulatedUser(core, api, t.virtualServerId, userId, { pushPermitted: true, pushSubscription });
 
   const login = (userId: string) => api.call("POST", "/api/v1/auth", appKey, { userId, passcode: "", sourceAddress: "203.0.113.9" });
   const subscriptionOf = async (deviceId: string) =>
