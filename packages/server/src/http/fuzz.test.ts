@@ -10,7 +10,8 @@ import { hashEnrollmentCode, newEnrollmentCode } from "../modules/provisioning/c
 import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { simulatedDevice } from "../testing/device.js";
 import { createTenant, type TestTenant } from "../testing/fixtures.js";
-import { BODY_LIMIT_BYTES, describeCase, fetchCase, rawCase, seededRandom, sendRaw, type Answer, type Case, type Target } from "../testing/http-fuzz.js";
+import { BODY_LIMIT_BYTES, describeCase, fetchCase, rawCase, sendRaw, type Answer, type Case, type Target } from "../testing/http-fuzz.js";
+import { fuzzSeed, seededRandom } from "../testing/random.js";
 import { createTestApp } from "./testing-app.js";
 
 // Malformed REST bodies from a seeded generator, sent to the real server on a loopback
@@ -20,8 +21,7 @@ import { createTestApp } from "./testing-app.js";
 // audited rejection and is never generated. The RADIUS half is
 // radius/server-datagrams.test.ts. Replay a run with TESSERA_FUZZ_SEED=<seed>.
 
-const seed = process.env.TESSERA_FUZZ_SEED === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(process.env.TESSERA_FUZZ_SEED);
-if (!Number.isSafeInteger(seed)) throw new Error(`TESSERA_FUZZ_SEED must be a whole number, got ${process.env.TESSERA_FUZZ_SEED}`);
+const seed = fuzzSeed();
 
 const FETCHED_REQUESTS = 2_400;
 const RAW_REQUESTS = 400;

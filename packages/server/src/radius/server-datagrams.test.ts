@@ -1,5 +1,6 @@
-import { randomBytes, randomInt } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { fuzzSeed, seededRandom } from "../testing/random.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, textAttribute } from "./codec.js";
 import { verifyResponse } from "./crypto.js";
@@ -155,21 +156,26 @@ describe("RADIUS server over raw UDP", () => {
   });
 
   it("drops 5,000 malformed, mutated and unsigned datagrams without answering or crashing, and still answers after", async () => {
+    // Seeded: a failure names its seed, and TESSERA_FUZZ_SEED=<seed> replays the mutations.
+    const seed = fuzzSeed();
+    const random = seededRandom(seed);
+    const seededInt = (min: number, maxExclusive?: number) => (maxExclusive === undefined ? random.int(min) : min + random.int(maxExclusive - min));
+    const seededBytes = (length: number) => random.bytes(length);
     const { port, server, calls } = await startTestServer({ findClient: async (address) => (address === "127.0.0.1" ? { id: "vpn", secret } : null) });
     const nas = await createTestNas(port);
-    const valid = () => alice({ identifier: randomInt(256) });
+    const valid = () => alice({ identifier: seededInt(256) });
     const mutants: ((index: number) => Buffer)[] = [
       // Random bytes of any length, including none and more than 4096.
-      (index) => randomBytes(index % 10 === 0 ? randomInt(4097, 5000) : randomInt(0, 120)),
+      (index) => seededBytes(index % 10 === 0 ? seededInt(4097, 5000) : seededInt(0, 120)),
       // A signed request cut short anywhere.
       () => {
         const bytes = valid();
-        return bytes.subarray(0, randomInt(0, bytes.length));
+        return bytes.subarray(0, seededInt(0, bytes.length));
       },
       // A signed request whose Length field says anything else.
       () => {
         const bytes = valid();
-        let length = randomInt(0, 0x10000);
+        let length = seededInt(0, 0x10000);
         if (length === bytes.length) length = 0;
         bytes.writeUInt16BE(length, 2);
         return bytes;
@@ -177,19 +183,19 @@ describe("RADIUS server over raw UDP", () => {
       // A signed request with an attribute Length of 0, 1 or past the end.
       () => {
         const bytes = valid();
-        bytes[21] = [0, 1, 200, 255][randomInt(4)]!;
+        bytes[21] = [0, 1, 200, 255][seededInt(4)]!;
         return bytes;
       },
       // A signed request with one to three distinct bits flipped inside its Length.
       () => {
         const bytes = valid();
         const bits = new Set<number>();
-        for (let tries = randomInt(1, 4); tries > 0; tries--) bits.add(randomInt(0, bytes.length * 8));
+        for (let tries = seededInt(1, 4); tries > 0; tries--) bits.add(seededInt(0, bytes.length * 8));
         for (const bit of bits) bytes[bit >> 3]! ^= 1 << (bit & 7);
         return bytes;
       },
       // A well-formed packet of a random code, unsigned or signed with another secret.
-      () => accessRequest({ secret: randomBytes(8), userName: "alice", password: "123456", code: randomInt(256), messageAuthenticator: randomInt(2) ? "none" : "last" }),
+      () => accessRequest({ secret: seededBytes(8), userName: "alice", password: "123456", code: seededInt(256), messageAuthenticator: seededInt(2) ? "none" : "last" }),
     ];
 
     const total = 5_000;
@@ -197,12 +203,12 @@ describe("RADIUS server over raw UDP", () => {
       // In small batches, each received before the next: the test is about the server, not
       // the kernel's receive buffer, which drops a burst of a few hundred datagrams.
       for (const end = Math.min(total, sent + 20); sent < end; sent++) await nas.send(mutants[sent % mutants.length]!(sent));
-      expect(await eventually(() => server.stats().requests === sent, 5000)).toBe(true);
+      expect(await eventually(() => server.stats().requests === sent, 5000), `seed ${seed}`).toBe(true);
     }
-    expect(await eventually(() => server.stats().dropped === total, 5000)).toBe(true);
+    expect(await eventually(() => server.stats().dropped === total, 5000), `seed ${seed}`).toBe(true);
     expect(await nas.nextReply(300)).toBeNull();
     const stats = server.stats();
-    expect(stats).toMatchObject({ requests: total, dropped: total, accepts: 0, rejects: 0, challenges: 0, errors: 0, inFlight: 0 });
+    expect(stats, `seed ${seed}`).toMatchObject({ requests: total, dropped: total, accepts: 0, rejects: 0, challenges: 0, errors: 0, inFlight: 0 });
     expect(stats.malformed + stats.badAuthenticator + stats.unexpectedCode).toBe(total);
     expect(stats.malformed).toBeGreaterThan(1000);
     expect(stats.badAuthenticator).toBeGreaterThan(500);

@@ -7,25 +7,8 @@ import { connect } from "node:net";
 /** The body limit the fuzzed server runs with; some cases go past it. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
-/** mulberry32: a small seeded generator, so that a failing run can be replayed. */
-export function seededRandom(seedValue: number) {
-  let state = seedValue >>> 0;
-  const next = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const int = (maxExclusive: number) => Math.floor(next() * maxExclusive);
-  return {
-    int,
-    between: (min: number, max: number) => min + int(max - min + 1),
-    pick: <T>(items: readonly T[]): T => items[int(items.length)]!,
-    bytes: (length: number) => Buffer.from(Array.from({ length }, () => int(256))),
-  };
-}
-export type Random = ReturnType<typeof seededRandom>;
+export { seededRandom, type Random } from "./random.js";
+import type { Random } from "./random.js";
 
 // JSON as the generator writes it: besides plain values, literals JSON.stringify cannot
 // write (1e309) and objects with repeated keys.
