@@ -52,13 +52,6 @@ export function hashAuditRecord(prevHash: string, record: AuditFields): string {
 export interface AuditLog {
   /** Appends entries inside the caller's transaction, so they land with the change or not at all. */
   append(trx: Transaction<Database>, principal: Principal, entries: AuditEntry[]): Promise<void>;
-  /**
-   * Takes the chain's lock now, for a transaction that will change other rows before it
-   * appends. Work that shares a transaction (group commit) calls this first: taking the
-   * lock only at the first append, after some rows were locked, could deadlock with
-   * another node that holds the chain and waits for one of those rows.
-   */
-  holdChain(trx: Transaction<Database>): Promise<void>;
 }
 
 export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): AuditLog {
@@ -89,9 +82,6 @@ export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): Audi
   }
 
   return {
-    async holdChain(trx) {
-      await chainEnd(trx);
-    },
     async append(trx, principal, entries) {
       if (entries.length === 0) return;
       const last = await chainEnd(trx);

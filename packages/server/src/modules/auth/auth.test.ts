@@ -66,8 +66,8 @@ describeEachDatabase("passcode authentication", (kind) => {
     core.clock.advance(30_000);
     const passcode = code();
     // A second node: its own services, connection(s) and group commit over the same
-    // database. Each check holds the audit chain's lock from its start (SQLite: the
-    // write lock), so the nodes' checks of one passcode run one after the other.
+    // database. On PostgreSQL checks on both nodes read the token before either writes,
+    // so the compare-and-set on the stored step is what keeps a second one from accepting.
     const other = openStorage(core.database.target);
     try {
       const node2 = createServices(other, core.services.keyring, { clock: core.clock });

@@ -104,9 +104,14 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
   };
 }
 
-export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher }) {
+export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher }) {
   const { db, clock, audit, keyring } = deps;
-  const writes = deps.writes ?? createWriteBatcher(db);
+  // Grouped on SQLite, where there is one writer and the commit is the dear part. Not on
+  // PostgreSQL: every transaction there locks its token rows first and the audit chain
+  // (an advisory lock) last; a group would lock further token rows while holding the
+  // chain, the other order, and two nodes could deadlock. PostgreSQL groups commits of
+  // concurrent transactions itself (commit_delay).
+  const writes = deps.writes ?? createWriteBatcher(db, { maxBatch: deps.kind === "postgres" ? 1 : undefined });
   const queries = preparePasscodeQueries(db);
   const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
   const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
@@ -214,7 +219,6 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "clock" | "audit" 
 
       // Passcode checks arriving together share a transaction (group commit).
       const outcome = await writes.run(async (trx) => {
-        await audit.holdChain(trx);
         const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
         if (rows.length === 0) {
           const result = reject("user_unknown");
