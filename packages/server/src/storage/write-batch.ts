@@ -33,6 +33,11 @@ interface Pending {
   reject: (reason: unknown) => void;
 }
 
+/** No grouping: each piece in a transaction of its own, all at once (PostgreSQL's connection pool runs them side by side). */
+export function separateTransactions(db: Kysely<Database>): WriteBatcher {
+  return { run: (work) => db.transaction().execute(work) };
+}
+
 /** Large enough to absorb a burst, small enough that one batch does not hold the writer long. */
 const MAX_BATCH = 128;
 

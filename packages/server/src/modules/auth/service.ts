@@ -3,7 +3,7 @@ import type { Kysely, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
-import { createWriteBatcher, type WriteBatcher } from "../../storage/write-batch.js";
+import { createWriteBatcher, separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -111,7 +111,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
   // (an advisory lock) last; a group would lock further token rows while holding the
   // chain, the other order, and two nodes could deadlock. PostgreSQL groups commits of
   // concurrent transactions itself (commit_delay).
-  const writes = deps.writes ?? createWriteBatcher(db, { maxBatch: deps.kind === "postgres" ? 1 : undefined });
+  const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
   const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
   const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
