@@ -141,6 +141,14 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     }
   }
 
+  function rememberEndpoint(state: AuthenticatorState, server: string, subscription: object | null): void {
+    const endpoint = (subscription as { endpoint?: string } | null)?.endpoint;
+    const endpoints = { ...state.device.webPushEndpoints };
+    if (endpoint) endpoints[server] = endpoint;
+    else delete endpoints[server];
+    state.device.webPushEndpoints = endpoints;
+  }
+
   function find(state: AuthenticatorState, serial?: string): StoredToken {
     const token = serial ? state.tokens.find((t) => t.serial === serial) : state.tokens[0];
     if (!token) throw new AuthenticatorError(serial ? `no token ${serial} here` : "no token enrolled yet", "NO_TOKEN");
@@ -187,6 +195,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       key.fill(0);
       state.device.deviceIds[server] = started.deviceId;
       state.device.autosendPasscode = input.pushPermitted;
+      rememberEndpoint(state, server, pushSubscription);
       state.tokens = [...state.tokens.filter((t) => t.serial !== token.serial), token];
       await options.store.save(state);
       return { ...token, pushApplications: confirmed.pushApplications };
@@ -215,11 +224,36 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
         const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
         const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
+        if (pushSubscription !== undefined) rememberEndpoint(state, server, pushSubscription);
         results.push({ server, pushNow: answer.pushNow });
       }
       state.device.autosendPasscode = on;
       await options.store.save(state);
       return results;
+    },
+
+    /**
+     * Gives each server the Web Push subscription again where it changed since it was
+     * last sent (push services renew them, a browser may drop one). The web app calls
+     * this when it starts; nothing is sent when nothing changed or push is off.
+     */
+    async renewWebPush(): Promise<Array<{ server: string }>> {
+      if (!options.webPush) return [];
+      const state = await options.store.load();
+      if (!state.device.autosendPasscode) return [];
+      const renewed = [];
+      for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
+        if (!state.tokens.some((token) => token.server === server)) continue;
+        const pushSubscription = await pushSubscriptionFor(server);
+        const endpoint = (pushSubscription as { endpoint?: string } | null)?.endpoint;
+        if (!pushSubscription || !endpoint || state.device.webPushEndpoints?.[server] === endpoint) continue;
+        const signing = await signingKey(state);
+        await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: true, pushSubscription }, { deviceId, key: signing.privateKey });
+        rememberEndpoint(state, server, pushSubscription);
+        renewed.push({ server });
+      }
+      if (renewed.length > 0) await options.store.save(state);
+      return renewed;
     },
 
     /**

@@ -29,6 +29,8 @@ export interface DeviceIdentity {
   /** The ECDSA P-256 key pair that signs device requests, as the vault keeps it (the CLI: JWK). */
   signingKey: { privateJwk: Jwk; publicJwk: Jwk } | null;
   autosendPasscode: boolean;
+  /** Per server: the Web Push endpoint it was last given (absent: none), so a changed subscription is sent again. */
+  webPushEndpoints?: Record<string, string>;
 }
 
 export interface AuthenticatorState {

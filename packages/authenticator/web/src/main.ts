@@ -67,6 +67,8 @@ async function render(): Promise<void> {
 window.addEventListener("hashchange", () => void render());
 void render();
 startPushWatcher(context);
+// A push service may have renewed this browser's subscription since the app last ran.
+void context.core.renewWebPush().catch((error: unknown) => console.warn("push: could not renew the Web Push subscription", error));
 
 // The app shell is cached by the service worker, so passcodes show offline too.
 if ("serviceWorker" in navigator && location.pathname.startsWith("/app/")) {

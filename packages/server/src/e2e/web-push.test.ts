@@ -26,6 +26,9 @@ describe("Web Push from a configured server to a device whose app is closed", ()
   let state: AuthenticatorState = emptyState();
   const keysAskedWith: string[] = [];
   let subscriptionId = "";
+  // The browser keeps its subscription until the push service renews it (renewNext).
+  let current: ReturnType<typeof push.subscribe> | null = null;
+  let renewNext = false;
   const app = createAuthenticator({
     store: { load: async () => structuredClone(state), save: async (next) => void (state = structuredClone(next)) },
     fetch: globalThis.fetch,
@@ -34,9 +37,10 @@ describe("Web Push from a configured server to a device whose app is closed", ()
       // What the browser's PushManager.subscribe() does: a subscription at its push service.
       async subscribe(vapidPublicKey) {
         keysAskedWith.push(vapidPublicKey);
-        const made = push.subscribe();
-        subscriptionId = made.id;
-        return made.subscription;
+        if (!current || renewNext) current = push.subscribe();
+        renewNext = false;
+        subscriptionId = current.id;
+        return current.subscription;
       },
     },
   });
@@ -107,14 +111,23 @@ describe("Web Push from a configured server to a device whose app is closed", ()
     expect(await outcome.json()).toEqual({ status: "accept", serial: token.serial });
   });
 
-  it("drops the subscription when the user turns Autosend Passcode off, and subscribes anew when it is turned on again", async () => {
-    const subscription = async () => (await server.services.storage.db.selectFrom("devices").select(["push_now", "push_subscription"]).executeTakeFirstOrThrow());
-    expect((await subscription()).push_subscription).toContain(subscriptionId);
+  const deviceRow = async () => await server.services.storage.db.selectFrom("devices").select(["push_now", "push_subscription"]).executeTakeFirstOrThrow();
+
+  it("drops the subscription when the user turns Autosend Passcode off, and gives it again when it is turned on", async () => {
+    expect((await deviceRow()).push_subscription).toContain(subscriptionId);
     await app.setAutosend(false);
-    expect(await subscription()).toEqual({ push_now: "disabled", push_subscription: null });
-    const before = subscriptionId;
+    expect(await deviceRow()).toEqual({ push_now: "disabled", push_subscription: null });
     await app.setAutosend(true);
+    expect(await deviceRow()).toMatchObject({ push_now: "enabled", push_subscription: expect.stringContaining(subscriptionId) });
+  });
+
+  it("gives the server a subscription the push service renewed when the app starts, and nothing when none changed", async () => {
+    expect(await app.renewWebPush()).toEqual([]);
+    const before = subscriptionId;
+    renewNext = true;
+    expect(await app.renewWebPush()).toEqual([{ server: server.url }]);
     expect(subscriptionId).not.toBe(before);
-    expect(await subscription()).toMatchObject({ push_now: "enabled", push_subscription: expect.stringContaining(subscriptionId) });
+    expect((await deviceRow()).push_subscription).toContain(subscriptionId);
+    expect(await app.renewWebPush()).toEqual([]);
   });
 });
