@@ -50,6 +50,8 @@ const environmentSchema = z.object({
    * @default fcm.googleapis.com,updates.push.services.mozilla.com,*.push.apple.com,*.notify.windows.com
    */
   TESSERA_WEB_PUSH_HOSTS: z.string().min(1).default(DEFAULT_WEB_PUSH_HOSTS.join(",")),
+  /** HTTP proxy for reaching push services (`http://proxy:3128`); the proxy is asked to CONNECT. @default (none: direct) */
+  TESSERA_WEB_PUSH_PROXY: z.url({ protocol: /^https?$/ }).optional(),
   /** Extra certificate authorities (PEM file) to trust for push services, e.g. behind a TLS-inspecting proxy. @default (none: the system's) */
   TESSERA_WEB_PUSH_CA_FILE: z.string().min(1).optional(),
   /** Optional env file (KEY=value lines) read before the environment; the environment wins. @default (none) */
@@ -70,7 +72,7 @@ export interface Config {
   logLevel: Environment["TESSERA_LOG_LEVEL"];
   /** Outgoing mail: without an SMTP URL mail is kept in the outbox for operators to read. */
   mail: { smtpUrl: string | undefined; from: string };
-  webPush: { subject: string; allowedHosts: string[]; caFile?: string };
+  webPush: { subject: string; allowedHosts: string[]; caFile?: string; proxy?: string };
 }
 
 export const documentedOptions = Object.keys(environmentSchema.shape);
@@ -129,6 +131,7 @@ export function loadConfig(environment: NodeJS.ProcessEnv = process.env): Config
       subject: env.TESSERA_WEB_PUSH_SUBJECT ?? `mailto:${/<([^>]+)>/.exec(env.TESSERA_MAIL_FROM)?.[1] ?? env.TESSERA_MAIL_FROM}`,
       allowedHosts: env.TESSERA_WEB_PUSH_HOSTS.split(",").map((host) => host.trim().toLowerCase()).filter(Boolean),
       ...(env.TESSERA_WEB_PUSH_CA_FILE ? { caFile: path.resolve(env.TESSERA_WEB_PUSH_CA_FILE) } : {}),
+      ...(env.TESSERA_WEB_PUSH_PROXY ? { proxy: env.TESSERA_WEB_PUSH_PROXY } : {}),
     },
   };
 }

@@ -125,6 +125,7 @@ export async function openCore(
     webPush: {
       subject: config.webPush.subject,
       allowedHosts: config.webPush.allowedHosts,
+      ...(config.webPush.proxy ? { proxy: config.webPush.proxy } : {}),
       // The system's authorities and the extra ones: an agent with `ca` would trust only those.
       ...(caFile ? { agent: () => new Agent({ ca: [...rootCertificates, readFileSync(caFile, "utf8")] }) } : {}),
     },

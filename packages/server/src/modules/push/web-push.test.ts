@@ -1,4 +1,7 @@
+import { createServer as createHttpServer, type IncomingMessage } from "node:http";
 import { Agent } from "node:https";
+import { connect, type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { createKeyring } from "../../crypto/keyring.js";
 import { reencryptSealedColumns } from "../../crypto/rotate.js";
@@ -153,6 +156,44 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     expect(sent).toEqual([{ deviceId: "d", outcome: "sent" }]);
     expect(push.received.at(-1)).toMatchObject({ subscriptionId: id, payload: { type: "ping" } });
   });
+});
+
+it("reaches push services through an HTTP proxy when one is set: the proxy is asked to CONNECT to the push service", async () => {
+  const push = await startTestPushService();
+  const connects: string[] = [];
+  // A forward proxy as corporate networks run them: CONNECT host:port, then a tunnel.
+  const proxy = createHttpServer();
+  proxy.on("connect", (request: IncomingMessage, client: Duplex, head: Buffer) => {
+    connects.push(request.url ?? "");
+    const [host, port] = (request.url ?? "").split(":");
+    const upstream = connect(Number(port), host, () => {
+      client.write("HTTP/1.1 200 Connection Established\r\n\r\n");
+      upstream.write(head);
+      upstream.pipe(client);
+      client.pipe(upstream);
+    });
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+  const core = await createTestCore("sqlite");
+  try {
+    const { subscription } = push.subscribe();
+    const node = createWebPush(
+      { db: core.storage.db, keyring: core.services.keyring, clock: core.clock },
+      { subject: "mailto:x@example.test", allowedHosts: [new URL(push.origin).host], proxy: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}` },
+    );
+    const [result] = await node.send([{ deviceId: "d", subscription: JSON.stringify(subscription) }], { type: "ping" }, 10);
+    expect(connects).toEqual([new URL(push.origin).host]);
+    // The test push service's certificate is its own; through a proxy only the system's
+    // authorities are trusted, so the tunnel ends at TLS: what matters is the way it took.
+    expect(result).toMatchObject({ deviceId: "d", outcome: "failed" });
+    expect(push.handled).toBe(0);
+  } finally {
+    await core.close();
+    await new Promise((resolve) => proxy.close(resolve));
+    await push.close();
+  }
 });
 
 it("allows only https push services on the listed hosts, on port 443 unless an entry names another", () => {

@@ -23,6 +23,11 @@ export interface WebPushOptions {
   allowedHosts: string[];
   /** For a push service behind a private CA; made on first use, so a bad CA file fails sending, not start. */
   agent?: Agent | (() => Agent);
+  /**
+   * An HTTP proxy to reach push services through (CONNECT). Through a proxy only the
+   * system's certificate authorities are trusted: the agent above is not used.
+   */
+  proxy?: string;
   /** How long one send may take before it counts as failed. @default 10000 */
   timeoutMs?: number;
 }
@@ -121,7 +126,7 @@ export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, 
               urgency: "high",
               contentEncoding: "aes128gcm",
               timeout: options.timeoutMs ?? 10_000,
-              ...(agent() ? { agent: agent() } : {}),
+              ...(options.proxy ? { proxy: options.proxy } : agent() ? { agent: agent() } : {}),
             });
             return { deviceId: target.deviceId, outcome: "sent" as const };
           } catch (error) {
