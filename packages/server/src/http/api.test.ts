@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { installerPrincipal } from "../modules/operators/access.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { createTenant, placeTokenInState, type TestTenant } from "../testing/fixtures.js";
-import { createTestApp } from "./testing-app.js";
+import { useTestApp, type TestApp } from "./testing-app.js";
 
 const requiredOperationIds = [
   "createVirtualServer", "listVirtualServers", "createOperator", "createUser", "getUser", "listUsers", "importUsers",
@@ -20,22 +20,21 @@ const requiredOperationIds = [
 
 describeEachDatabase("admin API", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
   let key: string;
   const count = async (table: "tokens" | "users" | "audit_log") =>
     Number((await core.storage.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
 
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core, { bodyLimitBytes: 64 * 1024 });
-    t = await createTenant(core.services, "API");
-    key = t.apiKeys.admin;
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
-  });
+  useTestApp(
+    kind,
+    "API",
+    (setting) => {
+      ({ core, api, t } = setting);
+      key = t.apiKeys.admin;
+    },
+    { bodyLimitBytes: 64 * 1024 },
+  );
 
   describe("the service itself", () => {
     it("answers health and readiness", async () => {

@@ -2,13 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { installerPrincipal, type Role } from "../modules/operators/access.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { createTenant, placeTokenInState, type TestTenant } from "../testing/fixtures.js";
-import { createTestApp } from "./testing-app.js";
+import { createTestApp, useTestApp, type TestApp } from "./testing-app.js";
 
 const roles: Role[] = ["admin", "operator", "helpdesk", "auditor"];
 
 describeEachDatabase("tenant isolation", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let a: TestTenant;
   let b: TestTenant;
   let bSerial: string;
@@ -123,17 +123,9 @@ describeEachDatabase("tenant isolation", (kind) => {
 
 describeEachDatabase("role permissions inside one's own virtual server", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core);
-    t = await createTenant(core.services, "Roles");
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
-  });
+  useTestApp(kind, "Roles", (setting) => void ({ core, api, t } = setting));
 
   const matrix: Array<{ name: string; allowed: Role[]; request: (t: TestTenant, role: Role, serial: string) => [string, string, unknown?] }> = [
     { name: "list users", allowed: ["admin", "operator", "helpdesk", "auditor"], request: (t) => ["GET", `/api/v1/virtual-servers/${t.virtualServerId}/users`] },

@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createTestApp } from "../../http/testing-app.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { describe, expect, it } from "vitest";
+import { useTestApp, type TestApp } from "../../http/testing-app.js";
+import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
 import { addressMatcher, addressProblem } from "./addresses.js";
 
@@ -24,17 +24,9 @@ describe("client addresses", () => {
 
 describeEachDatabase("applications", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core);
-    t = await createTenant(core.services, "Apps");
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
-  });
+  useTestApp(kind, "Apps", (setting) => void ({ core, api, t } = setting));
 
   it("creates a RADIUS client with a made-up secret shown once and kept encrypted", async () => {
     const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "vpn", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });

@@ -1,8 +1,8 @@
 import { hotp, totp } from "@tessera/otp";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { createTestApp } from "../../http/testing-app.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
-import { createTenant, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
+import { expect, it } from "vitest";
+import { useTestApp, type TestApp } from "../../http/testing-app.js";
+import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
 import { createServices } from "../../core.js";
 import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
@@ -14,21 +14,15 @@ const KEY = Buffer.alloc(20, 1);
 
 describeEachDatabase("passcode authentication", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
   let application: AuthRequest["application"];
   let apiKey: string;
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core);
-    t = await createTenant(core.services, "Auth");
+  useTestApp(kind, "Auth", async (setting) => {
+    ({ core, api, t } = setting);
     const created = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", kind: "rest" });
     apiKey = created.apiKey!;
-    application = (await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.id).executeTakeFirstOrThrow());
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
+    application = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.id).executeTakeFirstOrThrow();
   });
 
   const code = (offsetSteps = 0) => totp(KEY, { atMs: core.clock.nowMs(), periodSeconds: 30, digits: 6, algorithm: "SHA1", stepOffset: offsetSteps });

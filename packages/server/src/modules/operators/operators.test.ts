@@ -1,22 +1,14 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { createTestApp } from "../../http/testing-app.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { expect, it } from "vitest";
+import { useTestApp, type TestApp } from "../../http/testing-app.js";
+import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "./access.js";
 
 describeEachDatabase("operators, API keys and sessions", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core);
-    t = await createTenant(core.services, "Operators");
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
-  });
+  useTestApp(kind, "Operators", (setting) => void ({ core, api, t } = setting));
 
   it("revokes an API key at once and lists keys without their secrets", async () => {
     const op = await core.services.operators.create(installerPrincipal, { email: "script@ops.test", name: "Script", role: "operator", virtualServerId: t.virtualServerId });

@@ -1,13 +1,13 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
-import { createTestApp } from "../../http/testing-app.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { expect, it } from "vitest";
+import { useTestApp, type TestApp } from "../../http/testing-app.js";
+import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
-import { createTenant, type TestTenant } from "../../testing/fixtures.js";
+import { type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "../operators/access.js";
 
 describeEachDatabase("Push OTP over REST", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
   let pushKey: string;
   let plainKey: string;
@@ -17,17 +17,11 @@ describeEachDatabase("Push OTP over REST", (kind) => {
   const authenticate = (key: string, userId: string, passcode = "") => api.call("POST", "/api/v1/auth", key, { userId, passcode, sourceAddress: "198.51.100.23" });
   const outcome = (key: string, id: string, wait = 0) => api.call("GET", `/api/v1/auth/challenges/${id}?wait=${wait}`, key);
 
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core);
-    t = await createTenant(core.services, "Push");
+  useTestApp(kind, "Push", async (setting) => {
+    ({ core, api, t } = setting);
     await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 10 });
     pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
     plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
   });
 
   it("sends an empty passcode to the phone: the device sees resource, source and number, approves with its passcode, and the login is accepted", async () => {
