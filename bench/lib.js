@@ -241,3 +241,37 @@ export function intFlag(flags, name, fallback) {
   if (!Number.isInteger(parsed) || parsed <= 0) throw new Error(`--${name} wants a positive integer, not ${value}`);
   return parsed;
 }
+
+/**
+ * Seeding, not measured: users user0..user{count-1} in a new virtual server, each holding
+ * an active token whose key is `seedOf(i)` (serial BENCH-i), as if enrolled.
+ * @param {any} services the product's services over the benchmark's storage
+ * @param {{ count: number, otpMode: "totp" | "hotp", digits: number, periodSeconds: number, seedOf: (i: number) => Buffer }} options
+ * @returns {Promise<string>} the virtual server's id
+ */
+export async function seedUsersWithTokens(services, { count, otpMode, digits, periodSeconds, seedOf }) {
+  const { installerPrincipal } = await import("../packages/server/dist/modules/operators/access.js");
+  const vs = await services.virtualServers.create(installerPrincipal, { name: "Bench" });
+  const csv = ["userId,email", ...Array.from({ length: count }, (_, i) => `user${i},user${i}@example.test`)].join("\n");
+  await services.importUsers(installerPrincipal, vs.id, csv);
+  for (let start = 0; start < count; start += 5000) {
+    const seeds = Array.from({ length: Math.min(5000, count - start) }, (_, j) => ({
+      serial: `BENCH-${start + j}`,
+      secret: seedOf(start + j),
+      otpMode,
+      digits,
+      periodSeconds,
+      algorithm: "SHA1",
+      counter: 0,
+    }));
+    await services.tokens.importSeeds(installerPrincipal, { virtualServerId: vs.id, seeds });
+  }
+  const { db } = services.storage;
+  const users = await db.selectFrom("users").select(["id", "user_id"]).where("virtual_server_id", "=", vs.id).execute();
+  await db.transaction().execute(async (/** @type {any} */ trx) => {
+    for (const user of users) {
+      await trx.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", `BENCH-${user.user_id.slice(4)}`).execute();
+    }
+  });
+  return vs.id;
+}

@@ -29,7 +29,7 @@ import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, percentiles, printHeader, printTable, removeDir, reportResult, tempDir } from "./lib.js";
+import { benchMasterKey, fmt, intFlag, parseFlags, percentiles, printHeader, printTable, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
 const tesseraBin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
@@ -416,32 +416,9 @@ async function seedTessera(dir, count) {
   try {
     await migrateToLatest(storage);
     const services = createServices(storage, createKeyring([benchMasterKey]));
-    const vs = await services.virtualServers.create(installerPrincipal, { name: "Bench" });
-    const csv = ["userId,email", ...Array.from({ length: count }, (_, i) => `${userName(i)},${userName(i)}@example.test`)].join("\n");
-    await services.importUsers(installerPrincipal, vs.id, csv);
-    for (let start = 0; start < count; start += 5000) {
-      /** @type {import("../packages/server/dist/modules/tokens/seed-files/seed.js").ImportedSeed[]} */
-      const seeds = Array.from({ length: Math.min(5000, count - start) }, (_, j) => ({
-        serial: `BENCH-${start + j}`,
-        secret: seedOf(start + j),
-        otpMode: "totp",
-        digits: DIGITS,
-        periodSeconds: PERIOD_MS / 1000,
-        algorithm: "SHA1",
-        counter: 0,
-      }));
-      await services.tokens.importSeeds(installerPrincipal, { virtualServerId: vs.id, seeds });
-    }
-    // Seeding only: bind each token to its user as if enrolled.
-    const { db } = storage;
-    const users = await db.selectFrom("users").select(["id", "user_id"]).where("virtual_server_id", "=", vs.id).execute();
-    await db.transaction().execute(async (trx) => {
-      for (const user of users) {
-        await trx.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", `BENCH-${user.user_id.slice(4)}`).execute();
-      }
-    });
+    const vsId = await seedUsersWithTokens(services, { count, otpMode: "totp", digits: DIGITS, periodSeconds: PERIOD_MS / 1000, seedOf });
     // No radiusSecret given: Tessera makes one and shows it this once.
-    const app = await services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "bench-nas", kind: "radius", radiusAddresses: ["127.0.0.1"] });
+    const app = await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "bench-nas", kind: "radius", radiusAddresses: ["127.0.0.1"] });
     // Push OTP is off unless asked for (and a 6-digit code is a passcode either way): checked, not assumed.
     if (app.pushOtp) throw new Error("the RADIUS application has Push OTP on; the benchmark measures typed passcodes");
     return { radiusSecret: /** @type {string} */ (app.radiusSecret) };

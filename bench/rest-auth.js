@@ -16,7 +16,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, tempDir } from "./lib.js";
+import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
 
 const flags = parseFlags(process.argv.slice(2));
 const userCount = intFlag(flags, "users", 20_000);
@@ -32,30 +32,8 @@ async function seed(/** @type {string} */ dir) {
   const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
   await migrateToLatest(storage);
   const services = createServices(storage, createKeyring([benchMasterKey]));
-  const vs = await services.virtualServers.create(installerPrincipal, { name: "Bench" });
-  const csv = ["userId,email", ...Array.from({ length: userCount }, (_, i) => `user${i},user${i}@example.test`)].join("\n");
-  await services.importUsers(installerPrincipal, vs.id, csv);
-  for (let start = 0; start < userCount; start += 5000) {
-    const seeds = Array.from({ length: Math.min(5000, userCount - start) }, (_, j) => ({
-      serial: `BENCH-${start + j}`,
-      secret: seedOf(start + j),
-      otpMode: "hotp",
-      digits: 6,
-      periodSeconds: 30,
-      algorithm: "SHA1",
-      counter: 0,
-    }));
-    await services.tokens.importSeeds(installerPrincipal, { virtualServerId: vs.id, seeds });
-  }
-  // Seeding only: bind each token to its user as if enrolled.
-  const { db } = storage;
-  const users = await db.selectFrom("users").select(["id", "user_id"]).where("virtual_server_id", "=", vs.id).execute();
-  await db.transaction().execute(async (trx) => {
-    for (const user of users) {
-      await trx.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", `BENCH-${user.user_id.slice(4)}`).execute();
-    }
-  });
-  const app = await services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "bench", kind: "rest" });
+  const vsId = await seedUsersWithTokens(services, { count: userCount, otpMode: "hotp", digits: 6, periodSeconds: 30, seedOf });
+  const app = await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "bench", kind: "rest" });
   await storage.close();
   return { apiKey: /** @type {string} */ (app.apiKey) };
 }
