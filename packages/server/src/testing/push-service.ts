@@ -6,6 +6,7 @@ import { createServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { waitableCount } from "./counter.js";
 
 /**
  * A Web Push service of our own for tests, speaking HTTPS on loopback like the real
@@ -81,16 +82,18 @@ export async function startTestPushService() {
   const subscribers = new Map<string, { ecdh: ReturnType<typeof createECDH>; auth: Buffer; status: number }>();
   const received: ReceivedPush[] = [];
   const rejected: string[] = [];
-  const waiters: Array<() => void> = [];
   let origin = "";
   let handled = 0;
+  const answered = waitableCount("push service requests", () => handled);
 
   const server = createServer({ key, cert }, (request, response) => {
     const chunks: Buffer[] = [];
     request.on("data", (chunk: Buffer) => chunks.push(chunk));
     request.on("end", () => {
-      handled += 1;
-      response.on("finish", () => waiters.splice(0).forEach((wake) => wake()));
+      response.on("finish", () => {
+        handled += 1;
+        answered.changed();
+      });
       const id = /^\/push\/([\w-]+)$/.exec(request.url ?? "")?.[1];
       const subscriber = id ? subscribers.get(id) : undefined;
       if (request.method !== "POST" || !id || !subscriber) {
@@ -142,20 +145,7 @@ export async function startTestPushService() {
       return handled;
     },
     /** Resolves once `count` requests have been answered (accepted, refused or gone), or fails after `timeoutMs`. */
-    async waitFor(count: number, timeoutMs = 5000): Promise<void> {
-      const deadline = Date.now() + timeoutMs;
-      while (handled < count) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`push service: ${handled} requests, expected ${count}`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, left);
-          waiters.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
-    },
+    waitFor: (count: number, timeoutMs = 5000) => answered.reach(count, timeoutMs),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }

@@ -1,5 +1,6 @@
 import type { AddressInfo } from "node:net";
 import { simpleParser, type ParsedMail } from "mailparser";
+import { waitableCount } from "../../testing/counter.js";
 import { SMTPServer } from "smtp-server";
 
 /**
@@ -35,7 +36,7 @@ export interface TestSmtpOptions {
 
 export async function startTestSmtpServer(options: TestSmtpOptions = {}): Promise<TestSmtpServer> {
   const received: ReceivedMail[] = [];
-  const waiters: Array<() => void> = [];
+  const taken = waitableCount("messages", () => received.length);
   const server = new SMTPServer({
     // Plain SMTP on loopback: no certificate to trust in tests.
     disabledCommands: options.auth ? ["STARTTLS"] : ["STARTTLS", "AUTH"],
@@ -72,7 +73,7 @@ export async function startTestSmtpServer(options: TestSmtpOptions = {}): Promis
               parsed,
               raw,
             });
-            for (const wake of waiters.splice(0)) wake();
+            taken.changed();
             callback();
           },
           (error: Error) => callback(error),
@@ -90,20 +91,7 @@ export async function startTestSmtpServer(options: TestSmtpOptions = {}): Promis
     port,
     url: `smtp://127.0.0.1:${port}`,
     received,
-    async waitFor(count, timeoutMs = 10_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (received.length < count) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`expected ${count} messages, got ${received.length}`);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, left);
-          waiters.push(() => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
-      }
-    },
+    waitFor: (count, timeoutMs = 10_000) => taken.reach(count, timeoutMs),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
