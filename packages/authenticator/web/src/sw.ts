@@ -18,6 +18,7 @@ interface NotificationEventLike extends ExtendableEventLike {
 interface WindowClientLike {
   readonly url: string;
   readonly focused: boolean;
+  readonly visibilityState: DocumentVisibilityState;
   focus(): Promise<WindowClientLike>;
   navigate(url: string): Promise<WindowClientLike | null>;
 }
@@ -101,8 +102,10 @@ worker.addEventListener("push", (event) => {
   if (message?.type !== "challenge") return;
   event.waitUntil(
     worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
-      // The app in front already shows the request from its live connection.
-      if (windows.some((client) => client.focused && new URL(client.url).pathname.startsWith(SHELL))) return;
+      // The app in front already shows the request from its live connection. A window
+      // that is hidden (in the background, or kept for the back button) is not in front.
+      const inFront = (client: WindowClientLike) => client.focused && client.visibilityState === "visible" && new URL(client.url).pathname.startsWith(SHELL);
+      if (windows.some(inFront)) return;
       return worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
         body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
         tag: message.id,

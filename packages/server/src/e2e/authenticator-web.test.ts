@@ -216,22 +216,25 @@ describe("the tessera web app against a running server", () => {
     expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
   }, 180_000);
 
-  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is not in front", async () => {
-    const { context, page } = await phone(ANDROID);
+  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed", async () => {
+    const { context, page: app } = await phone(ANDROID);
     await context.grantPermissions(["notifications"], { origin: server.url });
-    await page.goto(`${server.url}/app/`);
-    await page.getByRole("heading", { name: "No token here yet" }).waitFor();
+    await app.goto(`${server.url}/app/`);
+    await app.getByRole("heading", { name: "No token here yet" }).waitFor();
     // Until its service worker is active, nothing could show a notification.
-    await page.evaluate(async () => {
+    await app.evaluate(async () => {
       await (globalThis as unknown as { navigator: { serviceWorker: { ready: Promise<unknown> } } }).navigator.serviceWorker.ready;
     });
-    // The app leaves the screen: another page of the site is in front.
+    // The app is closed: only another page of the site is open, so no window of the app
+    // (not even one kept for the back button) could be taken for the app in front.
+    const page = await context.newPage();
     await page.goto(`${server.url}/healthz`);
+    await app.close();
     const cdp = await context.newCDPSession(page);
     const registrationId = new Promise<string>((resolve) =>
       cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
-        const app = registrations.find((registration) => registration.scopeURL === `${server.url}/app/` && !registration.isDeleted);
-        if (app) resolve(app.registrationId);
+        const registration = registrations.find((candidate) => candidate.scopeURL === `${server.url}/app/` && !candidate.isDeleted);
+        if (registration) resolve(registration.registrationId);
       }),
     );
     await cdp.send("ServiceWorker.enable");
