@@ -197,8 +197,10 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
         ]);
 
       if ((await overLimit(bySource, source, SOURCE_FAILURES)) || (await overLimit(byUser, userKey, USER_FAILURES))) {
+        // Refused without a look at any token, but audited: in a group commit, so that a
+        // flood of refused guesses costs little more than the guesses it stops.
         const result = reject("rate_limited");
-        await db.transaction().execute((trx) => record(trx, result, null, null));
+        await writes.run((trx) => record(trx, result, null, null));
         return result;
       }
 
@@ -212,7 +214,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
         const result: AuthResult = challenge
           ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
           : reject(user ? "push_unavailable" : "user_unknown");
-        await db.transaction().execute((trx) => record(trx, result, user?.id ?? null, null));
+        await writes.run((trx) => record(trx, result, user?.id ?? null, null));
         if (!user) await countFailure(source, userKey);
         return result;
       }
