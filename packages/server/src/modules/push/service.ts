@@ -2,7 +2,9 @@ import { randomInt } from "node:crypto";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
-import type { ChallengeRow } from "../../storage/schema.js";
+import type { Kysely } from "kysely";
+import { prepareQuery } from "../../storage/prepared.js";
+import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -43,6 +45,67 @@ function view(row: ChallengeRow, nowMs: number): ChallengeView {
 }
 
 /**
+ * The statements of every push login, compiled once: a push login runs about ten of
+ * them over its four HTTP exchanges, and building each anew cost more than running it.
+ */
+function preparePushQueries(db: Kysely<Database>) {
+  return {
+    pushDevicesOfUser: prepareQuery<{ userPk: string }, { device_id: string | null; push_subscription: string | null }>(db, (db, param) =>
+      db
+        .selectFrom("tokens")
+        .innerJoin("devices", "devices.token_serial", "tokens.serial")
+        .select(["devices.device_id", "devices.push_subscription"])
+        .where("tokens.user_pk", "=", param("userPk"))
+        .where("tokens.state", "=", "active")
+        .where("devices.app", "=", "tessera")
+        .where("devices.push_now", "=", "enabled")
+        .where("devices.device_id", "is not", null),
+    ),
+    challenge: prepareQuery<{ id: string }, ChallengeRow>(db, (db, param) => db.selectFrom("challenges").selectAll().where("id", "=", param("id"))),
+    /** Open challenges naming the device; `pattern` is the device id quoted as in the JSON list, between `%`. */
+    openForDevice: prepareQuery<{ now: number; pattern: string }, ChallengeRow>(db, (db, param) =>
+      db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", param("now")).where("device_ids", "like", param("pattern")).orderBy("created_at"),
+    ),
+    activeTokensOnDevice: prepareQuery<{ deviceId: string }, { serial: string; user_pk: string | null }>(db, (db, param) =>
+      db.selectFrom("tokens").innerJoin("devices", "devices.token_serial", "tokens.serial").select(["tokens.serial", "tokens.user_pk"]).where("devices.device_id", "=", param("deviceId")).where("tokens.state", "=", "active"),
+    ),
+    deviceKey: prepareQuery<{ deviceId: string }, { signing_public_key: string | null }>(db, (db, param) =>
+      db.selectFrom("devices").select("signing_public_key").where("device_id", "=", param("deviceId")).where("signing_public_key", "is not", null),
+    ),
+    approvingToken: prepareQuery<{ serial: string; userPk: string; deviceId: string }, TokenRow>(db, (db, param) =>
+      db
+        .selectFrom("tokens")
+        .innerJoin("devices", "devices.token_serial", "tokens.serial")
+        .selectAll("tokens")
+        .where("tokens.serial", "=", param("serial"))
+        .where("tokens.user_pk", "=", param("userPk"))
+        .where("tokens.state", "=", "active")
+        .where("devices.device_id", "=", param("deviceId")),
+    ),
+    storeApprovalStep: prepareQuery<{ serial: string; step: number; driftSteps: number; now: number }, never>(db, (db, param) =>
+      db
+        .updateTable("tokens")
+        .set({ last_totp_step: param("step"), drift_steps: param("driftSteps"), failures: 0, updated_at: param("now") })
+        .where("serial", "=", param("serial"))
+        .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", param("step"))])),
+    ),
+    closeChallenge: prepareQuery<{ id: string; status: string; now: number; serial: string | null }, never>(db, (db, param) =>
+      db
+        .updateTable("challenges")
+        .set({ status: param("status"), answered_at: param("now"), answered_serial: param("serial") })
+        .where("id", "=", param("id"))
+        .where("status", "=", "pending")
+        .where("expires_at", ">", param("now")),
+    ),
+  };
+}
+
+/** The LIKE pattern that finds a device's id in a challenge's JSON list of device ids. */
+function deviceIdPattern(deviceId: string): string {
+  return `%${JSON.stringify(deviceId)}%`;
+}
+
+/**
  * Push OTP (DESIGN section 4): a challenge goes to the user's tessera devices whose
  * Push OTP is on; the device answers, signed with its device key, and an approval
  * carries the current passcode (autosend), which must pass the same checks as a typed
@@ -60,6 +123,11 @@ export function createPushService(
   },
 ) {
   const { db, clock, audit, keyring, hub } = deps;
+  const queries = preparePushQueries(db);
+  const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
+  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides). */
+  const openChallengesFor = async (deviceId: string, now: number) =>
+    (await db.executeQuery(queries.openForDevice({ now, pattern: deviceIdPattern(deviceId) }))).rows.filter((row) => (JSON.parse(row.device_ids) as string[]).includes(deviceId));
 
   /** The message a device's service worker turns into a notification: what the app would show. */
   function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
@@ -91,7 +159,7 @@ export function createPushService(
   }
 
   async function deviceKey(deviceId: string): Promise<string> {
-    const row = await db.selectFrom("devices").select("signing_public_key").where("device_id", "=", deviceId).where("signing_public_key", "is not", null).executeTakeFirst();
+    const row = (await db.executeQuery(queries.deviceKey({ deviceId }))).rows[0];
     if (!row) throw fail("DEVICE_NOT_FOUND", { deviceId });
     return row.signing_public_key!;
   }
@@ -99,16 +167,7 @@ export function createPushService(
   return {
     /** Opens a challenge for the user's push-capable devices; null when they have none. */
     async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | null> {
-      const rows = await db
-        .selectFrom("tokens")
-        .innerJoin("devices", "devices.token_serial", "tokens.serial")
-        .select(["devices.device_id", "devices.push_subscription"])
-        .where("tokens.user_pk", "=", input.userPk)
-        .where("tokens.state", "=", "active")
-        .where("devices.app", "=", "tessera")
-        .where("devices.push_now", "=", "enabled")
-        .where("devices.device_id", "is not", null)
-        .execute();
+      const rows = (await db.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
       // One device may hold several of the user's tokens: it is asked once.
       const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
       for (const row of rows) {
@@ -142,7 +201,7 @@ export function createPushService(
     /** The challenge's state, waiting up to `waitMs` for it to leave "pending". */
     async outcome(challengeId: string, waitMs: number): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
       const read = async () => {
-        const row = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirst();
+        const row = await readChallenge(challengeId);
         return row ? { row, status: statusOf(row, clock.nowMs()) } : null;
       };
       const settled = await hub.waitUntil(`challenge:${challengeId}`, waitMs, async () => {
@@ -159,15 +218,9 @@ export function createPushService(
       await db.updateTable("devices").set({ last_seen_at: clock.nowMs() }).where("device_id", "=", deviceId).execute();
       const pending = async () => {
         const now = clock.nowMs();
-        const rows = await db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", now).where("device_ids", "like", `%"${deviceId}"%`).orderBy("created_at").execute();
+        const rows = await openChallengesFor(deviceId, now);
         if (rows.length === 0) return null;
-        const tokens = await db
-          .selectFrom("tokens")
-          .innerJoin("devices", "devices.token_serial", "tokens.serial")
-          .select(["tokens.serial", "tokens.user_pk"])
-          .where("devices.device_id", "=", deviceId)
-          .where("tokens.state", "=", "active")
-          .execute();
+        const tokens = (await db.executeQuery(queries.activeTokensOnDevice({ deviceId }))).rows;
         return rows.map((row) => ({ ...view(row, now), serials: tokens.filter((t) => t.user_pk === row.user_pk).map((t) => t.serial) }));
       };
       return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending)) ?? [];
@@ -189,19 +242,12 @@ export function createPushService(
       const sent = new Set<string>();
       const deliver = async () => {
         const now = clock.nowMs();
-        const rows = await db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", now).where("device_ids", "like", `%"${deviceId}"%`).orderBy("created_at").execute();
-        for (const row of rows) {
-          if (sent.has(row.id)) continue;
+        const fresh = (await openChallengesFor(deviceId, now)).filter((row) => !sent.has(row.id));
+        if (fresh.length === 0) return;
+        const tokens = (await db.executeQuery(queries.activeTokensOnDevice({ deviceId }))).rows;
+        for (const row of fresh) {
           sent.add(row.id);
-          const serials = await db
-            .selectFrom("tokens")
-            .innerJoin("devices", "devices.token_serial", "tokens.serial")
-            .select("tokens.serial")
-            .where("devices.device_id", "=", deviceId)
-            .where("tokens.user_pk", "=", row.user_pk)
-            .where("tokens.state", "=", "active")
-            .execute();
-          send({ ...view(row, now), serials: serials.map((t) => t.serial) });
+          send({ ...view(row, now), serials: tokens.filter((token) => token.user_pk === row.user_pk).map((token) => token.serial) });
         }
       };
       let queue = deliver();
@@ -221,7 +267,7 @@ export function createPushService(
 
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
     async answer(challengeId: string, signed: SignedRequest, input: { decision: "approve" | "deny" | "fraud"; serial?: string; otp?: string }): Promise<{ status: ChallengeStatus }> {
-      const row = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirst();
+      const row = await readChallenge(challengeId);
       const deviceIds = row ? (JSON.parse(row.device_ids) as string[]) : [];
       if (!row || !deviceIds.includes(signed.deviceId)) throw fail("CHALLENGE_NOT_FOUND", { id: challengeId });
       await deps.verifySigned(signed, await deviceKey(signed.deviceId));
@@ -232,15 +278,7 @@ export function createPushService(
         let serial: string | null = null;
         if (status === "approved") {
           // Autosend passcode: the approval proves the device holds the key now.
-          const token = await trx
-            .selectFrom("tokens")
-            .innerJoin("devices", "devices.token_serial", "tokens.serial")
-            .selectAll("tokens")
-            .where("tokens.serial", "=", input.serial ?? "")
-            .where("tokens.user_pk", "=", row.user_pk)
-            .where("tokens.state", "=", "active")
-            .where("devices.device_id", "=", signed.deviceId)
-            .executeTakeFirst();
+          const token = (await trx.executeQuery(queries.approvingToken({ serial: input.serial ?? "", userPk: row.user_pk, deviceId: signed.deviceId }))).rows[0];
           if (!token || !token.key_ciphertext) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "no active token of this user on this device" });
           const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
           // Replay rules for an approval: the passcode may be of the last accepted step,
@@ -251,23 +289,12 @@ export function createPushService(
           const verdict = verifyPasscode({ ...token, last_totp_step: last }, key, input.otp ?? "", now);
           key.fill(0);
           if (!verdict.ok || verdict.mode !== "totp") throw fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` });
-          const stored = await trx
-            .updateTable("tokens")
-            .set({ last_totp_step: verdict.step, drift_steps: verdict.driftSteps, failures: 0, updated_at: now })
-            .where("serial", "=", token.serial)
-            .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", verdict.step)]))
-            .executeTakeFirst();
-          if (Number(stored.numUpdatedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed" });
+          const stored = await trx.executeQuery(queries.storeApprovalStep({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now }));
+          if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed" });
           serial = token.serial;
         }
-        const closed = await trx
-          .updateTable("challenges")
-          .set({ status, answered_at: now, answered_serial: serial })
-          .where("id", "=", challengeId)
-          .where("status", "=", "pending")
-          .where("expires_at", ">", now)
-          .executeTakeFirst();
-        if (Number(closed.numUpdatedRows) !== 1) throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
+        const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
+        if (Number(closed.numAffectedRows) !== 1) throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
         await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
           {
             action: status === "fraud" ? "auth.fraud_reported" : `auth.push_${status}`,
