@@ -65,6 +65,9 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const metrics = createMetrics();
   const webPush = createWebPush(deps, options.webPush ?? { subject: "mailto:tessera@localhost", allowedHosts: DEFAULT_WEB_PUSH_HOSTS });
   const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, onWebPushFailure: options.onWebPushFailure });
+  // Application changes reach every node through the hub (PostgreSQL NOTIFY between nodes).
+  const applications = createApplicationService({ ...deps, announceChange: () => hub.applicationsChanged() });
+  hub.onApplicationsChanged(() => applications.forgetApiKeys());
   return {
     publicUrl,
     onMailQueued: (listener: () => void) => mailListeners.add(listener),
@@ -87,7 +90,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     pushHub: hub,
     webPush,
     mail: createMailService(deps),
-    applications: createApplicationService(deps),
+    applications,
     auth: createAuthService({ ...deps, push, metrics }),
     metrics,
     resyncToken: createResync(deps),

@@ -42,7 +42,7 @@ describe("two nodes on one PostgreSQL", () => {
     const vs = await services.virtualServers.create(installerPrincipal, { name: "Two nodes" });
     await services.users.create(installerPrincipal, vs.id, { userId: "wanda", firstName: "Wanda", lastName: "", email: "wanda@example.test", groups: [] });
     await services.tokens.add(installerPrincipal, { virtualServerId: vs.id, type: "mobile", count: 1 });
-    await services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "vpn", kind: "radius", pushOtp: true, radiusAddresses: ["127.0.0.1"], radiusSecret: SECRET });
+    await services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "vpn", kind: "radius", pushOtp: true, radiusAddresses: ["127.0.0.0/8"], radiusSecret: SECRET });
     await node2.refreshRadiusClients();
     await services.provisioning.createTask(installerPrincipal, { virtualServerId: vs.id, users: { userIds: ["wanda"] }, tokenType: "mobile" });
     const link = (await services.mail.listOutbox(installerPrincipal, { virtualServerId: vs.id, status: "queued", limit: 1 })).items[0]!.enrollUrl!;
@@ -59,5 +59,44 @@ describe("two nodes on one PostgreSQL", () => {
     expect(listened.code, listened.stderr).toBe(0);
     expect(JSON.parse(listened.stdout)).toMatchObject({ decision: "approve", status: "approved" });
     expect(reply.stdout).toContain("Received Access-Accept");
+  });
+
+  // Well within the ten seconds after which a node reads its applications again anyway:
+  // what passes here came by notification.
+  const SOONER_THAN_THE_BACKSTOP = { timeout: 5_000, interval: 100 };
+
+  it("applies a change of an application made on node 1 at once on node 2: a rotated API key", async () => {
+    const vs = await node1.services.virtualServers.create(installerPrincipal, { name: "Rotated across nodes" });
+    const created = await node1.services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "portal", kind: "rest" });
+    const statusAtNode2 = async (apiKey: string) =>
+      (
+        await fetch(`${node2.url}/api/v1/auth`, {
+          method: "POST",
+          headers: { "content-type": "application/json", authorization: `Bearer ${apiKey}` },
+          body: JSON.stringify({ userId: "nobody", passcode: "123456", sourceAddress: "198.51.100.20" }),
+        })
+      ).status;
+    // Node 2 now keeps the application found by this key.
+    expect(await statusAtNode2(created.apiKey!)).toBe(200);
+    const rotated = await node1.services.applications.update(installerPrincipal, created.id, { rotateApiKey: true });
+    await expect.poll(() => statusAtNode2(created.apiKey!), SOONER_THAN_THE_BACKSTOP).toBe(401);
+    expect(await statusAtNode2(rotated.apiKey!)).toBe(200);
+  });
+
+  it("applies a new RADIUS client and a new shared secret made on node 1 at once on node 2", async () => {
+    const vs = await node1.services.virtualServers.create(installerPrincipal, { name: "RADIUS across nodes" });
+    const answered = async (secret: string) => {
+      const radclient = spawn("radclient", ["-t", "1", "-r", "1", `127.0.0.1:${node2.radius!.port}`, "auth", secret], { stdio: ["pipe", "pipe", "pipe"] });
+      radclient.stdin!.end(`User-Name = "nobody"\nUser-Password = "123456"\nMessage-Authenticator = 0x00\n`);
+      return /Received Access-(Accept|Reject)/.test((await collect(radclient)).stdout);
+    };
+    // More specific than the first test's 127.0.0.0/8: from 127.0.0.1 this client wins, once node 2 knows it.
+    const secret = "a-second-shared-secret-for-a-vpn";
+    const created = await node1.services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "vpn", kind: "radius", radiusAddresses: ["127.0.0.1"], radiusSecret: secret });
+    await expect.poll(() => answered(secret), SOONER_THAN_THE_BACKSTOP).toBe(true);
+    const newSecret = "the-new-shared-secret-for-the-vpn";
+    await node1.services.applications.update(installerPrincipal, created.id, { radiusSecret: newSecret });
+    await expect.poll(() => answered(newSecret), SOONER_THAN_THE_BACKSTOP).toBe(true);
+    expect(await answered(secret)).toBe(false);
   });
 });

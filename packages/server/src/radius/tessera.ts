@@ -24,13 +24,20 @@ function specificityOf(entries: string[]): number {
  * Tessera's RADIUS server: clients are the RADIUS applications of every virtual server,
  * recognised by source address (the most specific range wins where ranges overlap) and
  * their shared secret; decisions come from the same authentication service as REST.
- * The client table is built once and rebuilt every ten seconds, so that a datagram never
- * costs a query or a decryption before its client is known.
+ * The client table is built once and rebuilt whenever an application changes, on this
+ * node or another (and every ten seconds, should a notification be lost), so that a
+ * datagram never costs a query or a decryption before its client is known.
  */
 export async function startTesseraRadius(services: Services, options: { host: string; port: number; logger?: RadiusLogger }): Promise<RadiusServer & { refreshClients(): Promise<void> }> {
   let table: ClientEntry[] = [];
+  // Reads may overlap (a change notified during the periodic read): the newest read wins.
+  let started = 0;
+  let applied = 0;
   const refreshClients = async () => {
+    const turn = ++started;
     const rows = await services.storage.db.selectFrom("applications").selectAll().where("kind", "=", "radius").execute();
+    if (turn < applied) return;
+    applied = turn;
     table = rows
       .map((row) => {
         const entries = JSON.parse(row.radius_addresses ?? "[]") as string[];
@@ -39,8 +46,11 @@ export async function startTesseraRadius(services: Services, options: { host: st
       .sort((a, b) => b.specificity - a.specificity);
   };
   await refreshClients();
-  const timer = setInterval(() => void refreshClients().catch((error: unknown) => options.logger?.error({ err: error }, "RADIUS client table refresh failed")), CLIENT_TABLE_REFRESH_MS);
+  const refresh = () => void refreshClients().catch((error: unknown) => options.logger?.error({ err: error }, "RADIUS client table refresh failed"));
+  const timer = setInterval(refresh, CLIENT_TABLE_REFRESH_MS);
   timer.unref();
+  // A change on any node (a new client, a new secret, a deleted application) applies at once.
+  const stopListening = services.pushHub.onApplicationsChanged(refresh);
 
   const server = await createRadiusServer({
     host: options.host,
@@ -78,6 +88,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
     refreshClients,
     async close() {
       clearInterval(timer);
+      stopListening();
       await server.close();
     },
   };

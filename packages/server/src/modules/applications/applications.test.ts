@@ -50,6 +50,25 @@ describeEachDatabase("applications", (kind) => {
     expect((await core.services.applications.authenticateApiKey(rotated.json.apiKey))?.id).toBe(created.json.id);
   });
 
+  it("keeps an API key's application between logins, forgets it at once on a change made here, and reads it again after ten seconds at most", async () => {
+    const created = await core.services.applications.create(t.principals.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "kept", resourceName: "Kept portal" });
+    const apiKey = created.apiKey!;
+    expect((await core.services.applications.authenticateApiKey(apiKey))?.resource_name).toBe("Kept portal");
+    // A change that reaches the database without Tessera's notice (another tool, a lost
+    // notification) is seen once the kept application is ten seconds old.
+    await core.storage.db.updateTable("applications").set({ resource_name: "Changed behind our back" }).where("id", "=", created.id).execute();
+    expect((await core.services.applications.authenticateApiKey(apiKey))?.resource_name).toBe("Kept portal");
+    core.clock.advance(10_000);
+    expect((await core.services.applications.authenticateApiKey(apiKey))?.resource_name).toBe("Changed behind our back");
+    // A change through Tessera applies to the very next login.
+    await core.services.applications.update(t.principals.admin, created.id, { resourceName: "Renamed portal" });
+    expect((await core.services.applications.authenticateApiKey(apiKey))?.resource_name).toBe("Renamed portal");
+    // A wrong secret for a kept key id is refused all the same.
+    expect(await core.services.applications.authenticateApiKey(apiKey.replace(/.$/, (last) => (last === "A" ? "B" : "A")))).toBeNull();
+    await core.services.applications.delete(t.principals.admin, created.id);
+    expect(await core.services.applications.authenticateApiKey(apiKey)).toBeNull();
+  });
+
   it("refuses bad addresses, short secrets and duplicate names, changing nothing", async () => {
     const base = { kind: "radius", virtualServerId: t.virtualServerId, name: "bad" };
     expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { ...base, radiusAddresses: ["vpn.example.com"] })).json.error.code).toBe("VALIDATION_FAILED");

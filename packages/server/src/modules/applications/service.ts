@@ -47,6 +47,16 @@ export interface ApplicationUpdate {
 
 const API_KEY_PREFIX = "tak_";
 
+/**
+ * How long a REST application found by its API key is kept before it is read again.
+ * Every change made through Tessera clears the kept ones at once, on every node (see
+ * `forgetApiKeys`); this only bounds how long a change that reached the database some
+ * other way, or a lost notification, goes unseen: the same ten seconds as the RADIUS
+ * client table.
+ */
+const API_KEY_CACHE_MS = 10_000;
+const API_KEY_CACHE_ENTRIES = 10_000;
+
 function toApplication(row: ApplicationRow): Application {
   return {
     id: row.id,
@@ -68,10 +78,28 @@ function newRadiusSecret(): string {
 }
 
 /** Applications ("auth nodes"): RADIUS clients by address and shared secret, REST clients by API key. */
-export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring">) {
+export function createApplicationService(
+  deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & {
+    /** Tells every node (this one included) that the applications changed; without it, only this node's kept API keys are cleared. */
+    announceChange?: () => void;
+  },
+) {
   const { db, clock, audit, keyring } = deps;
   // Every REST login starts here: compiled once.
   const byApiKeyId = prepareQuery<{ keyId: string }, ApplicationRow>(db, (db, param) => db.selectFrom("applications").selectAll().where("api_key_id", "=", param("keyId")));
+  // REST applications by API key id, so that a login does not read its application
+  // again. The secret is still checked against the kept hash on every request.
+  const apiKeys = new Map<string, { row: ApplicationRow; until: number }>();
+  // Bumped by every clearing: a read that started before one must not keep its row.
+  let apiKeyGeneration = 0;
+  const forgetApiKeys = () => {
+    apiKeyGeneration += 1;
+    apiKeys.clear();
+  };
+  const changed = () => {
+    forgetApiKeys();
+    deps.announceChange?.();
+  };
 
   async function findVisible(trx: Kysely<Database>, principal: Principal, id: string): Promise<ApplicationRow> {
     const row = await trx
@@ -100,7 +128,7 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
   return {
     /** Creates an application; a made-up RADIUS secret or a REST API key is in the answer, once. */
     async create(principal: Principal, input: ApplicationInput): Promise<Application & { radiusSecret?: string; apiKey?: string }> {
-      return db.transaction().execute(async (trx) => {
+      const created = await db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, input.virtualServerId, "applications.manage");
         await nameFree(trx, input.virtualServerId, input.name);
         const id = newId("app");
@@ -142,6 +170,8 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
         ]);
         return { ...toApplication(row), ...shown };
       });
+      changed();
+      return created;
     },
 
     async list(principal: Principal, virtualServerId: string): Promise<Application[]> {
@@ -151,7 +181,7 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
     },
 
     async update(principal: Principal, id: string, input: ApplicationUpdate): Promise<Application & { apiKey?: string }> {
-      return db.transaction().execute(async (trx) => {
+      const updated = await db.transaction().execute(async (trx) => {
         const row = await findVisible(trx, principal, id);
         await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
         if (input.name !== undefined) await nameFree(trx, row.virtual_server_id, input.name, id);
@@ -182,6 +212,9 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
         ]);
         return { ...toApplication({ ...row, ...changes }), ...shown };
       });
+      // A rotated key stops working at once, on every node.
+      changed();
+      return updated;
     },
 
     async delete(principal: Principal, id: string): Promise<void> {
@@ -191,15 +224,34 @@ export function createApplicationService(deps: Pick<CoreDeps, "db" | "clock" | "
         await trx.deleteFrom("applications").where("id", "=", id).execute();
         await audit.append(trx, principal, [{ action: "application.delete", virtualServerId: row.virtual_server_id, targetType: "virtual_server", targetId: id, details: { name: row.name } }]);
       });
+      changed();
     },
+
+    /** Drops the kept API keys: another node changed the applications. */
+    forgetApiKeys,
 
     /** The REST application a bearer API key belongs to, or null. */
     async authenticateApiKey(bearer: string): Promise<ApplicationRow | null> {
       const match = /^tak_([a-z]+_[0-9a-z]+)\.([A-Za-z0-9_-]{43})$/.exec(bearer);
       if (!match) return null;
-      const row = (await db.executeQuery(byApiKeyId({ keyId: match[1]! }))).rows[0];
-      if (!row?.api_key_hash) return null;
-      return sameHash(hashSecret(match[2]!), row.api_key_hash) ? row : null;
+      const keyId = match[1]!;
+      const now = clock.nowMs();
+      let kept = apiKeys.get(keyId);
+      if (!kept || kept.until <= now) {
+        const generation = apiKeyGeneration;
+        const row = (await db.executeQuery(byApiKeyId({ keyId }))).rows[0];
+        if (!row?.api_key_hash) {
+          apiKeys.delete(keyId);
+          return null;
+        }
+        kept = { row, until: now + API_KEY_CACHE_MS };
+        // Only keys that exist are kept, so guessed ids cannot fill the map.
+        if (generation === apiKeyGeneration) {
+          if (apiKeys.size >= API_KEY_CACHE_ENTRIES) apiKeys.delete(apiKeys.keys().next().value!);
+          apiKeys.set(keyId, kept);
+        }
+      }
+      return sameHash(hashSecret(match[2]!), kept.row.api_key_hash!) ? kept.row : null;
     },
 
     /** A RADIUS client's shared secret, for checking and signing its packets. */

@@ -2,12 +2,14 @@ import { EventEmitter } from "node:events";
 
 /**
  * Wakes whoever waits on a challenge (a REST long poll, a RADIUS request in hold mode)
- * or on a device's queue (the app's long poll) in this process. Waiters on other nodes
- * are not told here: they also look at the database at a short interval, which is what
- * makes several nodes on one PostgreSQL work (LISTEN/NOTIFY would only make it faster).
+ * or on a device's queue (the app's long poll), and tells the API key cache and the
+ * RADIUS client table that the applications changed. Other nodes hear the same through
+ * `connect` (PostgreSQL LISTEN/NOTIFY, modules/push/notify.ts); should a notification be
+ * lost, waiters also look at the database every half second and the applications are
+ * read again every ten seconds.
  */
 /** What one node tells the others (PostgreSQL NOTIFY), and hears from them. */
-export type HubEvent = { kind: "challenge"; id: string } | { kind: "devices"; ids: string[] };
+export type HubEvent = { kind: "challenge"; id: string } | { kind: "devices"; ids: string[] } | { kind: "applications" };
 
 export function createChallengeHub() {
   const events = new EventEmitter();
@@ -15,6 +17,7 @@ export function createChallengeHub() {
   let broadcast: ((event: HubEvent) => void) | null = null;
   const deliver = (event: HubEvent) => {
     if (event.kind === "challenge") events.emit(`challenge:${event.id}`);
+    else if (event.kind === "applications") events.emit("applications");
     else for (const deviceId of event.ids) events.emit(`device:${deviceId}`);
   };
   return {
@@ -25,6 +28,16 @@ export function createChallengeHub() {
     deviceHasWork(deviceIds: string[]): void {
       deliver({ kind: "devices", ids: deviceIds });
       broadcast?.({ kind: "devices", ids: deviceIds });
+    },
+    /** An application was created, changed or deleted: every node reads them again (API keys, RADIUS clients). */
+    applicationsChanged(): void {
+      deliver({ kind: "applications" });
+      broadcast?.({ kind: "applications" });
+    },
+    /** Calls `listener` on every change of the applications, here or on another node, until the returned function is called. */
+    onApplicationsChanged(listener: () => void): () => void {
+      events.on("applications", listener);
+      return () => events.off("applications", listener);
     },
     /** Wires the hub to other nodes: `send` tells them; the returned function is for what they tell us. */
     connect(send: (event: HubEvent) => void): (event: HubEvent) => void {

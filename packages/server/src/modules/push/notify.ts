@@ -6,10 +6,12 @@ import type { ChallengeHub, HubEvent } from "./hub.js";
 const CHANNEL = "tessera_push";
 
 /**
- * Nodes sharing one PostgreSQL tell each other about push logins with LISTEN/NOTIFY: a
- * challenge opened on one node wakes the device's poll held by another at once, and an
- * answer wakes the RADIUS or REST request waiting elsewhere. Without it (a dropped
- * connection, SQLite) waiters still see the database within half a second.
+ * Nodes sharing one PostgreSQL tell each other about push logins and application
+ * changes with LISTEN/NOTIFY: a challenge opened on one node wakes the device's poll
+ * held by another at once, an answer wakes the RADIUS or REST request waiting
+ * elsewhere, and a rotated API key or a new RADIUS secret applies on every node at once.
+ * Without it (a dropped connection) waiters still see the database within half a
+ * second, and applications are read again within ten seconds.
  */
 export async function connectHubAcrossNodes(hub: ChallengeHub, db: Kysely<Database>, databaseUrl: string, logger?: { warn(fields: object, message: string): void }) {
   const client = new pg.Client({ connectionString: databaseUrl });
