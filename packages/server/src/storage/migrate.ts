@@ -5,6 +5,7 @@ import { provisioningMigration } from "./migrations/002-provisioning.js";
 import { applicationsMigration } from "./migrations/003-applications.js";
 import { challengesMigration } from "./migrations/004-challenges.js";
 import { serverSecretsMigration } from "./migrations/005-server-secrets.js";
+import { guessingLimitsMigration } from "./migrations/006-guessing-limits.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -15,6 +16,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "003-applications": applicationsMigration(storage.kind),
     "004-challenges": challengesMigration(storage.kind),
     "005-server-secrets": serverSecretsMigration(storage.kind),
+    "006-guessing-limits": guessingLimitsMigration(storage.kind),
   };
 }
 

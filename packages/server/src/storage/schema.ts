@@ -256,6 +256,13 @@ export interface ServerSecretsTable {
   created_at: number;
 }
 
+/** Failed logins against one key (a source address or a user) within a window; PostgreSQL only. */
+export interface AuthFailuresTable {
+  key: string;
+  failures: number;
+  window_ends: number;
+}
+
 export interface Database {
   virtual_servers: VirtualServersTable;
   operators: OperatorsTable;
@@ -276,6 +283,7 @@ export interface Database {
   applications: ApplicationsTable;
   challenges: ChallengesTable;
   server_secrets: ServerSecretsTable;
+  auth_failures: AuthFailuresTable;
   meta: MetaTable;
 }
 

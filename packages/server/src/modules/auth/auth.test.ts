@@ -176,6 +176,37 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login(`victim-${free}`, code(), "192.0.2.200")).toMatchObject({ result: "accept" });
   });
 
+  it(kind === "postgres" ? "counts a user's failures on every node together, and forgets them when the window ends or the user gets in" : "forgets a user's failures when the user gets in", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "spread" });
+    // Locking is not what this is about: the token takes a hundred failures.
+    await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("serial", "=", serial).execute();
+    core.clock.advance(30_000);
+    const other = openStorage(core.database.target);
+    try {
+      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
+      const onNode = (node: number, passcode: string, source: string) =>
+        (node === 1 ? core.services : node2).auth.authenticate({ application, userId: "spread", passcode, source, method: "rest" });
+      const wrong = code() === "000000" ? "111111" : "000000";
+      // Ten failures, five on each node, each from its own address: the user's limit.
+      for (let i = 0; i < 10; i++) expect(await onNode(1 + (i % 2), wrong, `198.51.100.${i + 1}`)).toMatchObject({ result: "reject", reason: "wrong" });
+      if (kind === "postgres") {
+        expect(await onNode(1, code(), "198.51.100.99")).toMatchObject({ result: "reject", reason: "rate_limited" });
+        expect(await onNode(2, code(), "198.51.100.99")).toMatchObject({ result: "reject", reason: "rate_limited" });
+        // Ten minutes on, the window has ended everywhere.
+        core.clock.advance(10 * 60_000);
+        for (let i = 0; i < 9; i++) await onNode(1 + (i % 2), wrong, "198.51.100.50");
+        expect(await core.storage.db.selectFrom("auth_failures").select(["key", "failures"]).where("key", "like", "user:%").execute()).toEqual([{ key: `user:${t.virtualServerId}:spread`, failures: 9 }]);
+      }
+      // One good passcode and the user starts from nothing again: on PostgreSQL on every
+      // node, whichever the user got in through; on SQLite (one server) in its memory.
+      expect(await onNode(kind === "postgres" ? 2 : 1, code(), "198.51.100.77")).toMatchObject({ result: "accept" });
+      await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("serial", "=", serial).execute();
+      for (let i = 0; i < 9; i++) expect(await onNode(1, wrong, "198.51.100.51")).toMatchObject({ reason: "wrong" });
+    } finally {
+      await other.close();
+    }
+  });
+
   it("answers REST authenticate with the application's key, audits it without the passcode, and refuses other credentials", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "resty" });
     core.clock.advance(30_000);

@@ -1,4 +1,3 @@
-import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { Kysely, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
@@ -8,6 +7,7 @@ import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { PushService } from "../push/service.js";
+import { databaseGuessingLimits, memoryGuessingLimits, type GuessingLimits } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
@@ -48,15 +48,14 @@ export function asksForPush(passcode: string): boolean {
 }
 
 /**
- * Guessing limits, per process. Failures from one place (for RADIUS the end user's
+ * Guessing limits. Failures from one place (for RADIUS the end user's
  * Calling-Station-Id when the client sends it) and against one user are counted; past
  * the limit the attempt is refused without touching any token. A stranger can thus cost
  * a user a few attempts, but cannot drive every token of an organisation into lockout
  * from one address: token failures only count while the source is within its limit.
+ * Counted in memory on SQLite (one server), in the database on PostgreSQL (every node).
  */
-const SOURCE_FAILURES = 30;
-const USER_FAILURES = 10;
-const WINDOW_SECONDS = 10 * 60;
+const LIMITS = { sourceFailures: 30, userFailures: 10, windowSeconds: 10 * 60 };
 
 /** Authentications are audited as the application that asked. */
 function authPrincipal(application: AuthRequest["application"]): Principal {
@@ -104,7 +103,9 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
   };
 }
 
-export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher }) {
+export function createAuthService(
+  deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher; limits?: GuessingLimits },
+) {
   const { db, clock, audit, keyring } = deps;
   // Grouped on SQLite, where there is one writer and the commit is the dear part. Not on
   // PostgreSQL: every transaction there locks its token rows first and the audit chain
@@ -113,19 +114,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
   // concurrent transactions itself (commit_delay).
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
-  const bySource = new RateLimiterMemory({ points: SOURCE_FAILURES, duration: WINDOW_SECONDS });
-  const byUser = new RateLimiterMemory({ points: USER_FAILURES, duration: WINDOW_SECONDS });
-
-  const overLimit = async (limiter: RateLimiterMemory, key: string, points: number) => {
-    const state = await limiter.get(key);
-    return state !== null && state.consumedPoints >= points;
-  };
-  const countFailure = async (sourceKey: string, userKey: string) => {
-    const ignore = (reason: unknown) => {
-      if (!(reason instanceof RateLimiterRes)) throw reason;
-    };
-    await Promise.all([bySource.penalty(sourceKey).catch(ignore), byUser.penalty(userKey).catch(ignore)]);
-  };
+  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS));
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
@@ -177,7 +166,8 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
     async decide(request: AuthRequest): Promise<AuthResult> {
       const { application, userId, passcode, source, method } = request;
       const vsId = application.virtual_server_id;
-      const userKey = `${vsId}\0${userId}`;
+      // The id of a virtual server has no colon: the pair is unambiguous.
+      const userKey = `${vsId}:${userId}`;
       const principal = authPrincipal(application);
       const now = clock.nowMs();
       const reject = (reason: RejectReason): AuthResult => ({ result: "reject", reason, message: messages[reason] });
@@ -196,7 +186,8 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
           },
         ]);
 
-      if ((await overLimit(bySource, source, SOURCE_FAILURES)) || (await overLimit(byUser, userKey, USER_FAILURES))) {
+      const limit = await limits.check(source, userKey);
+      if (limit.over) {
         // Refused without a look at any token, but audited: in a group commit, so that a
         // flood of refused guesses costs little more than the guesses it stops.
         const result = reject("rate_limited");
@@ -215,7 +206,7 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
           ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
           : reject(user ? "push_unavailable" : "user_unknown");
         await writes.run((trx) => record(trx, result, user?.id ?? null, null));
-        if (!user) await countFailure(source, userKey);
+        if (!user) await limits.countFailure(source, userKey);
         return result;
       }
 
@@ -287,8 +278,8 @@ export function createAuthService(deps: Pick<CoreDeps, "db" | "kind" | "clock" |
         await record(trx, result, user.id, null);
         return { result, failure: true };
       });
-      if (outcome.failure) await countFailure(source, userKey);
-      else if (outcome.result.result === "accept") await byUser.delete(userKey);
+      if (outcome.failure) await limits.countFailure(source, userKey);
+      else if (outcome.result.result === "accept" && limit.userFailures > 0) await limits.forgetUser(userKey);
       return outcome.result;
     },
   };

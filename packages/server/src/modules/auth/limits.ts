@@ -1,0 +1,102 @@
+import { sql, type Kysely } from "kysely";
+import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
+import type { Clock } from "../../clock.js";
+import { prepareQuery } from "../../storage/prepared.js";
+import type { Database } from "../../storage/schema.js";
+
+/**
+ * Guessing limits (docs/authentication.md): failed logins counted per source address
+ * and per user over a window. Past either limit an attempt is refused without a look at
+ * any token, so a stranger can neither guess on nor lock a whole organisation out.
+ */
+export interface GuessingLimits {
+  /** Whether the source or the user is past its limit now, and the user's failures so far. */
+  check(source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
+  /** One more failure for the source and for the user. */
+  countFailure(source: string, userKey: string): Promise<void>;
+  /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
+  forgetUser(userKey: string): Promise<void>;
+}
+
+export interface LimitSettings {
+  sourceFailures: number;
+  userFailures: number;
+  windowSeconds: number;
+}
+
+/** One server on SQLite: the counts live in its memory. */
+export function memoryGuessingLimits(settings: LimitSettings): GuessingLimits {
+  const bySource = new RateLimiterMemory({ points: settings.sourceFailures, duration: settings.windowSeconds });
+  const byUser = new RateLimiterMemory({ points: settings.userFailures, duration: settings.windowSeconds });
+  const failures = async (limiter: RateLimiterMemory, key: string) => (await limiter.get(key))?.consumedPoints ?? 0;
+  // Past its points a limiter rejects with its state; the count has still gone up.
+  const ignore = (reason: unknown) => {
+    if (!(reason instanceof RateLimiterRes)) throw reason;
+  };
+  return {
+    async check(source, userKey) {
+      const userFailures = await failures(byUser, userKey);
+      return { over: userFailures >= settings.userFailures || (await failures(bySource, source)) >= settings.sourceFailures, userFailures };
+    },
+    async countFailure(source, userKey) {
+      await Promise.all([bySource.penalty(source).catch(ignore), byUser.penalty(userKey).catch(ignore)]);
+    },
+    async forgetUser(userKey) {
+      await byUser.delete(userKey);
+    },
+  };
+}
+
+/** How often, at most, the windows that have ended are deleted. */
+const SWEEP_INTERVAL_MS = 60_000;
+
+/**
+ * Several nodes on one PostgreSQL: the counts are rows of `auth_failures`, so that n
+ * nodes do not allow n times the attempts. A failure is one upsert (a window that has
+ * ended starts again at one); the check is one read of two rows.
+ */
+export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
+  const sourceKey = (source: string) => `source:${source}`;
+  const userKey = (key: string) => `user:${key}`;
+  const windowMs = settings.windowSeconds * 1000;
+  const counts = prepareQuery<{ sourceKey: string; userKey: string; now: number }, { key: string; failures: number }>(db, (db, param) =>
+    db
+      .selectFrom("auth_failures")
+      .select(["key", "failures"])
+      .where("key", "in", [param("sourceKey"), param("userKey")])
+      .where("window_ends", ">", param("now")),
+  );
+  const fail = prepareQuery<{ key: string; now: number; windowEnds: number }, never>(db, (db, param) =>
+    db
+      .insertInto("auth_failures")
+      .values({ key: param("key"), failures: 1, window_ends: param("windowEnds") })
+      .onConflict((conflict) =>
+        conflict.column("key").doUpdateSet({
+          failures: sql<number>`case when auth_failures.window_ends <= ${param("now")} then 1 else auth_failures.failures + 1 end`,
+          window_ends: sql<number>`case when auth_failures.window_ends <= ${param("now")} then excluded.window_ends else auth_failures.window_ends end`,
+        }),
+      ),
+  );
+  let nextSweep = 0;
+  return {
+    async check(source, user) {
+      const rows = (await db.executeQuery(counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
+      const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
+      const userFailures = failuresOf(userKey(user));
+      return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
+    },
+    async countFailure(source, user) {
+      const now = clock.nowMs();
+      // One key at a time, always the source first: two nodes counting the same pair
+      // take the rows' locks in the same order.
+      for (const key of [sourceKey(source), userKey(user)]) await db.executeQuery(fail({ key, now, windowEnds: now + windowMs }));
+      if (now >= nextSweep) {
+        nextSweep = now + SWEEP_INTERVAL_MS;
+        await db.deleteFrom("auth_failures").where("window_ends", "<=", now).execute();
+      }
+    },
+    async forgetUser(user) {
+      await db.deleteFrom("auth_failures").where("key", "=", userKey(user)).execute();
+    },
+  };
+}
