@@ -7,7 +7,8 @@ import { createServices } from "../../core.js";
 import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { preparePasscodeQueries, type AuthRequest } from "./service.js";
+import { createMetrics } from "../metrics/metrics.js";
+import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
 const KEY = Buffer.alloc(20, 1);
@@ -205,6 +206,42 @@ describeEachDatabase("passcode authentication", (kind) => {
     } finally {
       await other.close();
     }
+  });
+
+  it("answers a decided login even when its failure count cannot be stored, and counts that in the metrics", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "uncounted" });
+    core.clock.advance(30_000);
+    const metrics = createMetrics();
+    const broken = async () => {
+      throw new Error("the database is gone");
+    };
+    const auth = createAuthService({
+      db: core.storage.db,
+      kind: core.storage.kind,
+      clock: core.clock,
+      audit: core.services.audit,
+      keyring: core.services.keyring,
+      metrics,
+      limits: { check: async () => ({ over: false, userFailures: 1 }), countFailure: broken, forgetUser: broken },
+    });
+    const attempt = (passcode: string) => auth.authenticate({ application, userId: "uncounted", passcode, source: "192.0.2.40", method: "radius" });
+    expect(await attempt(code() === "000000" ? "111111" : "000000")).toMatchObject({ result: "reject", reason: "wrong" });
+    expect(await attempt("")).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    expect(await attempt(code())).toMatchObject({ result: "accept", serial });
+    expect(await metrics.render()).toMatchObject({ body: expect.stringMatching(/^tessera_guessing_limit_errors_total 2$/m) });
+  });
+
+  it("refuses a user id with NUL in it as unknown, and keeps a source with NUL, on both databases (PostgreSQL text holds no NUL)", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "nul" });
+    core.clock.advance(30_000);
+    expect(await login("nul\0", code(), "192.0.2.30")).toMatchObject({ result: "reject", reason: "user_unknown" });
+    const answered = await api.call("POST", "/api/v1/auth", apiKey, { userId: "nul", passcode: code(), sourceAddress: "vpn\0gw" });
+    expect(answered.json).toEqual({ result: "accept", serial });
+    const trail = await core.storage.db.selectFrom("audit_log").select(["target_id", "details"]).where("action", "like", "auth.%").orderBy("seq", "desc").limit(2).execute();
+    expect(trail.map((row) => JSON.parse(row.details!) as { userId: string; source: string })).toMatchObject([
+      { userId: "nul", source: "vpn\\0gw" },
+      { userId: "nul\\0", source: "192.0.2.30" },
+    ]);
   });
 
   it("answers REST authenticate with the application's key, audits it without the passcode, and refuses other credentials", async () => {

@@ -56,6 +56,7 @@ const SWEEP_INTERVAL_MS = 60_000;
  * ended starts again at one); the check is one read of two rows.
  */
 export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
+  // The caller gives keys without NUL, which PostgreSQL text cannot hold (see decide()).
   const sourceKey = (source: string) => `source:${source}`;
   const userKey = (key: string) => `user:${key}`;
   const windowMs = settings.windowSeconds * 1000;
@@ -66,10 +67,14 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
       .where("key", "in", [param("sourceKey"), param("userKey")])
       .where("window_ends", ">", param("now")),
   );
-  const fail = prepareQuery<{ key: string; now: number; windowEnds: number }, never>(db, (db, param) =>
+  // Both keys in one statement, so a failure is counted for both or for neither.
+  const fail = prepareQuery<{ sourceKey: string; userKey: string; now: number; windowEnds: number }, never>(db, (db, param) =>
     db
       .insertInto("auth_failures")
-      .values({ key: param("key"), failures: 1, window_ends: param("windowEnds") })
+      .values([
+        { key: param("sourceKey"), failures: 1, window_ends: param("windowEnds") },
+        { key: param("userKey"), failures: 1, window_ends: param("windowEnds") },
+      ])
       .onConflict((conflict) =>
         conflict.column("key").doUpdateSet({
           failures: sql<number>`case when auth_failures.window_ends <= ${param("now")} then 1 else auth_failures.failures + 1 end`,
@@ -87,9 +92,7 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
     },
     async countFailure(source, user) {
       const now = clock.nowMs();
-      // One key at a time, always the source first: two nodes counting the same pair
-      // take the rows' locks in the same order.
-      for (const key of [sourceKey(source), userKey(user)]) await db.executeQuery(fail({ key, now, windowEnds: now + windowMs }));
+      await db.executeQuery(fail({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
       if (now >= nextSweep) {
         nextSweep = now + SWEEP_INTERVAL_MS;
         await db.deleteFrom("auth_failures").where("window_ends", "<=", now).execute();

@@ -115,6 +115,14 @@ export function createAuthService(
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS));
+  /** Counts after a decision are best effort: one that fails is counted in the metrics, not thrown. */
+  const settleCounts = async (counting: Promise<void> | null) => {
+    try {
+      await counting;
+    } catch {
+      deps.metrics?.guessingLimitError();
+    }
+  };
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
@@ -164,7 +172,12 @@ export function createAuthService(
     },
 
     async decide(request: AuthRequest): Promise<AuthResult> {
-      const { application, userId, passcode, source, method } = request;
+      const { application, passcode, method } = request;
+      // A RADIUS attribute or a JSON string may hold NUL, which PostgreSQL text cannot:
+      // what is stored and counted has it written as \0. No user id holds one.
+      const impossibleUser = request.userId.includes("\0");
+      const userId = impossibleUser ? request.userId.replaceAll("\0", "\\0") : request.userId;
+      const source = request.source.replaceAll("\0", "\\0");
       const vsId = application.virtual_server_id;
       // The id of a virtual server has no colon: the pair is unambiguous.
       const userKey = `${vsId}:${userId}`;
@@ -195,6 +208,13 @@ export function createAuthService(
         return result;
       }
 
+      if (impossibleUser) {
+        const result = reject("user_unknown");
+        await writes.run((trx) => record(trx, result, null, null));
+        await settleCounts(limits.countFailure(source, userKey));
+        return result;
+      }
+
       if (asksForPush(passcode)) {
         // Push OTP: a challenge for the user's push-capable devices, or the advice to type the passcode.
         const user = await db.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
@@ -206,7 +226,7 @@ export function createAuthService(
           ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
           : reject(user ? "push_unavailable" : "user_unknown");
         await writes.run((trx) => record(trx, result, user?.id ?? null, null));
-        if (!user) await limits.countFailure(source, userKey);
+        if (!user) await settleCounts(limits.countFailure(source, userKey));
         return result;
       }
 
@@ -278,8 +298,11 @@ export function createAuthService(
         await record(trx, result, user.id, null);
         return { result, failure: true };
       });
-      if (outcome.failure) await limits.countFailure(source, userKey);
-      else if (outcome.result.result === "accept" && limit.userFailures > 0) await limits.forgetUser(userKey);
+      // The login is decided and committed: its answer must not be lost to a count that
+      // did not go through (on PostgreSQL a statement of its own). A RADIUS request
+      // whose answer failed would be checked again on retransmission, and its passcode
+      // then called replayed.
+      await settleCounts(outcome.failure ? limits.countFailure(source, userKey) : outcome.result.result === "accept" && limit.userFailures > 0 ? limits.forgetUser(userKey) : null);
       return outcome.result;
     },
   };
