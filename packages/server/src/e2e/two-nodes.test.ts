@@ -3,11 +3,13 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../config.js";
 import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { collect } from "../testing/cli.js";
+import { LISTENER_APPLICATION_NAME } from "../modules/push/notify.js";
 import { freePort } from "../testing/net.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 
@@ -83,6 +85,23 @@ describe("two nodes on one PostgreSQL", () => {
     expect(await statusAtNode2(rotated.apiKey!)).toBe(200);
   });
 
+  it("listens again when the LISTEN connections are lost, and hears the next change at once", async () => {
+    const { db } = node1.services.storage;
+    const listeners = async () => Number((await sql<{ count: string }>`select count(*) as count from pg_stat_activity where application_name = ${LISTENER_APPLICATION_NAME} and datname = current_database()`.execute(db)).rows[0]!.count);
+    expect(await listeners()).toBe(2);
+    await sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = ${LISTENER_APPLICATION_NAME} and datname = current_database()`.execute(db);
+    await expect.poll(listeners, { timeout: 10_000, interval: 100 }).toBe(2);
+
+    const vs = await node1.services.virtualServers.create(installerPrincipal, { name: "Heard again" });
+    const created = await node1.services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "portal", kind: "rest" });
+    const statusAtNode2 = async (apiKey: string) =>
+      (await fetch(`${node2.url}/api/v1/auth`, { method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${apiKey}` }, body: JSON.stringify({ userId: "nobody", passcode: "123456", sourceAddress: "198.51.100.21" }) })).status;
+    // Kept by node 2 after it listened again: only a notification can make it go.
+    expect(await statusAtNode2(created.apiKey!)).toBe(200);
+    await node1.services.applications.update(installerPrincipal, created.id, { rotateApiKey: true });
+    await expect.poll(() => statusAtNode2(created.apiKey!), SOONER_THAN_THE_BACKSTOP).toBe(401);
+  });
+
   it("applies a new RADIUS client and a new shared secret made on node 1 at once on node 2", async () => {
     const vs = await node1.services.virtualServers.create(installerPrincipal, { name: "RADIUS across nodes" });
     const answered = async (secret: string) => {
@@ -91,11 +110,24 @@ describe("two nodes on one PostgreSQL", () => {
       return /Received Access-(Accept|Reject)/.test((await collect(radclient)).stdout);
     };
     // More specific than the first test's 127.0.0.0/8: from 127.0.0.1 this client wins, once node 2 knows it.
+    // Node 2 rebuilds its table when it hears of a change; its ten-second timer could
+    // happen to do the same, so that the change was heard is checked too.
+    const heardAtNode2 = () =>
+      new Promise<void>((resolve) => {
+        const stop = node2.services.pushHub.onApplicationsChanged(() => {
+          stop();
+          resolve();
+        });
+      });
     const secret = "a-second-shared-secret-for-a-vpn";
+    let heard = heardAtNode2();
     const created = await node1.services.applications.create(installerPrincipal, { virtualServerId: vs.id, name: "vpn", kind: "radius", radiusAddresses: ["127.0.0.1"], radiusSecret: secret });
+    await heard;
     await expect.poll(() => answered(secret), SOONER_THAN_THE_BACKSTOP).toBe(true);
     const newSecret = "the-new-shared-secret-for-the-vpn";
+    heard = heardAtNode2();
     await node1.services.applications.update(installerPrincipal, created.id, { radiusSecret: newSecret });
+    await heard;
     await expect.poll(() => answered(newSecret), SOONER_THAN_THE_BACKSTOP).toBe(true);
     expect(await answered(secret)).toBe(false);
   });
