@@ -201,8 +201,9 @@ export function createAuthService(
 
       const limit = await limits.check(source, userKey);
       if (limit.over) {
-        // Refused without a look at any token, but audited: in a group commit, so that a
-        // flood of refused guesses costs little more than the guesses it stops.
+        // Refused without a look at any token, but audited, through the same writes as
+        // the logins (on SQLite a group commit, so that a flood of refused guesses does
+        // not cost a commit each).
         const result = reject("rate_limited");
         await writes.run((trx) => record(trx, result, null, null));
         return result;
