@@ -141,19 +141,42 @@ export function randomSuffix() {
   return randomBytes(5).toString("hex");
 }
 
-/** @returns {bigint} */
 /**
- * CPU time (user + system, in ms) another process has used so far, from /proc (Linux).
- * CPU time per request tells what a request costs even when other work shares the
- * machine and the requests-per-second figure moves with it.
- * @param {number} pid
+ * CPU time (user + system, in ms, all its threads) another process has used so far, from
+ * /proc (Linux; clock ticks of 10 ms); NaN where it cannot be read. CPU time per request
+ * tells what a request costs even when other work shares the machine and the
+ * requests-per-second figure moves with it.
+ * @param {number | undefined} pid
  */
 export function processCpuMs(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // The fields after the command name, which is in parentheses and may hold spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const ticksPerSecond = 100;
-  return ((Number(fields[11]) + Number(fields[12])) / ticksPerSecond) * 1000;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The machine's load average (1, 5, 15 min): how far figures from a shared machine can be trusted. */
+export const loadAverage = () => os.loadavg().map((value) => value.toFixed(2)).join(", ");
+
+/**
+ * On Ctrl-C or SIGTERM: stops the benchmark's child processes with `signal`, removes its
+ * temporary directory and exits.
+ * @param {Iterable<import("node:child_process").ChildProcess>} children
+ * @param {string} dir
+ * @param {NodeJS.Signals} signal
+ */
+export function cleanUpOnInterrupt(children, dir, signal) {
+  const interrupted = () => {
+    for (const child of children) child.kill(signal);
+    removeDir(dir);
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
 }
 
 export const now = () => process.hrtime.bigint();

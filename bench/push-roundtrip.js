@@ -13,7 +13,6 @@
 // be set side by side to show where the time goes.
 import { fork, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -26,7 +25,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, percentiles, printHeader, printTable, removeDir, reportResult, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, tempDir } from "./lib.js";
 
 const TARGET_P99_MS = 20;
 /** Round trips of one kind before the next kind's turn, so the machine's other work weighs on every kind alike. */
@@ -231,16 +230,6 @@ function roundTrips(api, userCount) {
   };
 }
 
-/** CPU time a process has used, in ms, from /proc (Linux; clock ticks of 10 ms). NaN elsewhere. */
-function cpuMsOf(/** @type {number | undefined} */ pid) {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return NaN;
-  }
-}
-
 /**
  * @typedef {{ server?: number, apps?: number }} Pids
  * @typedef {{ wallMs: number, serverCpuMs: number, appsCpuMs: number, clientCpuMs: number }} Costs
@@ -259,7 +248,7 @@ async function measure(kinds, count, outstanding, pids) {
   const costs = { typed: { wallMs: 0, serverCpuMs: 0, appsCpuMs: 0, clientCpuMs: 0 }, push: { wallMs: 0, serverCpuMs: 0, appsCpuMs: 0, clientCpuMs: 0 }, healthz: { wallMs: 0, serverCpuMs: 0, appsCpuMs: 0, clientCpuMs: 0 } };
   const sample = () => {
     const client = process.cpuUsage();
-    return { wallMs: clockMs(), serverCpuMs: cpuMsOf(pids.server), appsCpuMs: cpuMsOf(pids.apps), clientCpuMs: (client.user + client.system) / 1000 };
+    return { wallMs: clockMs(), serverCpuMs: processCpuMs(pids.server), appsCpuMs: processCpuMs(pids.apps), clientCpuMs: (client.user + client.system) / 1000 };
   };
   for (let done = 0; done < count; done += CHUNK) {
     const size = Math.min(CHUNK, count - done);
@@ -311,7 +300,6 @@ function breakdown(trips, answers) {
 
 const ms = (/** @type {number} */ value) => `${fmt(value, 2)} ms`;
 /** The machine is shared: its load average says how much other work ran beside the benchmark. */
-const loadAverage = () => os.loadavg().map((value) => value.toFixed(2)).join(", ");
 const row = (/** @type {string} */ name, /** @type {ReturnType<typeof percentiles>} */ p) => [name, ms(p.p50), ms(p.p95), ms(p.p99), ms(p.max)];
 
 const how = (/** @type {number} */ outstanding) => (outstanding === 1 ? "sequential" : `${outstanding} outstanding`);
@@ -359,13 +347,7 @@ async function main() {
   const dir = tempDir("push-roundtrip");
   /** @type {import("node:child_process").ChildProcess[]} */
   const children = [];
-  const interrupted = () => {
-    for (const child of children) child.kill("SIGTERM");
-    removeDir(dir);
-    process.exit(130);
-  };
-  process.once("SIGINT", interrupted);
-  process.once("SIGTERM", interrupted);
+  cleanUpOnInterrupt(children, dir, "SIGTERM");
   try {
     const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
     let seeded, server, links;

@@ -14,8 +14,7 @@
 import { execFileSync, fork, spawn, spawnSync } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import os from "node:os";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,7 +28,7 @@ import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, percentiles, printHeader, printTable, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
 const tesseraBin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
@@ -623,22 +622,6 @@ async function stop(child) {
   }
 }
 
-/**
- * CPU time (user + system, in ms) a process has used so far, all its threads counted, from
- * /proc (Linux). Per request it tells what a request costs a server even when other work
- * shares the machine and moves the requests per second.
- * @param {number} pid
- */
-function cpuMsOf(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // utime and stime, fields 14 and 15 (proc(5)), in clock ticks of 10 ms; the command name
-  // before them is in parentheses and may hold spaces.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10;
-}
-
-const loadAverage = () => os.loadavg().map((value) => value.toFixed(2)).join(", ");
-
 /** @param {LoadResult} result */
 function lossesOf(result) {
   return `${fmt(result.rejected)} / ${fmt(result.timedOut)}`;
@@ -671,15 +654,9 @@ async function main() {
   mkdirSync(freeradiusDir);
   /** @type {import("node:child_process").ChildProcess | undefined} */
   let server;
-  const interrupted = () => {
-    // SIGKILL: nothing of theirs is worth keeping, and FreeRADIUS 3.2.1 can hang in its
-    // shutdown when SIGTERM finds requests in flight (seen here).
-    for (const child of children) child.kill("SIGKILL");
-    removeDir(dir);
-    process.exit(130);
-  };
-  process.once("SIGINT", interrupted);
-  process.once("SIGTERM", interrupted);
+  // SIGKILL: nothing of theirs is worth keeping, and FreeRADIUS 3.2.1 can hang in its
+  // shutdown when SIGTERM finds requests in flight (seen here).
+  cleanUpOnInterrupt(children, dir, "SIGKILL");
   try {
     // One more user than the load takes: the probe of checkServerAnswers.
     const probeUser = userCount;
@@ -702,9 +679,9 @@ async function main() {
     const measure = async (target, child, port) => {
       await checkServerAnswers(target === "tessera" ? "Tessera" : "FreeRADIUS", { port, secret: radiusSecret, probeUser });
       const pid = /** @type {number} */ (child.pid);
-      const cpuBeforeMs = cpuMsOf(pid);
+      const cpuBeforeMs = processCpuMs(pid);
       const result = await runGenerator({ ...load, target, port });
-      return { ...result, serverCpuUsPerRequest: ((cpuMsOf(pid) - cpuBeforeMs) * 1000) / (load.warmup + load.requests) };
+      return { ...result, serverCpuUsPerRequest: ((processCpuMs(pid) - cpuBeforeMs) * 1000) / (load.warmup + load.requests) };
     };
 
     server = await startFreeradius(freeradiusDir);
