@@ -125,9 +125,17 @@ export function createPushService(
   const { db, clock, audit, keyring, hub } = deps;
   const queries = preparePushQueries(db);
   const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
-  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides). */
-  const openChallengesFor = async (deviceId: string, now: number) =>
-    (await db.executeQuery(queries.openForDevice({ now, pattern: deviceIdPattern(deviceId) }))).rows.filter((row) => (JSON.parse(row.device_ids) as string[]).includes(deviceId));
+  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides), except those in `skip`. */
+  const openChallengesFor = async (deviceId: string, now: number, skip?: Set<string>) =>
+    (await db.executeQuery(queries.openForDevice({ now, pattern: deviceIdPattern(deviceId) }))).rows.filter(
+      (row) => !skip?.has(row.id) && (JSON.parse(row.device_ids) as string[]).includes(deviceId),
+    );
+  /** Challenges as the device sees them, each with its tokens of the challenged user that may approve. */
+  const forDevice = async (deviceId: string, rows: ChallengeRow[], now: number): Promise<ChallengeView[]> => {
+    if (rows.length === 0) return [];
+    const tokens = (await db.executeQuery(queries.activeTokensOnDevice({ deviceId }))).rows;
+    return rows.map((row) => ({ ...view(row, now), serials: tokens.filter((token) => token.user_pk === row.user_pk).map((token) => token.serial) }));
+  };
 
   /** The message a device's service worker turns into a notification: what the app would show. */
   function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
@@ -218,10 +226,8 @@ export function createPushService(
       await db.updateTable("devices").set({ last_seen_at: clock.nowMs() }).where("device_id", "=", deviceId).execute();
       const pending = async () => {
         const now = clock.nowMs();
-        const rows = await openChallengesFor(deviceId, now);
-        if (rows.length === 0) return null;
-        const tokens = (await db.executeQuery(queries.activeTokensOnDevice({ deviceId }))).rows;
-        return rows.map((row) => ({ ...view(row, now), serials: tokens.filter((t) => t.user_pk === row.user_pk).map((t) => t.serial) }));
+        const views = await forDevice(deviceId, await openChallengesFor(deviceId, now), now);
+        return views.length > 0 ? views : null;
       };
       return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending)) ?? [];
     },
@@ -242,12 +248,9 @@ export function createPushService(
       const sent = new Set<string>();
       const deliver = async () => {
         const now = clock.nowMs();
-        const fresh = (await openChallengesFor(deviceId, now)).filter((row) => !sent.has(row.id));
-        if (fresh.length === 0) return;
-        const tokens = (await db.executeQuery(queries.activeTokensOnDevice({ deviceId }))).rows;
-        for (const row of fresh) {
-          sent.add(row.id);
-          send({ ...view(row, now), serials: tokens.filter((token) => token.user_pk === row.user_pk).map((token) => token.serial) });
+        for (const challenge of await forDevice(deviceId, await openChallengesFor(deviceId, now, sent), now)) {
+          sent.add(challenge.id);
+          send(challenge);
         }
       };
       let queue = deliver();
