@@ -7,6 +7,7 @@ import os from "node:os";
 import path from "node:path";
 import { once } from "node:events";
 import { createRequire } from "node:module";
+import { seededRandom as seeded } from "../packages/server/dist/testing/random.js";
 
 const require = createRequire(import.meta.url);
 
@@ -47,19 +48,12 @@ export function printHeader(name, extra = {}) {
 }
 
 /**
- * A small seeded generator (mulberry32): the same seed gives the same data every run.
+ * A small seeded generator (the tests' mulberry32): the same seed gives the same data every run.
  * @param {number} seed
  * @returns {() => number} uniform in [0, 1)
  */
 export function seededRandom(seed) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seeded(seed).next;
 }
 
 /**

@@ -10,6 +10,8 @@ export function seededRandom(seedValue: number) {
   };
   const int = (maxExclusive: number) => Math.floor(next() * maxExclusive);
   return {
+    /** Uniform in [0, 1). */
+    next,
     int,
     between: (min: number, max: number) => min + int(max - min + 1),
     pick: <T>(items: readonly T[]): T => items[int(items.length)]!,
