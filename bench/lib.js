@@ -5,8 +5,11 @@ import { randomBytes } from "node:crypto";
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { once } from "node:events";
+import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
+import { createInterface } from "node:readline";
 import { seededRandom as seeded } from "../packages/server/dist/testing/random.js";
 
 const require = createRequire(import.meta.url);
@@ -291,4 +294,41 @@ export async function seedUsersWithTokens(services, { count, otpMode, digits, pe
     }
   });
   return vs.id;
+}
+
+const tesseraBin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
+
+/**
+ * Starts `tessera serve` in a child process on `dir`, HTTP on a free port and the bench
+ * master key, and resolves once it listens: with its URL, and with its RADIUS port when
+ * RADIUS is on. `--profile=DIR` makes it write a CPU profile there when it stops.
+ * @param {{ dir: string, env?: Record<string, string>, profileDir?: string, logLevel?: string, timeoutMs?: number, onLine?: (line: string) => void }} options
+ * @returns {Promise<{ url: string, radiusPort: number | null, child: import("node:child_process").ChildProcess }>}
+ */
+export function startTesseraServe({ dir, env = {}, profileDir, logLevel = "silent", timeoutMs = 60_000, onLine }) {
+  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+  const child = spawn(process.execPath, [...profile, tesseraBin, "serve"], {
+    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_RADIUS_PORT: "off", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: logLevel, ...env },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tessera serve did not listen within ${timeoutMs / 1000} s`)), timeoutMs);
+    /** @type {string | null} */
+    let url = null;
+    const lines = createInterface({ input: /** @type {import("node:stream").Readable} */ (child.stdout) });
+    lines.on("line", (line) => {
+      // It prints "Tessera is listening on URL", then "  RADIUS     udp HOST:PORT" (or "off").
+      const listening = /listening on (http:\/\/\S+)/.exec(line);
+      const radius = /^\s*RADIUS\s+(?:udp \S+:(\d+)|off)/.exec(line);
+      if (listening) url = /** @type {string} */ (listening[1]);
+      else if (radius && url) {
+        clearTimeout(timer);
+        resolve({ url, radiusPort: radius[1] ? Number(radius[1]) : null, child });
+      } else onLine?.(line);
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`tessera serve exited with ${code}`));
+    });
+  });
 }

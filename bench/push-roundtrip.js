@@ -11,12 +11,11 @@
 // BENCH_PUSH_DEVICES=1. The load client is this process (node:http, keep-alive). All three
 // read one monotonic clock (process.hrtime), so the app's timestamps and the client's can
 // be set side by side to show where the time goes.
-import { fork, spawn } from "node:child_process";
+import { fork } from "node:child_process";
 import { createHash } from "node:crypto";
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { createAuthenticator, emptyState } from "../packages/authenticator/dist/core/index.js";
 import { hotp } from "../packages/otp/dist/index.js";
@@ -25,7 +24,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, startTesseraServe, tempDir } from "./lib.js";
 
 const TARGET_P99_MS = 20;
 /** Round trips of one kind before the next kind's turn, so the machine's other work weighs on every kind alike. */
@@ -35,7 +34,6 @@ const WAIT_SECONDS = 10;
 const APPLICATION = "bench portal";
 
 const benchFile = fileURLToPath(import.meta.url);
-const serverBin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
 /** Milliseconds on the machine's monotonic clock, the same in every process. */
 const clockMs = () => Number(process.hrtime.bigint()) / 1e6;
 
@@ -89,22 +87,6 @@ async function provisionPushUsers(storage, { virtualServerId, userCount, url }) 
 
 /** `--cpu-prof` into `profileDir`, when one is given. */
 const profiling = (/** @type {string | undefined} */ profileDir) => (profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : []);
-
-/** @param {string} dir @param {string | undefined} profileDir @returns {Promise<{ url: string, child: import("node:child_process").ChildProcess }>} */
-function startServer(dir, profileDir) {
-  const child = spawn(process.execPath, [...profiling(profileDir), serverBin, "serve"], {
-    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_RADIUS_PORT: "off", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: "silent" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: /** @type {import("node:stream").Readable} */ (child.stdout) });
-    lines.on("line", (line) => {
-      const match = /listening on (http:\/\/\S+)/.exec(line);
-      if (match) resolve({ url: /** @type {string} */ (match[1]), child });
-    });
-    child.once("exit", (code) => reject(new Error(`tessera serve exited with ${code}`)));
-  });
-}
 
 /**
  * @typedef {{ userId: string, serial: string, pushNow: string, pushApplications: string[] }} EnrolledDevice
@@ -353,7 +335,7 @@ async function main() {
     let seeded, server, links;
     try {
       seeded = await seed(storage, userCount);
-      server = await startServer(dir, profileDir);
+      server = await startTesseraServe({ dir, profileDir });
       children.push(server.child);
       links = await provisionPushUsers(storage, { virtualServerId: seeded.virtualServerId, userCount, url: server.url });
     } finally {

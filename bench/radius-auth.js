@@ -28,10 +28,9 @@ import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
-const tesseraBin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
 const FREERADIUS_BIN = "/usr/sbin/freeradius";
 const RLM_TOTP = "/usr/lib/freeradius/rlm_totp.so";
 
@@ -432,37 +431,19 @@ async function seedTessera(dir, count) {
  * @param {string | undefined} profileDir
  * @returns {Promise<{ port: number, child: import("node:child_process").ChildProcess }>}
  */
-function startTessera(dir, profileDir) {
-  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-  const child = tracked(spawn(process.execPath, [...profile, tesseraBin, "serve"], {
-    env: {
-      ...process.env,
-      TESSERA_DATA_DIR: dir,
-      TESSERA_HTTP_PORT: "0",
-      TESSERA_RADIUS_HOST: "127.0.0.1",
-      TESSERA_RADIUS_PORT: "0",
-      TESSERA_MASTER_KEY: benchMasterKey.toString("hex"),
-      // Problems only (a dropped datagram is logged at most every 10 s), as FreeRADIUS here.
-      TESSERA_LOG_LEVEL: "warn",
+async function startTessera(dir, profileDir) {
+  const started = await startTesseraServe({
+    dir,
+    profileDir,
+    env: { TESSERA_RADIUS_HOST: "127.0.0.1", TESSERA_RADIUS_PORT: "0" },
+    // Problems only (a dropped datagram is logged at most every 10 s), as FreeRADIUS here.
+    logLevel: "warn",
+    timeoutMs: START_TIMEOUT_MS,
+    onLine: (line) => {
+      if (!/admin API|database/.test(line)) console.log(`tessera: ${line}`);
     },
-    stdio: ["ignore", "pipe", "inherit"],
-  }));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`tessera serve did not listen within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
-    const lines = createInterface({ input: /** @type {import("node:stream").Readable} */ (child.stdout) });
-    lines.on("line", (line) => {
-      // `tessera serve` prints "  RADIUS     udp 127.0.0.1:PORT" once it listens.
-      const match = /RADIUS\s+udp \S+:(\d+)/.exec(line);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ port: Number(match[1]), child });
-      } else if (!/listening on|admin API|database/.test(line)) console.log(`tessera: ${line}`);
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`tessera serve exited with ${code}`));
-    });
   });
+  return { port: /** @type {number} */ (started.radiusPort), child: tracked(started.child) };
 }
 
 /**

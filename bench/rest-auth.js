@@ -4,11 +4,8 @@
 // as the baseline. Target: authenticate at least half the requests per second of the
 // empty route. The server runs as `tessera serve` in a child process on SQLite; the load
 // comes from autocannon in this process over loopback.
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 import { hotp } from "../packages/otp/dist/index.js";
 import autocannon from "autocannon";
 import { createServices } from "../packages/server/dist/core.js";
@@ -16,7 +13,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, tempDir } from "./lib.js";
+import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, startTesseraServe, seedUsersWithTokens, tempDir } from "./lib.js";
 
 const flags = parseFlags(process.argv.slice(2));
 const userCount = intFlag(flags, "users", 20_000);
@@ -27,7 +24,6 @@ const roundSeconds = Math.max(1, Math.round(seconds / rounds));
 const connections = intFlag(flags, "connections", 32);
 /** `--profile DIR` writes the server's CPU profile (.cpuprofile) there, to see where its time goes. */
 const profileDir = typeof flags.profile === "string" ? path.resolve(flags.profile) : undefined;
-const bin = fileURLToPath(new URL("../packages/server/bin/tessera.js", import.meta.url));
 
 const seedOf = (/** @type {number} */ i) => createHash("sha1").update(`bench-seed-${i}`).digest();
 
@@ -41,22 +37,6 @@ async function seed(/** @type {string} */ dir) {
   return { apiKey: /** @type {string} */ (app.apiKey) };
 }
 
-function startServer(/** @type {string} */ dir) {
-  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
-  const child = spawn(process.execPath, [...profile, bin, "serve"], {
-    env: { ...process.env, TESSERA_DATA_DIR: dir, TESSERA_HTTP_PORT: "0", TESSERA_RADIUS_PORT: "0", TESSERA_MASTER_KEY: benchMasterKey.toString("hex"), TESSERA_LOG_LEVEL: "silent" },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: /** @type {import("node:stream").Readable} */ (child.stdout) });
-    lines.on("line", (line) => {
-      const match = /listening on (http:\/\/\S+)/.exec(line);
-      if (match) resolve({ url: match[1], child });
-    });
-    child.once("exit", (code) => reject(new Error(`tessera serve exited with ${code}`)));
-  });
-}
-
 function run(/** @type {import("autocannon").Options} */ options) {
   return new Promise((resolve, reject) => autocannon(options, (error, result) => (error ? reject(error) : resolve(result))));
 }
@@ -68,7 +48,7 @@ async function main() {
   let server;
   try {
     const { apiKey } = await seed(dir);
-    const started = /** @type {{ url: string, child: import("node:child_process").ChildProcess }} */ (await startServer(dir));
+    const started = await startTesseraServe({ dir, profileDir });
     server = started.child;
     console.log(`inputs: ${fmt(userCount)} users with HOTP tokens, SQLite, ${connections} connections, ${rounds} rounds of ${roundSeconds} s for each kind, taken in turn, server in a child process`);
 
