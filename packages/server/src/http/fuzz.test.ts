@@ -3,16 +3,16 @@ import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { canonicalRequest, exportPublicKey, generateEnrollmentKeys, sha256Base64url, signRequest } from "@tessera/otp";
 import { sql, type Kysely } from "kysely";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { errorCatalogue } from "../errors.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { hashEnrollmentCode, newEnrollmentCode } from "../modules/provisioning/codes.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { simulatedDevice } from "../testing/device.js";
-import { createTenant, type TestTenant } from "../testing/fixtures.js";
+import type { TestTenant } from "../testing/fixtures.js";
 import { BODY_LIMIT_BYTES, describeCase, fetchCase, rawCase, sendRaw, type Answer, type Case, type Target } from "../testing/http-fuzz.js";
 import { fuzzSeed, seededRandom } from "../testing/random.js";
-import { createTestApp } from "./testing-app.js";
+import { useTestApp, type TestApp } from "./testing-app.js";
 
 // Malformed REST bodies from a seeded generator, sent to the real server on a loopback
 // port: most through fetch, the lies about framing (Content-Length, chunks cut off) over
@@ -69,7 +69,7 @@ async function inPool<T>(items: readonly T[], concurrency: number, run: (item: T
 
 describeEachDatabase("malformed REST bodies from a generator", (kind) => {
   let core: TestCore;
-  let api: Awaited<ReturnType<typeof createTestApp>>;
+  let api: TestApp;
   let t: TestTenant;
   let baseUrl: string;
   let pushKey: string;
@@ -166,10 +166,8 @@ describeEachDatabase("malformed REST bodies from a generator", (kind) => {
     return { status: response.status, contentType: response.headers.get("content-type") ?? "", body: await response.text() };
   }
 
-  beforeAll(async () => {
-    core = await createTestCore(kind);
-    api = await createTestApp(core, { bodyLimitBytes: BODY_LIMIT_BYTES });
-    t = await createTenant(core.services, "Fuzz");
+  useTestApp(kind, "Fuzz", async (setting) => {
+    ({ core, api, t } = setting);
     await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 5 });
     pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", kind: "rest", pushOtp: true })).apiKey!;
     const code = await invitedUser("fuzz-holder");
@@ -207,11 +205,7 @@ describeEachDatabase("malformed REST bodies from a generator", (kind) => {
     const kinds = new Map<string, number>();
     for (const { kind: caseKind } of cases) kinds.set(caseKind, (kinds.get(caseKind) ?? 0) + 1);
     console.info(`REST fuzz [${kind}] seed ${seed}: ${cases.length} requests (${RAW_REQUESTS} over raw sockets) to ${targets.length} endpoints in ${Date.now() - startedMs} ms; ${[...kinds].map(([name, count]) => `${name} ${count}`).join(", ")}`);
-  });
-  afterAll(async () => {
-    await api.close();
-    await core.close();
-  });
+  }, { bodyLimitBytes: BODY_LIMIT_BYTES });
 
   it("refuses every malformed request with a 4xx in the error shape, its code from the catalogue and one of malformed input", () => {
     expect(problems.slice(0, 25), `seed ${seed}: ${problems.length} wrong answers`).toEqual([]);
