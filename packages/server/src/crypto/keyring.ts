@@ -19,6 +19,18 @@ export interface Keyring {
 
 export class KeyringError extends Error {}
 
+/**
+ * What each kind of sealed value is bound to (the AAD): a ciphertext copied onto another
+ * row, or another kind of row, does not decrypt. Sealing, opening and `keys rotate` use
+ * these same functions (crypto/rotate.ts lists every sealed column).
+ */
+export const sealingContext = {
+  tokenKey: (serial: string) => serial,
+  radiusSecret: (applicationId: string) => `radius:${applicationId}`,
+  queuedMail: (outboxId: string) => `outbox:${outboxId}`,
+  serverSecret: (name: string) => `server-secret:${name}`,
+};
+
 const KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;

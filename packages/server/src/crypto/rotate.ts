@@ -1,5 +1,6 @@
 import type { Kysely } from "kysely";
 import type { Services } from "../core.js";
+import { sealingContext } from "./keyring.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import type { Database } from "../storage/schema.js";
 
@@ -10,10 +11,10 @@ import type { Database } from "../storage/schema.js";
  * it would lose that secret or mail for good.
  */
 export const SEALED_COLUMNS = [
-  { kind: "tokens", table: "tokens", id: "serial", ciphertext: "key_ciphertext", keyId: "key_id", context: (id: string) => id },
-  { kind: "radiusSecrets", table: "applications", id: "id", ciphertext: "radius_secret_ciphertext", keyId: "radius_secret_key_id", context: (id: string) => `radius:${id}` },
-  { kind: "queuedMail", table: "outbox", id: "id", ciphertext: "body_ciphertext", keyId: "body_key_id", context: (id: string) => `outbox:${id}` },
-  { kind: "serverSecrets", table: "server_secrets", id: "name", ciphertext: "secret_ciphertext", keyId: "secret_key_id", context: (id: string) => `server-secret:${id}` },
+  { kind: "tokens", table: "tokens", id: "serial", ciphertext: "key_ciphertext", keyId: "key_id", context: sealingContext.tokenKey },
+  { kind: "radiusSecrets", table: "applications", id: "id", ciphertext: "radius_secret_ciphertext", keyId: "radius_secret_key_id", context: sealingContext.radiusSecret },
+  { kind: "queuedMail", table: "outbox", id: "id", ciphertext: "body_ciphertext", keyId: "body_key_id", context: sealingContext.queuedMail },
+  { kind: "serverSecrets", table: "server_secrets", id: "name", ciphertext: "secret_ciphertext", keyId: "secret_key_id", context: sealingContext.serverSecret },
 ] as const satisfies ReadonlyArray<{ kind: string; table: keyof Database; id: string; ciphertext: string; keyId: string; context: (id: string) => string }>;
 
 export type SealedKind = (typeof SEALED_COLUMNS)[number]["kind"];

@@ -1,4 +1,5 @@
 import type { Kysely } from "kysely";
+import { sealingContext } from "../../crypto/keyring.js";
 import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
@@ -121,7 +122,7 @@ export function createApplicationService(
   }
 
   function sealRadiusSecret(id: string, secret: string) {
-    const sealed = keyring.encrypt(Buffer.from(secret, "utf8"), `radius:${id}`);
+    const sealed = keyring.encrypt(Buffer.from(secret, "utf8"), sealingContext.radiusSecret(id));
     return { radius_secret_ciphertext: sealed.ciphertext, radius_secret_key_id: sealed.keyId };
   }
 
@@ -256,7 +257,7 @@ export function createApplicationService(
 
     /** A RADIUS client's shared secret, for checking and signing its packets. */
     radiusSecretOf(row: ApplicationRow): Buffer {
-      return keyring.decrypt(row.radius_secret_ciphertext!, row.radius_secret_key_id!, `radius:${row.id}`);
+      return keyring.decrypt(row.radius_secret_ciphertext!, row.radius_secret_key_id!, sealingContext.radiusSecret(row.id));
     },
   };
 }

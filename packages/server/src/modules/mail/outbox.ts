@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
-import type { Keyring } from "../../crypto/keyring.js";
+import { sealingContext, type Keyring } from "../../crypto/keyring.js";
 import { newId } from "../../ids.js";
 import { compileEnrollmentTemplate, defaultEnrollmentTemplate, loadTemplate, type EnrollmentMailValues } from "./templates.js";
 import type { Database, OutboxRow, OutboxTable } from "../../storage/schema.js";
@@ -51,7 +51,7 @@ export interface MailBody {
 const singleAddress = /^[^\s@,;:<>()[\]"\\]+@[^\s@,;:<>()[\]"\\]+$/;
 
 /** The context binds a ciphertext to its row: one copied onto another mail fails to decrypt. */
-const bodyContext = (id: string) => `outbox:${id}`;
+const bodyContext = sealingContext.queuedMail;
 
 /** RFC 5322 section 3.6.4: the same message keeps the same Message-ID when it is sent again after a crash. */
 export const messageIdFor = (id: string) => `<${id}@tessera>`;

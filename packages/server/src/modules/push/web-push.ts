@@ -1,5 +1,6 @@
 import type { Agent } from "node:https";
 import webpush from "web-push";
+import { sealingContext } from "../../crypto/keyring.js";
 import type { CoreDeps } from "../../deps.js";
 
 /**
@@ -74,7 +75,7 @@ export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, 
     let row = await read();
     if (!row) {
       const made = webpush.generateVAPIDKeys();
-      const sealed = keyring.encrypt(Buffer.from(made.privateKey, "utf8"), `server-secret:${VAPID}`);
+      const sealed = keyring.encrypt(Buffer.from(made.privateKey, "utf8"), sealingContext.serverSecret(VAPID));
       await db
         .insertInto("server_secrets")
         .values({ name: VAPID, public_value: made.publicKey, secret_ciphertext: sealed.ciphertext, secret_key_id: sealed.keyId, created_at: clock.nowMs() })
@@ -83,7 +84,7 @@ export function createWebPush(deps: Pick<CoreDeps, "db" | "keyring" | "clock">, 
       row = await read();
       if (!row) throw new Error("the Web Push key pair was not stored");
     }
-    const privateKey = keyring.decrypt(row.secret_ciphertext, row.secret_key_id, `server-secret:${VAPID}`).toString("utf8");
+    const privateKey = keyring.decrypt(row.secret_ciphertext, row.secret_key_id, sealingContext.serverSecret(VAPID)).toString("utf8");
     return { publicKey: row.public_value, privateKey };
   }
 
