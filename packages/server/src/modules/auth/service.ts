@@ -114,15 +114,7 @@ export function createAuthService(
   // concurrent transactions itself (commit_delay).
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
-  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS));
-  /** Counts after a decision are best effort: one that fails is counted in the metrics, not thrown. */
-  const settleCounts = async (counting: Promise<void> | null) => {
-    try {
-      await counting;
-    } catch {
-      deps.metrics?.guessingLimitError();
-    }
-  };
+  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(clock, LIMITS) : memoryGuessingLimits(LIMITS));
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
@@ -199,46 +191,55 @@ export function createAuthService(
           },
         ]);
 
-      const limit = await limits.check(source, userKey);
-      if (limit.over) {
-        // Refused without a look at any token, but audited, through the same writes as
-        // the logins (on SQLite a group commit, so that a flood of refused guesses does
-        // not cost a commit each).
-        const result = reject("rate_limited");
-        await writes.run((trx) => record(trx, result, null, null));
+      // The limits are read and counted inside the login's own transaction. On SQLite
+      // the logins of a group commit run one after another, so each sees the failures
+      // of those before it, and a burst of guesses stops exactly at the limit. On
+      // PostgreSQL a transaction sees the failures committed before it began: a burst
+      // can pass a limit by at most the transactions running at that moment (ten per
+      // node, the pool). A count that cannot be stored fails the whole login, which then
+      // leaves nothing behind: no answer is given that the database does not hold.
+      const refused = async (trx: Transaction<Database>, result: AuthResult) => {
+        await record(trx, result, null, null);
+        await limits.countFailure(trx, source, userKey);
         return result;
-      }
-
-      if (impossibleUser) {
-        const result = reject("user_unknown");
-        await writes.run((trx) => record(trx, result, null, null));
-        await settleCounts(limits.countFailure(source, userKey));
-        return result;
-      }
+      };
 
       if (asksForPush(passcode)) {
         // Push OTP: a challenge for the user's push-capable devices, or the advice to type the passcode.
+        const limit = await limits.check(db, source, userKey);
+        if (limit.over) {
+          const result = reject("rate_limited");
+          await writes.run((trx) => record(trx, result, null, null));
+          return result;
+        }
+        if (impossibleUser) return writes.run((trx) => refused(trx, reject("user_unknown")));
         const user = await db.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
+        if (!user) return writes.run((trx) => refused(trx, reject("user_unknown")));
         const challenge =
-          user && application.push_otp === 1 && deps.push
+          application.push_otp === 1 && deps.push
             ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source })
             : null;
         const result: AuthResult = challenge
           ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
-          : reject(user ? "push_unavailable" : "user_unknown");
-        await writes.run((trx) => record(trx, result, user?.id ?? null, null));
-        if (!user) await settleCounts(limits.countFailure(source, userKey));
+          : reject("push_unavailable");
+        await writes.run((trx) => record(trx, result, user.id, null));
         return result;
       }
 
       // Passcode checks arriving together share a transaction (group commit).
-      const outcome = await writes.run(async (trx) => {
-        const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
-        if (rows.length === 0) {
-          const result = reject("user_unknown");
+      return writes.run(async (trx) => {
+        const limit = await limits.check(trx, source, userKey);
+        if (limit.over) {
+          // Refused without a look at any token, but audited (on SQLite in the group
+          // commit of the logins around it, so a flood of refused guesses does not cost
+          // a commit each).
+          const result = reject("rate_limited");
           await record(trx, result, null, null);
-          return { result, failure: true };
+          return result;
         }
+        if (impossibleUser) return refused(trx, reject("user_unknown"));
+        const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
+        if (rows.length === 0) return refused(trx, reject("user_unknown"));
         const user = { id: rows[0]!.holder_pk };
         const held = rows.filter((row) => row.serial !== null) as TokenRow[];
         const tokens = await unlockExpired(trx, principal, held, now);
@@ -246,7 +247,8 @@ export function createAuthService(
         if (active.length === 0) {
           const result = reject(tokens.length > 0 ? "locked" : "no_token");
           await record(trx, result, user.id, null);
-          return { result, failure: tokens.length > 0 };
+          if (tokens.length > 0) await limits.countFailure(trx, source, userKey);
+          return result;
         }
         let replayed = false;
         for (const token of active) {
@@ -269,7 +271,8 @@ export function createAuthService(
           }
           const result: AuthResult = { result: "accept", serial: token.serial, userId };
           await record(trx, result, user.id, token.serial);
-          return { result, failure: false };
+          if (limit.userFailures > 0) await limits.forgetUser(trx, userKey);
+          return result;
         }
         // A wrong passcode counts against every active token the user holds; at the
         // policy's threshold a token locks (DESIGN section 2).
@@ -297,14 +300,9 @@ export function createAuthService(
         }
         const result = reject(replayed ? "replayed" : "wrong");
         await record(trx, result, user.id, null);
-        return { result, failure: true };
+        await limits.countFailure(trx, source, userKey);
+        return result;
       });
-      // The login is decided and committed: its answer must not be lost to a count that
-      // did not go through (on PostgreSQL a statement of its own). A RADIUS request
-      // whose answer failed would be checked again on retransmission, and its passcode
-      // then called replayed.
-      await settleCounts(outcome.failure ? limits.countFailure(source, userKey) : outcome.result.result === "accept" && limit.userFailures > 0 ? limits.forgetUser(userKey) : null);
-      return outcome.result;
     },
   };
   return service;

@@ -40,11 +40,6 @@ export function createMetrics() {
     labelNames: ["outcome"] as const,
     registers: [registry],
   });
-  const limitErrors = new Counter({
-    name: "tessera_guessing_limit_errors_total",
-    help: "Failed logins that could not be counted for the guessing limits (the database did not take the count after the login was decided)",
-    registers: [registry],
-  });
   let radiusStats: (() => Record<string, number>) | null = null;
 
   return {
@@ -58,9 +53,6 @@ export function createMetrics() {
     },
     webPush(outcome: string): void {
       webPushes.inc({ outcome });
-    },
-    guessingLimitError(): void {
-      limitErrors.inc();
     },
     watchRadius(stats: () => Record<string, number>): void {
       radiusStats = stats;
