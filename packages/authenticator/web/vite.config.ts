@@ -1,7 +1,7 @@
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { defineConfig, type Plugin } from "vite";
+import { build, defineConfig, type Plugin } from "vite";
 
 // The tessera app's web face, served by the server at /app/ (packages/server/src/http/web-app.ts).
 const root = fileURLToPath(new URL(".", import.meta.url));
@@ -14,19 +14,37 @@ function filesUnder(dir: string, prefix = ""): string[] {
   });
 }
 
+const alias = {
+  // The otp package's source, not its Node build: it is pure (WebCrypto and `otpauth`).
+  "@tessera/otp": fileURLToPath(new URL("../../otp/src/index.ts", import.meta.url)),
+};
+
 /**
- * Writes the list of every built file into sw.js, so the service worker caches the whole
- * app shell when it installs and the app (passcodes included) works offline. Every build
- * with other files gives another sw.js, which is how browsers learn of an update.
+ * Builds the service worker once the app is built, as one classic script (a worker
+ * registered without `type: "module"` cannot import the app's chunks), with the list
+ * of every built file written in, so the worker caches the whole app shell when it
+ * installs and the app (passcodes included) works offline. Every build with other files
+ * gives another sw.js, which is how browsers learn of an update.
  */
-function precacheManifest(): Plugin {
+function serviceWorker(): Plugin {
   return {
-    name: "tessera-precache-manifest",
+    name: "tessera-service-worker",
     apply: "build",
-    closeBundle() {
+    async closeBundle() {
       const dist = path.join(root, "dist");
       const files = filesUnder(dist).filter((file) => file !== "sw.js" && !file.endsWith(".map"));
       const urls = [base, ...files.filter((file) => file !== "index.html").map((file) => `${base}${file}`)].sort();
+      await build({
+        configFile: false,
+        logLevel: "warn",
+        resolve: { alias },
+        build: {
+          outDir: dist,
+          emptyOutDir: false,
+          target: "es2022",
+          lib: { entry: path.join(root, "src/sw.ts"), formats: ["iife"], name: "tesseraServiceWorker", fileName: () => "sw.js" },
+        },
+      });
       const worker = path.join(dist, "sw.js");
       const source = readFileSync(worker, "utf8");
       const placeholder = /(["'`])__PRECACHE_MANIFEST__\1/;
@@ -40,21 +58,11 @@ export default defineConfig({
   root,
   base,
   publicDir: "public",
-  resolve: {
-    // The otp package's source, not its Node build: it is pure (WebCrypto and `otpauth`).
-    alias: { "@tessera/otp": fileURLToPath(new URL("../../otp/src/index.ts", import.meta.url)) },
-  },
+  resolve: { alias },
   build: {
     outDir: "dist",
     emptyOutDir: true,
     target: "es2022",
-    rolldownOptions: {
-      input: { index: path.join(root, "index.html"), sw: path.join(root, "src/sw.ts") },
-      output: {
-        // The service worker keeps one name: its URL is its identity for the browser.
-        entryFileNames: (chunk) => (chunk.name === "sw" ? "sw.js" : "assets/[name]-[hash].js"),
-      },
-    },
   },
-  plugins: [precacheManifest()],
+  plugins: [serviceWorker()],
 });

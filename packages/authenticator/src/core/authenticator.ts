@@ -235,13 +235,14 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     /**
      * Gives each server the Web Push subscription again where it changed since it was
      * last sent (push services renew them, a browser may drop one). The web app calls
-     * this when it starts; nothing is sent when nothing changed or push is off.
+     * this when it starts, and its service worker when the browser says the subscription
+     * changed; nothing is sent when nothing changed or push is off.
      */
     async renewWebPush(): Promise<Array<{ server: string }>> {
       if (!options.webPush) return [];
       const state = await options.store.load();
       if (!state.device.autosendPasscode) return [];
-      const renewed = [];
+      const renewed: Array<{ server: string; pushSubscription: object }> = [];
       for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
         if (!state.tokens.some((token) => token.server === server)) continue;
         const pushSubscription = await pushSubscriptionFor(server);
@@ -249,11 +250,15 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         if (!pushSubscription || !endpoint || state.device.webPushEndpoints?.[server] === endpoint) continue;
         const signing = await signingKey(state);
         await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: true, pushSubscription }, { deviceId, key: signing.privateKey });
-        rememberEndpoint(state, server, pushSubscription);
-        renewed.push({ server });
+        renewed.push({ server, pushSubscription });
       }
-      if (renewed.length > 0) await options.store.save(state);
-      return renewed;
+      if (renewed.length === 0) return [];
+      // The web app and its service worker may both renew, and the app may enroll
+      // meanwhile: the endpoints go into the state as it is now, not as it was read.
+      const latest = await options.store.load();
+      for (const { server, pushSubscription } of renewed) rememberEndpoint(latest, server, pushSubscription);
+      await options.store.save(latest);
+      return renewed.map(({ server }) => ({ server }));
     },
 
     /**

@@ -1,6 +1,10 @@
 // The service worker: caches the whole app shell when it installs, so the app (and its
 // passcodes, computed on the device) works offline. Requests to the server's API are
 // never cached. The list of files is written in at build time (vite.config.ts).
+import { createAuthenticator } from "../../src/core/authenticator.ts";
+import { platformFromUserAgent } from "./platform.ts";
+import { indexedDbKeyVault, indexedDbStateStore } from "./storage.ts";
+import { subscribeWith } from "./web-push.ts";
 
 interface ExtendableEventLike extends Event {
   waitUntil(promise: Promise<unknown>): void;
@@ -27,13 +31,14 @@ interface ServiceWorkerScopeLike {
   addEventListener(type: "fetch", listener: (event: FetchEventLike) => void): void;
   addEventListener(type: "push", listener: (event: PushEventLike) => void): void;
   addEventListener(type: "notificationclick", listener: (event: NotificationEventLike) => void): void;
+  addEventListener(type: "pushsubscriptionchange", listener: (event: ExtendableEventLike) => void): void;
   skipWaiting(): Promise<void>;
   readonly clients: {
     claim(): Promise<void>;
     matchAll(options: { type: "window"; includeUncontrolled: boolean }): Promise<WindowClientLike[]>;
     openWindow(url: string): Promise<WindowClientLike | null>;
   };
-  readonly registration: { showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void> };
+  readonly registration: { showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>; readonly pushManager: PushManager };
   readonly location: Location;
 }
 
@@ -128,6 +133,26 @@ worker.addEventListener("notificationclick", (event) => {
       await open.navigate(url);
     }),
   );
+});
+
+// The push service renewed or dropped this browser's subscription, perhaps while the app
+// is closed: subscribe again and give each server the new subscription, signed with the
+// device's key from IndexedDB, as the app does when it starts. Until then Web Push
+// messages would go to an endpoint that no longer reaches this browser.
+worker.addEventListener("pushsubscriptionchange", (event) => {
+  const core = createAuthenticator({
+    store: indexedDbStateStore(),
+    vault: indexedDbKeyVault(),
+    fetch: fetch.bind(globalThis),
+    platform: platformFromUserAgent(navigator.userAgent),
+    webPush: { subscribe: async (key) => (typeof Notification !== "undefined" && Notification.permission === "granted" ? subscribeWith(worker.registration.pushManager, key) : null) },
+  });
+  const renewing = core.renewWebPush().catch((error: unknown) => console.warn("push: could not renew the Web Push subscription", error));
+  try {
+    event.waitUntil(renewing);
+  } catch {
+    // Only an event from the browser itself can keep the worker alive.
+  }
 });
 
 export {};

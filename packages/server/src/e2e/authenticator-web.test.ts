@@ -84,10 +84,10 @@ describe("the tessera web app against a running server", () => {
     );
     const services = server.services;
     vsId = (await services.virtualServers.create(installerPrincipal, { name: "Web Org" })).id;
-    for (const userId of ["web-ann", "web-bob", "web-cy"]) {
+    for (const userId of ["web-ann", "web-bob", "web-cy", "web-dee"]) {
       await services.users.create(installerPrincipal, vsId, { userId, firstName: userId, lastName: "", email: `${userId}@example.test`, groups: [] });
     }
-    await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 3 });
+    await services.tokens.add(installerPrincipal, { virtualServerId: vsId, type: "mobile", count: 4 });
     await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "Staff VPN", kind: "radius", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
     restKey = (await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "portal", kind: "rest" })).apiKey!;
     browser = await chromium.launch({
@@ -174,6 +174,51 @@ describe("the tessera web app against a running server", () => {
     await page.locator('[data-autosend-result="on"]').waitFor();
     expect((await server.services.tokens.get(installerPrincipal, serial)).device).toMatchObject({ pushAtEnrollment: "enabled", pushNow: "enabled" });
     await shot(page, "5-settings");
+  }, 180_000);
+
+  it("gives the server a new Web Push subscription from the service worker when the browser changes it, signed with the device key", async () => {
+    const link = await enrollmentLinkFor("web-dee");
+    const { context, page } = await phone(ANDROID);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await openAppFromMail(page, link);
+    await page.getByRole("button", { name: "Allow notifications" }).click();
+    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    const serial = (await page.locator("[data-serial]").getAttribute("data-serial"))!;
+    const device = () =>
+      server.services.storage.db
+        .selectFrom("devices")
+        .select(["push_subscription", "push_now"])
+        .where("token_serial", "=", serial)
+        .executeTakeFirstOrThrow();
+    // Headless Chromium reaches no push service, so the app enrolled without a subscription.
+    expect(await device()).toEqual({ push_subscription: null, push_now: "enabled" });
+    await page.evaluate(async () => {
+      await (globalThis as unknown as { navigator: { serviceWorker: { ready: Promise<unknown> } } }).navigator.serviceWorker.ready;
+    });
+    // The app is closed; only the service worker is left to act.
+    const other = await context.newPage();
+    await other.goto(`${server.url}/healthz`);
+    await page.close();
+    const worker = context.serviceWorkers().find((candidate) => candidate.url() === `${server.url}/app/sw.js`) ?? (await context.waitForEvent("serviceworker"));
+    // The push service has replaced the subscription: the browser's PushManager now gives
+    // a new one (stood in for here, since there is no push service to ask) and the
+    // browser tells the worker, which is what `pushsubscriptionchange` stands for.
+    const p256dh = Buffer.concat([Buffer.from([4]), Buffer.alloc(64, 7)]).toString("base64url");
+    const renewed = { endpoint: "https://fcm.googleapis.com/fcm/send/renewed-by-the-service-worker", expirationTime: null, keys: { p256dh, auth: Buffer.alloc(16, 9).toString("base64url") } };
+    await worker.evaluate((subscription) => {
+      const scope = globalThis as unknown as { registration: object; dispatchEvent(event: Event): boolean };
+      Object.defineProperty(scope.registration, "pushManager", {
+        value: { getSubscription: async () => null, subscribe: async () => ({ toJSON: () => subscription }) },
+      });
+      scope.dispatchEvent(new Event("pushsubscriptionchange"));
+    }, renewed);
+    await expect.poll(async () => (await device()).push_subscription, { timeout: UI_TIMEOUT_MS }).not.toBeNull();
+    expect(JSON.parse((await device()).push_subscription!)).toEqual(renewed);
+    expect((await device()).push_now).toBe("enabled");
+    // The state the worker saved keeps the token the app enrolled.
+    const reopened = await context.newPage();
+    await reopened.goto(`${server.url}/app/`);
+    await reopened.locator(`[data-token="${serial}"]`).waitFor();
   }, 180_000);
 
   it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it", async () => {

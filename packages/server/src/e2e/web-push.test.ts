@@ -29,6 +29,8 @@ describe("Web Push from a configured server to a device whose app is closed", ()
   // The browser keeps its subscription until the push service renews it (renewNext).
   let current: ReturnType<typeof push.subscribe> | null = null;
   let renewNext = false;
+  /** Runs while the app waits for the browser's subscription (another tab saving meanwhile). */
+  let meanwhile: (() => void) | null = null;
   const app = createAuthenticator({
     store: { load: async () => structuredClone(state), save: async (next) => void (state = structuredClone(next)) },
     fetch: globalThis.fetch,
@@ -37,6 +39,8 @@ describe("Web Push from a configured server to a device whose app is closed", ()
       // What the browser's PushManager.subscribe() does: a subscription at its push service.
       async subscribe(vapidPublicKey) {
         keysAskedWith.push(vapidPublicKey);
+        meanwhile?.();
+        meanwhile = null;
         if (!current || renewNext) current = push.subscribe();
         renewNext = false;
         subscriptionId = current.id;
@@ -129,5 +133,15 @@ describe("Web Push from a configured server to a device whose app is closed", ()
     expect(subscriptionId).not.toBe(before);
     expect((await deviceRow()).push_subscription).toContain(subscriptionId);
     expect(await app.renewWebPush()).toEqual([]);
+  });
+
+  it("keeps what the app saved while its service worker renewed the subscription", async () => {
+    renewNext = true;
+    const enrolledMeanwhile = { ...state.tokens[0]!, serial: "MP-ENROLLED-MEANWHILE" };
+    meanwhile = () => void (state = { ...state, tokens: [...state.tokens, enrolledMeanwhile] });
+    expect(await app.renewWebPush()).toEqual([{ server: server.url }]);
+    expect(state.tokens.map((token) => token.serial)).toContain("MP-ENROLLED-MEANWHILE");
+    expect((await deviceRow()).push_subscription).toContain(subscriptionId);
+    expect(state.device.webPushEndpoints?.[server.url]).toBe(JSON.parse((await deviceRow()).push_subscription!).endpoint);
   });
 });
