@@ -261,7 +261,7 @@ describe("the tessera web app against a running server", () => {
     expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
   }, 180_000);
 
-  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed", async () => {
+  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, and stays quiet while it is in front", async () => {
     const { context, page: app } = await phone(ANDROID);
     await context.grantPermissions(["notifications"], { origin: server.url });
     await app.goto(`${server.url}/app/`);
@@ -270,11 +270,8 @@ describe("the tessera web app against a running server", () => {
     await app.evaluate(async () => {
       await (globalThis as unknown as { navigator: { serviceWorker: { ready: Promise<unknown> } } }).navigator.serviceWorker.ready;
     });
-    // The app is closed: only another page of the site is open, so no window of the app
-    // (not even one kept for the back button) could be taken for the app in front.
     const page = await context.newPage();
     await page.goto(`${server.url}/healthz`);
-    await app.close();
     const cdp = await context.newCDPSession(page);
     const registrationId = new Promise<string>((resolve) =>
       cdp.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
@@ -284,8 +281,17 @@ describe("the tessera web app against a running server", () => {
     );
     await cdp.send("ServiceWorker.enable");
     // What the server's Web Push message holds once the browser has decrypted it.
-    const message = { type: "challenge", id: "chl_webpushtest", resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + 60_000).toISOString() };
-    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(message) });
+    const challenge = (id: string) => ({ type: "challenge", id, resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + 60_000).toISOString() });
+    // With the app in front (it shows the request from its live connection), the worker
+    // stays quiet: no notification of this one appears, now or below.
+    await app.bringToFront();
+    expect(await app.evaluate("document.hasFocus() && document.visibilityState")).toBe("visible");
+    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(challenge("chl_appinfront")) });
+    // The app is closed: only another page of the site is open, so no window of the app
+    // (not even one kept for the back button) could be taken for the app in front.
+    await page.bringToFront();
+    await app.close();
+    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(challenge("chl_webpushtest")) });
     type Shown = { title: string; body: string; tag: string; data: unknown };
     const notifications = () =>
       page.evaluate(async () => {
