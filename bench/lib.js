@@ -161,7 +161,7 @@ export const loadAverage = () => os.loadavg().map((value) => value.toFixed(2)).j
 
 /**
  * On Ctrl-C or SIGTERM: stops the benchmark's child processes with `signal`, removes its
- * temporary directory and exits.
+ * temporary directory and exits. Returns what stops watching, for the benchmark's end.
  * @param {Iterable<import("node:child_process").ChildProcess>} children
  * @param {string} dir
  * @param {NodeJS.Signals} signal
@@ -174,6 +174,10 @@ export function cleanUpOnInterrupt(children, dir, signal) {
   };
   process.once("SIGINT", interrupted);
   process.once("SIGTERM", interrupted);
+  return () => {
+    process.removeListener("SIGINT", interrupted);
+    process.removeListener("SIGTERM", interrupted);
+  };
 }
 
 export const now = () => process.hrtime.bigint();

@@ -55,6 +55,7 @@ async function seed(storage, userCount) {
   const userIds = Array.from({ length: userCount }, (_, i) => [pushUserId(i), typedUserId(i)]).flat();
   await services.importUsers(installerPrincipal, vs.id, ["userId,email", ...userIds.map((userId) => `${userId},${userId}@example.test`)].join("\n"));
   await services.tokens.add(installerPrincipal, { virtualServerId: vs.id, type: "mobile", count: userCount });
+  /** @type {import("../packages/server/dist/modules/tokens/seed-files/seed.js").ImportedSeed[]} */
   const seeds = Array.from({ length: userCount }, (_, i) => ({ serial: `BENCH-${i}`, secret: seedOf(i), otpMode: "hotp", digits: 6, periodSeconds: 30, algorithm: "SHA1", counter: 0 }));
   await services.tokens.importSeeds(installerPrincipal, { virtualServerId: vs.id, seeds });
   const { db } = storage;
@@ -329,7 +330,7 @@ async function main() {
   const dir = tempDir("push-roundtrip");
   /** @type {import("node:child_process").ChildProcess[]} */
   const children = [];
-  cleanUpOnInterrupt(children, dir, "SIGTERM");
+  const stopWatching = cleanUpOnInterrupt(children, dir, "SIGTERM");
   try {
     const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
     let seeded, server, links;
@@ -422,8 +423,7 @@ async function main() {
   } finally {
     for (const child of children) child.kill("SIGTERM");
     removeDir(dir);
-    process.removeListener("SIGINT", interrupted);
-    process.removeListener("SIGTERM", interrupted);
+    stopWatching();
   }
 }
 

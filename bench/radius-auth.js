@@ -637,7 +637,7 @@ async function main() {
   let server;
   // SIGKILL: nothing of theirs is worth keeping, and FreeRADIUS 3.2.1 can hang in its
   // shutdown when SIGTERM finds requests in flight (seen here).
-  cleanUpOnInterrupt(children, dir, "SIGKILL");
+  const stopWatching = cleanUpOnInterrupt(children, dir, "SIGKILL");
   try {
     // One more user than the load takes: the probe of checkServerAnswers.
     const probeUser = userCount;
@@ -725,8 +725,7 @@ async function main() {
   } finally {
     await stop(server);
     removeDir(dir);
-    process.removeListener("SIGINT", interrupted);
-    process.removeListener("SIGTERM", interrupted);
+    stopWatching();
   }
 }
 
