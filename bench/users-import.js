@@ -14,6 +14,7 @@ import { createServices } from "../packages/server/dist/core.js";
 import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { newId } from "../packages/server/dist/ids.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
+import { userSearchKey } from "../packages/server/dist/modules/users/user.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
 import {
@@ -175,14 +176,15 @@ async function measureBaseline(/** @type {string} */ dir) {
   db.pragma("synchronous = NORMAL");
   db.pragma("foreign_keys = ON");
   const insertUser = db.prepare(
-    "insert into users (id, virtual_server_id, user_id, first_name, last_name, email, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?)",
+    "insert into users (id, virtual_server_id, user_id, first_name, last_name, email, search_key, created_at, updated_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
   );
   const insertGroup = db.prepare("insert into user_groups (user_pk, virtual_server_id, group_name) values (?, ?, ?)");
   const insertAll = db.transaction(() => {
     const at = Date.now();
     for (const user of generateUsers(userCount)) {
       const id = newId("usr");
-      insertUser.run(id, vsId, user.userId, user.firstName, user.lastName, user.email, at, at);
+      const searchKey = userSearchKey({ user_id: user.userId, first_name: user.firstName, last_name: user.lastName, email: user.email });
+      insertUser.run(id, vsId, user.userId, user.firstName, user.lastName, user.email, searchKey, at, at);
       for (const group of user.groups) insertGroup.run(id, vsId, group);
     }
   });

@@ -160,6 +160,36 @@ describeEachDatabase("admin API", (kind) => {
       expect(groups.json.items).toEqual(expect.arrayContaining([{ name: "even", members: 13 }, { name: "odd", members: 12 }]));
     });
 
+    it("finds users by the start of any field in any case, Unicode too, with LIKE's wildcards taken literally", async () => {
+      const people = [
+        { userId: "ci-asmith", firstName: "Ann", lastName: "Smith", email: "Ann.Smith@Example.test" },
+        { userId: "ci-olund", firstName: "Åsa", lastName: "Ölund", email: "" },
+        { userId: "ci-%done", firstName: "", lastName: "", email: "" },
+        { userId: "ci-x_y", firstName: "", lastName: "", email: "" },
+      ];
+      for (const person of people) expect((await api.call("POST", users(), key, person)).status).toBe(201);
+      const found = async (q: string) => (await api.call("GET", `${users()}?q=${encodeURIComponent(q)}&limit=100`, key)).json.items.map((u: { userId: string }) => u.userId);
+      expect(await found("smith")).toEqual(["ci-asmith"]);
+      expect(await found("ANN")).toEqual(["ci-asmith"]);
+      expect(await found("ann.smith@EXAMPLE")).toEqual(["ci-asmith"]);
+      expect(await found("CI-ASM")).toEqual(["ci-asmith"]);
+      expect(await found("öl")).toEqual(["ci-olund"]);
+      expect(await found("ÅSA")).toEqual(["ci-olund"]);
+      // Only the start of a field counts.
+      expect(await found("mith")).toEqual([]);
+      // % and _ are the text typed, not wildcards.
+      expect(await found("ci-%")).toEqual(["ci-%done"]);
+      expect(await found("ci-x_")).toEqual(["ci-x_y"]);
+      expect(await found("ci-_")).toEqual([]);
+      expect(await found("ci-\\")).toEqual([]);
+      // A NUL is in no field (and PostgreSQL text could not hold one).
+      expect(await found("ci-\0")).toEqual([]);
+      // A change of name is found by its new name.
+      expect((await api.call("PATCH", `${users()}/ci-olund`, key, { lastName: "Nyström" })).status).toBe(200);
+      expect(await found("NYSTR")).toEqual(["ci-olund"]);
+      expect(await found("ölund")).toEqual([]);
+    });
+
     it("imports users from CSV keeping the good rows and reporting each bad one with its line", async () => {
       const csv = [
         "userId,firstName,lastName,email,groups",

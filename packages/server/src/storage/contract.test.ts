@@ -1,11 +1,12 @@
-import { sql } from "kysely";
+import { sql, type Kysely } from "kysely";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { reserveSerials } from "../modules/tokens/serial.js";
 import { verifyAuditChain } from "../modules/audit/service.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { createTestCore, createTestDatabase, describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { createTenant } from "../testing/fixtures.js";
-import { isMigrated, migrateToLatest } from "./migrate.js";
+import { openStorage } from "./database.js";
+import { createMigrator, isMigrated, migrateToLatest } from "./migrate.js";
 
 // The storage contract: what the services rely on from a database, run unchanged on
 // SQLite and PostgreSQL.
@@ -19,6 +20,27 @@ describeEachDatabase("storage contract", (kind) => {
   it("applies every migration and reports itself ready; applying again changes nothing", async () => {
     expect(await isMigrated(core.storage)).toBe(true);
     expect((await migrateToLatest(core.storage)).applied).toEqual([]);
+  });
+
+  it("gives users who were there before the case-insensitive search their search keys (migration 007)", async () => {
+    const database = await createTestDatabase(kind);
+    const storage = openStorage(database.target);
+    try {
+      const { error } = await createMigrator(storage).migrateTo("006-guessing-limits");
+      expect(error).toBeUndefined();
+      const before = storage.db as unknown as Kysely<Record<string, Record<string, unknown>>>;
+      await before.insertInto("virtual_servers").values({ id: "vs_old", name: "Old", parent_id: null, path: "/old/", created_at: 0, updated_at: 0 }).execute();
+      const old = Array.from({ length: 1500 }, (_, i) => ({ id: `usr_${String(i).padStart(5, "0")}`, virtual_server_id: "vs_old", user_id: `old-${i}`, first_name: i === 1234 ? "Ørjan" : "", last_name: "Old", email: "", created_at: 0, updated_at: 0 }));
+      for (let i = 0; i < old.length; i += 500) await before.insertInto("users").values(old.slice(i, i + 500)).execute();
+      expect((await migrateToLatest(storage)).applied).toEqual(["007-user-search"]);
+      const keys = await storage.db.selectFrom("users").select(["user_id", "search_key"]).where("virtual_server_id", "=", "vs_old").execute();
+      expect(keys).toHaveLength(1500);
+      expect(keys.filter((row) => row.search_key === "")).toEqual([]);
+      expect(keys.find((row) => row.user_id === "old-1234")?.search_key).toBe("\u001fold-1234\u001førjan\u001fold\u001f");
+    } finally {
+      await storage.close();
+      await database.drop();
+    }
   });
 
   it("returns 64-bit times and counters as numbers", async () => {

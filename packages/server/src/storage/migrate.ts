@@ -6,6 +6,7 @@ import { applicationsMigration } from "./migrations/003-applications.js";
 import { challengesMigration } from "./migrations/004-challenges.js";
 import { serverSecretsMigration } from "./migrations/005-server-secrets.js";
 import { guessingLimitsMigration } from "./migrations/006-guessing-limits.js";
+import { userSearchMigration } from "./migrations/007-user-search.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -17,6 +18,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "004-challenges": challengesMigration(storage.kind),
     "005-server-secrets": serverSecretsMigration(storage.kind),
     "006-guessing-limits": guessingLimitsMigration(storage.kind),
+    "007-user-search": userSearchMigration(storage.kind),
   };
 }
 

@@ -52,6 +52,11 @@ export interface UsersTable {
   first_name: string;
   last_name: string;
   email: string;
+  /**
+   * What a user search matches (modules/users/search.ts): the user id, first name, last
+   * name and email, case-folded, each after a unit separator (U+001F).
+   */
+  search_key: string;
   created_at: number;
   updated_at: number;
 }

@@ -41,7 +41,7 @@ export const userRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
     {
       schema: {
         operationId: "listUsers",
-        summary: "Search users: by the start of user id, name or email, by group, by whether they hold tokens",
+        summary: "Search users: by the start of user id, first or last name or email in any case, by group, by whether they hold tokens",
         params: virtualServerIdParam,
         querystring: z.strictObject({
           q: z.string().min(1).max(128).optional(),

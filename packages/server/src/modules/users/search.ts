@@ -1,8 +1,9 @@
-import type { SelectQueryBuilder } from "kysely";
+import { sql, type SelectQueryBuilder } from "kysely";
 import type { Database } from "../../storage/schema.js";
+import { foldForSearch, SEARCH_FIELD_START } from "./user.js";
 
 export interface UserFilter {
-  /** Matches the start of the user id, first name, last name or email (case as stored). */
+  /** Matches the start of the user id, first name, last name or email, in any case. */
   q?: string;
   group?: string;
   hasToken?: boolean;
@@ -12,16 +13,12 @@ export interface UserFilter {
 export function whereUserMatches<O>(query: SelectQueryBuilder<Database, "users", O>, filter: UserFilter): SelectQueryBuilder<Database, "users", O> {
   let result = query;
   if (filter.q) {
-    const prefix = filter.q;
-    const upper = `${prefix}\uffff`;
-    result = result.where((eb) =>
-      eb.or([
-        eb.and([eb("users.user_id", ">=", prefix), eb("users.user_id", "<", upper)]),
-        eb.and([eb("users.first_name", ">=", prefix), eb("users.first_name", "<", upper)]),
-        eb.and([eb("users.last_name", ">=", prefix), eb("users.last_name", "<", upper)]),
-        eb.and([eb("users.email", ">=", prefix), eb("users.email", "<", upper)]),
-      ]),
-    );
+    // The start of any field: a separator, then the folded text, anywhere in the key.
+    // LIKE's wildcards in the text are escaped; a NUL is in no key (PostgreSQL text
+    // could not even hold one).
+    const folded = foldForSearch(filter.q);
+    const pattern = `%${SEARCH_FIELD_START}${folded.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    result = folded.includes("\0") ? result.where(sql<boolean>`1 = 0`) : result.where(sql<boolean>`${sql.ref("users.search_key")} like ${pattern} escape '\\'`);
   }
   if (filter.group) {
     const group = filter.group;

@@ -5,7 +5,7 @@ import type { Database, UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { whereUserMatches, type UserFilter } from "./search.js";
-import { newUserRow, toUser, type User, type UserInput, type UserUpdate } from "./user.js";
+import { newUserRow, toUser, userSearchKey, type User, type UserInput, type UserUpdate } from "./user.js";
 
 export interface UserSearch extends UserFilter {
   cursor?: string;
@@ -106,12 +106,8 @@ export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit">
       await db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
         const row = await findUser(trx, virtualServerId, userId);
-        const next = {
-          first_name: input.firstName ?? row.first_name,
-          last_name: input.lastName ?? row.last_name,
-          email: input.email ?? row.email,
-          updated_at: clock.nowMs(),
-        };
+        const fields = { user_id: row.user_id, first_name: input.firstName ?? row.first_name, last_name: input.lastName ?? row.last_name, email: input.email ?? row.email };
+        const next = { first_name: fields.first_name, last_name: fields.last_name, email: fields.email, search_key: userSearchKey(fields), updated_at: clock.nowMs() };
         await trx.updateTable("users").set(next).where("id", "=", row.id).execute();
         if (input.groups) {
           const before = (await trx.selectFrom("user_groups").select("group_name").where("user_pk", "=", row.id).execute()).map((g) => g.group_name);

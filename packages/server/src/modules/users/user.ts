@@ -57,15 +57,30 @@ export function toUser(row: UserRow, groups: string[], tokens: User["tokens"]): 
   };
 }
 
+/**
+ * Text as searches compare it: Unicode-normalised (NFKC) and lower-cased, the same in
+ * JavaScript for every database (SQLite's lower() folds ASCII only).
+ */
+export function foldForSearch(text: string): string {
+  return text.normalize("NFKC").toLowerCase();
+}
+
+/** Starts each field in a user's search key; no user id, name or email holds it. */
+export const SEARCH_FIELD_START = "\u001f";
+
+/** The user's `search_key`: the fields a search matches the start of, folded. */
+export function userSearchKey(fields: Pick<UserRow, "user_id" | "first_name" | "last_name" | "email">): string {
+  return [fields.user_id, fields.first_name, fields.last_name, fields.email].map((field) => SEARCH_FIELD_START + foldForSearch(field)).join("");
+}
+
 /** The row of a new user, with a fresh internal id. */
 export function newUserRow(virtualServerId: string, input: UserInput, nowMs: number): UserRow {
+  const fields = { user_id: input.userId, first_name: input.firstName, last_name: input.lastName, email: input.email };
   return {
     id: newId("usr"),
     virtual_server_id: virtualServerId,
-    user_id: input.userId,
-    first_name: input.firstName,
-    last_name: input.lastName,
-    email: input.email,
+    ...fields,
+    search_key: userSearchKey(fields),
     created_at: nowMs,
     updated_at: nowMs,
   };
