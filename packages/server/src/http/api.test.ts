@@ -1,5 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { installerPrincipal } from "../modules/operators/access.js";
+import { createServices } from "../core.js";
+import { openStorage } from "../storage/database.js";
 import { describeEachDatabase, type TestCore } from "../testing/databases.js";
 import { createTenant, placeTokenInState, type TestTenant } from "../testing/fixtures.js";
 import { useTestApp, type TestApp } from "./testing-app.js";
@@ -100,6 +102,37 @@ describeEachDatabase("admin API", (kind) => {
       expect(other.status).toBe(201);
       const logins = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=operator.login`, key);
       expect(logins.json.items.length).toBeGreaterThanOrEqual(1);
+    });
+
+    it("stops guesses sent all at once at the limit, and on PostgreSQL counts them on every node together", async () => {
+      await core.services.operators.create(installerPrincipal, { email: "burst@api.test", name: "Burst", role: "auditor", virtualServerId: t.virtualServerId, password: "the burst password" });
+      const outcomes = await Promise.all(
+        Array.from({ length: 25 }, (_, i) => api.call("POST", "/api/v1/sessions", null, { email: "burst@api.test", password: `guess ${i}` }).then((r) => r.json.error.code as string)),
+      );
+      expect(outcomes.filter((code) => code === "INVALID_CREDENTIALS")).toHaveLength(10);
+      expect(outcomes.filter((code) => code === "RATE_LIMITED")).toHaveLength(15);
+      // The refused attempts were not made: a good login from elsewhere gets in once the window ends.
+      core.clock.advance(15 * 60 * 1000 + 1);
+      expect((await api.call("POST", "/api/v1/sessions", null, { email: "burst@api.test", password: "the burst password" })).status).toBe(201);
+
+      // A second node over the same database (PostgreSQL; a SQLite server is one process).
+      if (kind !== "postgres") return;
+      await core.services.operators.create(installerPrincipal, { email: "spread@api.test", name: "Spread", role: "auditor", virtualServerId: t.virtualServerId, password: "the spread password" });
+      const other = openStorage(core.database.target);
+      try {
+        const node2 = createServices(other, core.services.keyring, { clock: core.clock });
+        const onNode = (node: number, password: string) =>
+          (node === 1 ? core.services : node2).operators.createSession("spread@api.test", password, `198.51.100.${node}`).then(
+            () => "ok",
+            (error: { code?: string }) => error.code,
+          );
+        // Five failures on each node: together the email's ten.
+        for (let i = 0; i < 10; i++) expect(await onNode(1 + (i % 2), `guess ${i}`)).toBe("INVALID_CREDENTIALS");
+        expect(await onNode(1, "the spread password")).toBe("RATE_LIMITED");
+        expect(await onNode(2, "the spread password")).toBe("RATE_LIMITED");
+      } finally {
+        await other.close();
+      }
     });
 
     it("stops accepting a session token once it expires", async () => {

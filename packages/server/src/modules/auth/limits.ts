@@ -1,8 +1,8 @@
 import { sql, type Kysely } from "kysely";
-import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import type { Clock } from "../../clock.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
+import { fixedWindows } from "./windows.js";
 
 /**
  * Guessing limits (docs/authentication.md): failed logins counted per source address
@@ -29,24 +29,20 @@ export interface LimitSettings {
  * login's turn in the group commit (the database handle is not needed), and are not
  * undone should the commit fail: a failure may then count twice, never not at all.
  */
-export function memoryGuessingLimits(settings: LimitSettings): GuessingLimits {
-  const bySource = new RateLimiterMemory({ points: settings.sourceFailures, duration: settings.windowSeconds });
-  const byUser = new RateLimiterMemory({ points: settings.userFailures, duration: settings.windowSeconds });
-  const failures = async (limiter: RateLimiterMemory, key: string) => (await limiter.get(key))?.consumedPoints ?? 0;
-  // Past its points a limiter rejects with its state; the count has still gone up.
-  const ignore = (reason: unknown) => {
-    if (!(reason instanceof RateLimiterRes)) throw reason;
-  };
+export function memoryGuessingLimits(settings: LimitSettings, clock: Clock): GuessingLimits {
+  const bySource = fixedWindows(clock, settings.windowSeconds * 1000);
+  const byUser = fixedWindows(clock, settings.windowSeconds * 1000);
   return {
     async check(_db, source, userKey) {
-      const userFailures = await failures(byUser, userKey);
-      return { over: userFailures >= settings.userFailures || (await failures(bySource, source)) >= settings.sourceFailures, userFailures };
+      const userFailures = byUser.count(userKey);
+      return { over: userFailures >= settings.userFailures || bySource.count(source) >= settings.sourceFailures, userFailures };
     },
     async countFailure(_db, source, userKey) {
-      await Promise.all([bySource.penalty(source).catch(ignore), byUser.penalty(userKey).catch(ignore)]);
+      bySource.add(source);
+      byUser.add(userKey);
     },
     async forgetUser(_db, userKey) {
-      await byUser.delete(userKey);
+      byUser.forget(userKey);
     },
   };
 }

@@ -114,7 +114,7 @@ export function createAuthService(
   // concurrent transactions itself (commit_delay).
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
-  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(clock, LIMITS) : memoryGuessingLimits(LIMITS));
+  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {

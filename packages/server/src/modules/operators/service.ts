@@ -1,5 +1,4 @@
 import { hash as argon2Hash, verify as argon2Verify } from "@node-rs/argon2";
-import { RateLimiterMemory, RateLimiterRes } from "rate-limiter-flexible";
 import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
@@ -8,6 +7,7 @@ import type { Transaction } from "kysely";
 import type { Database, OperatorRow } from "../../storage/schema.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 import { canSee, requirePermission, type Principal, type Role } from "./access.js";
+import { loginLimitsFor } from "./login-limits.js";
 
 export interface Operator {
   id: string;
@@ -34,26 +34,20 @@ function toOperator(row: OperatorRow): Operator {
 }
 
 const API_KEY_PREFIX = "tsk_";
-const EMAIL_FAILURES = 10;
-const ADDRESS_FAILURES = 50;
+const EMAIL_ATTEMPTS = 10;
+const ADDRESS_ATTEMPTS = 50;
 const LIMIT_WINDOW_SECONDS = 15 * 60;
 
-/** A penalty past the limit rejects with the limiter's state; the count is what matters. */
-const ignoreLimit = (reason: unknown) => {
-  if (!(reason instanceof RateLimiterRes)) throw reason;
-};
 
 function loginPrincipal(email: string, operatorId: string | null = null): Principal {
   return { kind: "operator", operatorId, actor: `operator:${email}`, role: "auditor", scope: { virtualServerId: null, path: "/", includesChildren: false } };
 }
 const SESSION_PREFIX = "tss_";
 
-export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { sessionTtlSeconds: number }) {
+export function createOperatorService(deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit"> & { sessionTtlSeconds: number }) {
   const { db, clock, audit } = deps;
-  // Per process: with several nodes an attacker gets the limit once per node, which
-  // still turns guessing a password into a hopeless job.
-  const failuresByEmail = new RateLimiterMemory({ points: EMAIL_FAILURES, duration: LIMIT_WINDOW_SECONDS });
-  const failuresByAddress = new RateLimiterMemory({ points: ADDRESS_FAILURES, duration: LIMIT_WINDOW_SECONDS });
+  // In memory on SQLite (one server), in the database on PostgreSQL (shared by every node).
+  const loginLimits = loginLimitsFor(deps.kind, db, clock, { emailAttempts: EMAIL_ATTEMPTS, addressAttempts: ADDRESS_ATTEMPTS, windowSeconds: LIMIT_WINDOW_SECONDS });
 
   async function findVisibleOperator(trx: Transaction<Database>, principal: Principal, operatorId: string): Promise<OperatorRow> {
     const row = await trx
@@ -243,17 +237,15 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
 
     /**
      * Password login: a session token for the console and API, expiring after the session
-     * TTL. Failures are counted per email and per source address; past the limit the
-     * login is refused before the password is even checked.
+     * TTL. Attempts are counted per email and per source address before the password is
+     * checked (an attempt in progress counts until it succeeds); past the limit the login
+     * is refused without a check.
      */
     async createSession(email: string, password: string, sourceAddress = "unknown"): Promise<{ token: string; expiresAt: string }> {
       const normalised = email.trim().toLowerCase();
-      const blocked = await Promise.all([failuresByEmail.get(normalised), failuresByAddress.get(sourceAddress)]);
-      const retryMs = Math.max(
-        ...blocked.map((res, i) => (res && res.consumedPoints >= [EMAIL_FAILURES, ADDRESS_FAILURES][i]! ? res.msBeforeNext : 0)),
-      );
-      if (retryMs > 0) {
-        const retryAfterSeconds = Math.ceil(retryMs / 1000);
+      const attempt = await loginLimits.take(normalised, sourceAddress);
+      if (!attempt.ok) {
+        const retryAfterSeconds = Math.ceil(attempt.retryAfterMs / 1000);
         throw fail("RATE_LIMITED", { retryAfterSeconds }, { retryAfterSeconds });
       }
 
@@ -263,10 +255,6 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
       const storedHash = row?.password_hash ?? (await dummyHash());
       const good = await argon2Verify(storedHash, password).catch(() => false);
       if (!row || !good || row.disabled === 1) {
-        await Promise.all([
-          failuresByEmail.penalty(normalised).catch(ignoreLimit),
-          failuresByAddress.penalty(sourceAddress).catch(ignoreLimit),
-        ]);
         if (row) {
           await db.transaction().execute((trx) =>
             audit.append(trx, loginPrincipal(row.email), [
@@ -276,7 +264,7 @@ export function createOperatorService(deps: Pick<CoreDeps, "db" | "clock" | "aud
         }
         throw fail("INVALID_CREDENTIALS");
       }
-      await failuresByEmail.delete(normalised);
+      await loginLimits.succeeded(normalised, sourceAddress);
       const id = newId("ses");
       const secret = newSecret();
       const now = clock.nowMs();

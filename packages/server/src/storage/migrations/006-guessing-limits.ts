@@ -2,7 +2,8 @@ import { sql, type Kysely } from "kysely";
 import type { DatabaseKind } from "../database.js";
 
 // Failed logins counted per source address and per user over a window, shared by every
-// node on one PostgreSQL (modules/auth/limits.ts). A single SQLite server counts in
+// node on one PostgreSQL (modules/auth/limits.ts), and operator password attempts
+// (modules/operators/login-limits.ts). A single SQLite server counts in
 // memory and leaves this table empty.
 export function guessingLimitsMigration(kind: DatabaseKind) {
   const bigint = kind === "postgres" ? sql`bigint` : sql`integer`;
