@@ -264,6 +264,19 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect((await verifyAuditChain(core.storage.db)).ok).toBe(true);
   });
 
+  it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {
+    const outcomes = await Promise.all(Array.from({ length: 60 }, (_, i) => login(`ghost-${i}`, "", "203.0.113.91")));
+    const reasons = outcomes.map((r) => (r.result === "reject" ? r.reason : r.result));
+    expect(reasons.filter((reason) => reason !== "user_unknown" && reason !== "rate_limited")).toEqual([]);
+    const unknown = reasons.filter((reason) => reason === "user_unknown").length;
+    if (kind === "sqlite") {
+      expect(unknown).toBe(30);
+    } else {
+      expect(unknown).toBeGreaterThanOrEqual(30);
+      expect(unknown).toBeLessThan(40);
+    }
+  });
+
   it("refuses a user id with NUL in it as unknown, and keeps a source with NUL, on both databases (PostgreSQL text holds no NUL)", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "nul" });
     core.clock.advance(30_000);

@@ -47,44 +47,61 @@ export function memoryGuessingLimits(settings: LimitSettings, clock: Clock): Gue
   };
 }
 
-/** How often, at most, the windows that have ended are deleted. */
+/** How often, at most, a node deletes the windows that have ended. */
 const SWEEP_INTERVAL_MS = 60_000;
+
+/**
+ * Deletes rows of `auth_failures` whose window has ended, at most once a minute, a
+ * thousand at a time, on a connection of its own and without waiting for a row another
+ * transaction holds (SKIP LOCKED): never inside a login's transaction, where it would
+ * hold up every login behind the audit chain's lock, and never in a lock wait that
+ * could close a cycle with a login. Housekeeping only: a failure waits for the next.
+ */
+export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => void {
+  let nextSweep = 0;
+  return () => {
+    const now = clock.nowMs();
+    if (now < nextSweep) return;
+    nextSweep = now + SWEEP_INTERVAL_MS;
+    void sql`delete from auth_failures where key in (select key from auth_failures where window_ends <= ${now} limit 1000 for update skip locked)`
+      .execute(db)
+      .catch(() => undefined);
+  };
+}
 
 /**
  * Several nodes on one PostgreSQL: the counts are rows of `auth_failures`, so that n
  * nodes do not allow n times the attempts. A failure is one upsert (a window that has
  * ended starts again at one); the check is one read of two rows. Both run in the
- * login's transaction (`db` is the transaction): the count lands with the login's
- * audit record or not at all. A failure's upsert locks the two rows until the login
- * commits, after the audit chain's lock, which every login takes before it.
+ * login's transaction (the `trx` each method is given): the count lands with the
+ * login's audit record or not at all. A failure's upsert locks the two rows until the
+ * login commits, after the audit chain's lock, which every login takes before it; the
+ * rows of ended windows are swept elsewhere (`endedWindowSweeper`).
  */
-export function databaseGuessingLimits(clock: Clock, settings: LimitSettings): GuessingLimits {
+export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
   // The caller gives keys without NUL, which PostgreSQL text cannot hold (see decide()).
   const sourceKey = (source: string) => `source:${source}`;
   const userKey = (key: string) => `user:${key}`;
   const windowMs = settings.windowSeconds * 1000;
   // Compiled against the dialect once, on first use.
   let prepared: { counts: ReturnType<typeof prepareCounts>; fail: ReturnType<typeof prepareFail> } | undefined;
-  let nextSweep = 0;
+  const sweep = endedWindowSweeper(db, clock);
   return {
-    async check(db, source, user) {
-      prepared ??= { counts: prepareCounts(db), fail: prepareFail(db) };
-      const rows = (await db.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
+    async check(trx, source, user) {
+      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
+      const rows = (await trx.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
       const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
       const userFailures = failuresOf(userKey(user));
       return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
     },
-    async countFailure(db, source, user) {
-      prepared ??= { counts: prepareCounts(db), fail: prepareFail(db) };
+    async countFailure(trx, source, user) {
+      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
       const now = clock.nowMs();
-      await db.executeQuery(prepared.fail({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
-      if (now >= nextSweep) {
-        nextSweep = now + SWEEP_INTERVAL_MS;
-        await db.deleteFrom("auth_failures").where("window_ends", "<=", now).execute();
-      }
+      await trx.executeQuery(prepared.fail({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
+      sweep();
     },
-    async forgetUser(db, user) {
-      await db.deleteFrom("auth_failures").where("key", "=", userKey(user)).execute();
+    async forgetUser(trx, user) {
+      await trx.deleteFrom("auth_failures").where("key", "=", userKey(user)).execute();
     },
   };
 }

@@ -84,6 +84,9 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
         .where("users.user_id", "=", param("userId"))
         .orderBy("tokens.serial"),
     ),
+    userPk: prepareQuery<{ virtualServerId: string; userId: string }, { id: string }>(db, (db, param) =>
+      db.selectFrom("users").select("id").where("virtual_server_id", "=", param("virtualServerId")).where("user_id", "=", param("userId")),
+    ),
     storeTotp: prepareQuery<{ serial: string; step: number; driftSteps: number; now: number }, never>(db, (db, param) =>
       db
         .updateTable("tokens")
@@ -114,7 +117,7 @@ export function createAuthService(
   // concurrent transactions itself (commit_delay).
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
-  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
+  const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
@@ -205,24 +208,31 @@ export function createAuthService(
       };
 
       if (asksForPush(passcode)) {
-        // Push OTP: a challenge for the user's push-capable devices, or the advice to type the passcode.
-        const limit = await limits.check(db, source, userKey);
-        if (limit.over) {
-          const result = reject("rate_limited");
-          await writes.run((trx) => record(trx, result, null, null));
-          return result;
-        }
-        if (impossibleUser) return writes.run((trx) => refused(trx, reject("user_unknown")));
-        const user = await db.selectFrom("users").select(["id"]).where("virtual_server_id", "=", vsId).where("user_id", "=", userId).executeTakeFirst();
-        if (!user) return writes.run((trx) => refused(trx, reject("user_unknown")));
+        // Push OTP: a challenge for the user's push-capable devices, or the advice to type
+        // the passcode. The limits and the user are looked at in a transaction like a
+        // passcode's, so a burst of push requests cannot learn which user ids exist past
+        // the limit; the challenge (which reaches devices) is started once that is done.
+        const found = await writes.run(async (trx): Promise<{ result: AuthResult } | { userPk: string }> => {
+          const limit = await limits.check(trx, source, userKey);
+          if (limit.over) {
+            const result = reject("rate_limited");
+            await record(trx, result, null, null);
+            return { result };
+          }
+          if (impossibleUser) return { result: await refused(trx, reject("user_unknown")) };
+          const user = await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }));
+          if (!user.rows[0]) return { result: await refused(trx, reject("user_unknown")) };
+          return { userPk: user.rows[0].id };
+        });
+        if ("result" in found) return found.result;
         const challenge =
           application.push_otp === 1 && deps.push
-            ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source })
+            ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source })
             : null;
         const result: AuthResult = challenge
           ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
           : reject("push_unavailable");
-        await writes.run((trx) => record(trx, result, user.id, null));
+        await writes.run((trx) => record(trx, result, found.userPk, null));
         return result;
       }
 
