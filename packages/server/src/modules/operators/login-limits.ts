@@ -2,6 +2,7 @@ import { sql, type Kysely } from "kysely";
 import type { Clock } from "../../clock.js";
 import type { DatabaseKind } from "../../storage/database.js";
 import type { Database } from "../../storage/schema.js";
+import { endedWindowSweeper } from "../auth/limits.js";
 import { fixedWindows } from "../auth/windows.js";
 
 /**
@@ -47,25 +48,26 @@ export function memoryLoginLimits(clock: Clock, settings: LoginLimitSettings): L
   };
 }
 
-/** How often, at most, windows that have ended are deleted. */
-const SWEEP_INTERVAL_MS = 60_000;
-
 /**
  * Several nodes on one PostgreSQL: the budgets are rows of `auth_failures` (keys
  * `operator-email:` and `operator-address:`), so n nodes do not allow n times the
- * guesses. Taking an attempt is one upsert of both keys that returns the new counts.
+ * guesses. Taking an attempt is one upsert of both keys that returns the new counts;
+ * it locks the email's row, then the address's, as every upsert here does. Giving an
+ * attempt back is one statement a row, so it never holds one row while waiting for the
+ * other, and cannot close a cycle with an upsert.
  */
 export function databaseLoginLimits(db: Kysely<Database>, clock: Clock, settings: LoginLimitSettings): LoginLimits {
   const emailKey = (email: string) => `operator-email:${email}`;
   const addressKey = (address: string) => `operator-address:${address.replaceAll("\0", "\\0")}`;
-  const giveBack = (keys: string[]) =>
-    db
+  const giveBack = async (key: string) => {
+    await db
       .updateTable("auth_failures")
       .set((eb) => ({ failures: eb("failures", "-", 1) }))
-      .where("key", "in", keys)
+      .where("key", "=", key)
       .where("failures", ">", 0)
       .execute();
-  let nextSweep = 0;
+  };
+  const sweep = endedWindowSweeper(db, clock);
   return {
     async take(email, address) {
       const now = clock.nowMs();
@@ -85,18 +87,17 @@ export function databaseLoginLimits(db: Kysely<Database>, clock: Clock, settings
         )
         .returning(["key", "failures", "window_ends"])
         .execute();
-      if (now >= nextSweep) {
-        nextSweep = now + SWEEP_INTERVAL_MS;
-        await db.deleteFrom("auth_failures").where("window_ends", "<=", now).execute();
-      }
+      sweep();
       const over = counted.filter((row) => Number(row.failures) > (row.key === keys.email ? settings.emailAttempts : settings.addressAttempts));
       if (over.length === 0) return { ok: true };
-      await giveBack([keys.email, keys.address]);
+      // A refused attempt is not made: both budgets get it back.
+      await giveBack(keys.email);
+      await giveBack(keys.address);
       return { ok: false, retryAfterMs: Math.max(1, ...over.map((row) => Number(row.window_ends) - now)) };
     },
     async succeeded(email, address) {
       await db.deleteFrom("auth_failures").where("key", "=", emailKey(email)).execute();
-      await giveBack([addressKey(address)]);
+      await giveBack(addressKey(address));
     },
   };
 }
