@@ -67,6 +67,17 @@ describe("the tessera web app against a running server", () => {
     await page.getByRole("heading", { name: "Allow notifications?" }).waitFor();
   };
 
+  /** The user's enrollment, from the email into the app on a phone, with notifications allowed. */
+  const enrolledAllowingNotifications = async (userId: string, userAgent: string): Promise<{ context: BrowserContext; page: Page }> => {
+    const link = await enrollmentLinkFor(userId);
+    const { context, page } = await phone(userAgent);
+    await context.grantPermissions(["notifications"], { origin: server.url });
+    await openAppFromMail(page, link);
+    await page.getByRole("button", { name: "Allow notifications" }).click();
+    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    return { context, page };
+  };
+
   beforeAll(async () => {
     mkdirSync(artifacts, { recursive: true });
     database = await createTestDatabase("sqlite");
@@ -177,12 +188,7 @@ describe("the tessera web app against a running server", () => {
   }, 180_000);
 
   it("gives the server a new Web Push subscription from the service worker when the browser changes it, signed with the device key", async () => {
-    const link = await enrollmentLinkFor("web-dee");
-    const { context, page } = await phone(ANDROID);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await openAppFromMail(page, link);
-    await page.getByRole("button", { name: "Allow notifications" }).click();
-    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    const { context, page } = await enrolledAllowingNotifications("web-dee", ANDROID);
     const serial = (await page.locator("[data-serial]").getAttribute("data-serial"))!;
     const device = () =>
       server.services.storage.db
@@ -223,12 +229,7 @@ describe("the tessera web app against a running server", () => {
 
   it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it", async () => {
     const pushKey = (await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "intranet", resourceName: "Company intranet", kind: "rest", pushOtp: true })).apiKey!;
-    const link = await enrollmentLinkFor("web-cy");
-    const { context, page } = await phone(IPHONE);
-    await context.grantPermissions(["notifications"], { origin: server.url });
-    await openAppFromMail(page, link);
-    await page.getByRole("button", { name: "Allow notifications" }).click();
-    await page.getByRole("heading", { name: "You're all set" }).waitFor();
+    const { page } = await enrolledAllowingNotifications("web-cy", IPHONE);
     await page.getByRole("button", { name: "Show my passcode" }).click();
 
     const login = async () => {
@@ -282,11 +283,32 @@ describe("the tessera web app against a running server", () => {
     await cdp.send("ServiceWorker.enable");
     // What the server's Web Push message holds once the browser has decrypted it.
     const challenge = (id: string) => ({ type: "challenge", id, resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + 60_000).toISOString() });
+    // The browser hands the message over without waiting for the worker: a listener
+    // added after the worker's own tells when the worker has looked at the windows
+    // (it asks for them after the worker did, then waits a moment more).
+    const worker = context.serviceWorkers().find((candidate) => candidate.url() === `${server.url}/app/sw.js`) ?? (await context.waitForEvent("serviceworker"));
+    await worker.evaluate(() => {
+      const scope = globalThis as unknown as {
+        addEventListener(type: "push", listener: (event: { waitUntil(promise: Promise<unknown>): void }) => void): void;
+        clients: { matchAll(options: object): Promise<unknown[]> };
+        pushesLookedAt?: number;
+      };
+      scope.addEventListener("push", (event) =>
+        event.waitUntil(
+          scope.clients
+            .matchAll({ type: "window", includeUncontrolled: true })
+            .then(() => new Promise((resolve) => setTimeout(resolve, 100)))
+            .then(() => void (scope.pushesLookedAt = (scope.pushesLookedAt ?? 0) + 1)),
+        ),
+      );
+    });
+    const pushesLookedAt = () => worker.evaluate(() => (globalThis as unknown as { pushesLookedAt?: number }).pushesLookedAt ?? 0);
     // With the app in front (it shows the request from its live connection), the worker
     // stays quiet: no notification of this one appears, now or below.
     await app.bringToFront();
     expect(await app.evaluate("document.hasFocus() && document.visibilityState")).toBe("visible");
     await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(challenge("chl_appinfront")) });
+    await expect.poll(pushesLookedAt, { timeout: UI_TIMEOUT_MS }).toBe(1);
     // The app is closed: only another page of the site is open, so no window of the app
     // (not even one kept for the back button) could be taken for the app in front.
     await page.bringToFront();
