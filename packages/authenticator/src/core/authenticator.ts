@@ -248,6 +248,9 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         const pushSubscription = await pushSubscriptionFor(server);
         const endpoint = (pushSubscription as { endpoint?: string } | null)?.endpoint;
         if (!pushSubscription || !endpoint || state.device.webPushEndpoints?.[server] === endpoint) continue;
+        // Sending the subscription also says Autosend Passcode is on: not if the user
+        // has turned it off meanwhile (in the app, while its worker renews).
+        if (!(await options.store.load()).device.autosendPasscode) break;
         const signing = await signingKey(state);
         await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: true, pushSubscription }, { deviceId, key: signing.privateKey });
         renewed.push({ server, pushSubscription });

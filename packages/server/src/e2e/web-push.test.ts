@@ -144,4 +144,13 @@ describe("Web Push from a configured server to a device whose app is closed", ()
     expect((await deviceRow()).push_subscription).toContain(subscriptionId);
     expect(state.device.webPushEndpoints?.[server.url]).toBe(JSON.parse((await deviceRow()).push_subscription!).endpoint);
   });
+
+  it("sends nothing when the user turned Autosend Passcode off while the subscription was renewed", async () => {
+    renewNext = true;
+    const sent = (await deviceRow()).push_subscription;
+    meanwhile = () => void (state = { ...state, device: { ...state.device, autosendPasscode: false } });
+    expect(await app.renewWebPush()).toEqual([]);
+    expect((await deviceRow()).push_subscription).toBe(sent);
+    expect(state.device.autosendPasscode).toBe(false);
+  });
 });
