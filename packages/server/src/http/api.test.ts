@@ -199,6 +199,7 @@ describeEachDatabase("admin API", (kind) => {
         { userId: "ci-olund", firstName: "Åsa", lastName: "Ölund", email: "" },
         { userId: "ci-%done", firstName: "", lastName: "", email: "" },
         { userId: "ci-x_y", firstName: "", lastName: "", email: "" },
+        { userId: "ci-greek", firstName: "Οδυσσέας", lastName: "Zed\u001fSmith", email: "" },
       ];
       for (const person of people) expect((await api.call("POST", users(), key, person)).status).toBe(201);
       const found = async (q: string) => (await api.call("GET", `${users()}?q=${encodeURIComponent(q)}&limit=100`, key)).json.items.map((u: { userId: string }) => u.userId);
@@ -208,6 +209,10 @@ describeEachDatabase("admin API", (kind) => {
       expect(await found("CI-ASM")).toEqual(["ci-asmith"]);
       expect(await found("öl")).toEqual(["ci-olund"]);
       expect(await found("ÅSA")).toEqual(["ci-olund"]);
+      // Typed in capitals, the prefix ends in a final sigma.
+      expect(await found("ΟΔΥΣ")).toEqual(["ci-greek"]);
+      // A control character in a name does not start a field.
+      expect(await found("smith")).toEqual(["ci-asmith"]);
       // Only the start of a field counts.
       expect(await found("mith")).toEqual([]);
       // % and _ are the text typed, not wildcards.
@@ -215,8 +220,8 @@ describeEachDatabase("admin API", (kind) => {
       expect(await found("ci-x_")).toEqual(["ci-x_y"]);
       expect(await found("ci-_")).toEqual([]);
       expect(await found("ci-\\")).toEqual([]);
-      // A NUL is in no field (and PostgreSQL text could not hold one).
-      expect(await found("ci-\0")).toEqual([]);
+      // Control characters are dropped on both sides, NUL too (PostgreSQL text could not hold one).
+      expect(await found("ci-x\0_")).toEqual(["ci-x_y"]);
       // A change of name is found by its new name.
       expect((await api.call("PATCH", `${users()}/ci-olund`, key, { lastName: "Nyström" })).status).toBe(200);
       expect(await found("NYSTR")).toEqual(["ci-olund"]);

@@ -133,7 +133,7 @@ export function createUserImporter(deps: Pick<CoreDeps, "db" | "clock" | "audit"
           users.push(user);
           for (const group of new Set(input.groups)) groups.push({ user_pk: user.id, virtual_server_id: virtualServerId, group_name: group });
         }
-        // Parameter limits: 8 columns x 1000 users and 3 x 2000 groups stay well inside.
+        // Parameter limits: 9 columns x 1000 users and 3 x 2000 groups stay well inside.
         for (let i = 0; i < users.length; i += 1000) await trx.insertInto("users").values(users.slice(i, i + 1000)).execute();
         for (let i = 0; i < groups.length; i += 2000) await trx.insertInto("user_groups").values(groups.slice(i, i + 2000)).execute();
         if (groups.length > 0 && deps.onGroupsChanged) {

@@ -14,11 +14,10 @@ export function whereUserMatches<O>(query: SelectQueryBuilder<Database, "users",
   let result = query;
   if (filter.q) {
     // The start of any field: a separator, then the folded text, anywhere in the key.
-    // LIKE's wildcards in the text are escaped; a NUL is in no key (PostgreSQL text
-    // could not even hold one).
-    const folded = foldForSearch(filter.q);
-    const pattern = `%${SEARCH_FIELD_START}${folded.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    result = folded.includes("\0") ? result.where(sql<boolean>`1 = 0`) : result.where(sql<boolean>`${sql.ref("users.search_key")} like ${pattern} escape '\\'`);
+    // LIKE's wildcards in the text are escaped. Folding drops control characters, NUL
+    // among them, which PostgreSQL text could not hold.
+    const pattern = `%${SEARCH_FIELD_START}${foldForSearch(filter.q).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    result = result.where(sql<boolean>`${sql.ref("users.search_key")} like ${pattern} escape '\\'`);
   }
   if (filter.group) {
     const group = filter.group;

@@ -59,13 +59,16 @@ export function toUser(row: UserRow, groups: string[], tokens: User["tokens"]): 
 
 /**
  * Text as searches compare it: Unicode-normalised (NFKC) and lower-cased, the same in
- * JavaScript for every database (SQLite's lower() folds ASCII only).
+ * JavaScript for every database (SQLite's lower() folds ASCII only). Greek final sigma
+ * is folded to sigma, since a prefix typed in capitals ends in one ("ΟΔΥΣ" must find
+ * "Οδυσσέας"), and control characters are dropped, so that none stands in the key for
+ * the separator between fields.
  */
 export function foldForSearch(text: string): string {
-  return text.normalize("NFKC").toLowerCase();
+  return text.normalize("NFKC").toLowerCase().replaceAll("ς", "σ").replace(/\p{Cc}/gu, "");
 }
 
-/** Starts each field in a user's search key; no user id, name or email holds it. */
+/** Starts each field in a user's search key; no folded field holds it. */
 export const SEARCH_FIELD_START = "\u001f";
 
 /** The user's `search_key`: the fields a search matches the start of, folded. */
