@@ -27,15 +27,23 @@ const alias = {
  * gives another sw.js, which is how browsers learn of an update.
  */
 function serviceWorker(): Plugin {
+  let mode = "production";
   return {
     name: "tessera-service-worker",
     apply: "build",
+    configResolved(config) {
+      mode = config.mode;
+    },
     async closeBundle() {
       const dist = path.join(root, "dist");
       const files = filesUnder(dist).filter((file) => file !== "sw.js" && !file.endsWith(".map"));
       const urls = [base, ...files.filter((file) => file !== "index.html").map((file) => `${base}${file}`)].sort();
       await build({
         configFile: false,
+        root,
+        mode,
+        // The app's build has copied public/ already.
+        publicDir: false,
         logLevel: "warn",
         resolve: { alias },
         build: {
