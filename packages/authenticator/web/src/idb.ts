@@ -17,7 +17,16 @@ function database(): Promise<IDBDatabase> {
         if (!request.result.objectStoreNames.contains(name)) request.result.createObjectStore(name);
       }
     };
-    request.onsuccess = () => resolve(request.result);
+    request.onsuccess = () => {
+      const opened = request.result;
+      // A newer version of the app (in a tab or its service worker) wants to upgrade the
+      // storage: let it, and open again when next needed, instead of blocking it.
+      opened.onversionchange = () => {
+        opened.close();
+        opening = null;
+      };
+      resolve(opened);
+    };
     request.onerror = () => reject(request.error ?? new Error("this browser's storage (IndexedDB) did not open"));
     request.onblocked = () => reject(new Error("another Tessera tab is updating the storage; close it and try again"));
   }).catch((error: unknown) => {
