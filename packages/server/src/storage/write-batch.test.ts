@@ -51,6 +51,23 @@ describeEachDatabase("group commit and prepared queries", (kind) => {
     expect(await counterOf("F1")).toBeUndefined();
   });
 
+  it("undoes what the pieces of a rolled-back batch asked, latest first, before they run again", async () => {
+    const { db } = core.storage;
+    const writes = createWriteBatcher(db);
+    const log: string[] = [];
+    const piece = (name: string, fails = false) =>
+      writes.run(async (_trx, scope) => {
+        log.push(`do ${name}`);
+        scope.onRollback(() => log.push(`undo ${name}`));
+        if (fails) throw new Error(`${name} fails`);
+      });
+    const outcomes = await Promise.allSettled([piece("a"), piece("b"), piece("c", true)]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+    // The batch ran a, b and c, rolled back and undid c, b, a; then each ran alone, and
+    // only c (failing again) was undone.
+    expect(log).toEqual(["do a", "do b", "do c", "undo c", "undo b", "undo a", "do a", "do b", "do c", "undo c"]);
+  });
+
   it("puts at most maxBatch pieces in a transaction: the rest, and work that arrives meanwhile, form the next", async () => {
     const { db } = core.storage;
     const writes = createWriteBatcher(db, { maxBatch: 4 });

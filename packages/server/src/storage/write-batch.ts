@@ -14,28 +14,60 @@ import type { Database } from "./schema.js";
  * When a piece fails, the batch is rolled back whole and each piece runs again in a
  * transaction of its own, so one piece's failure is its own. Work must therefore have no
  * effect outside the transaction (compute, read and write the database; act on the
- * result after the promise settles). When every piece ran and the commit itself failed,
- * nothing runs again: the commit may have landed (a connection lost during COMMIT), and
- * running an accepted login again would call its passcode replayed. Each piece then
- * fails with the commit's error.
+ * result after the promise settles), or undo it when the transaction rolls back: what
+ * it gives `scope.onRollback` runs, latest first, when its transaction is rolled back.
+ * When every piece ran and the commit itself failed, nothing runs again and nothing is
+ * undone: the commit may have landed (a connection lost during COMMIT), and running an
+ * accepted login again would call its passcode replayed. Each piece then fails with the
+ * commit's error.
  *
  * Without load nothing waits: a batch starts at the end of the current turn of the event
  * loop, with whatever arrived in that turn, and work that arrives while a batch runs
  * forms the next one.
  */
 export interface WriteBatcher {
-  run<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T>;
+  run<T>(work: (trx: Transaction<Database>, scope: WriteScope) => Promise<T>): Promise<T>;
+}
+
+/** What a piece of work may ask of the transaction it runs in. */
+export interface WriteScope {
+  /** `undo` runs if this transaction is rolled back (not when its commit fails). */
+  onRollback(undo: () => void): void;
+}
+
+/** A scope whose undos run, latest first, when `rolledBack()` is called. */
+function rollbackScope(): WriteScope & { rolledBack(): void } {
+  const undos: Array<() => void> = [];
+  return {
+    onRollback: (undo) => void undos.push(undo),
+    rolledBack: () => undos.splice(0).reverse().forEach((undo) => undo()),
+  };
 }
 
 interface Pending {
-  work: (trx: Transaction<Database>) => Promise<unknown>;
+  work: (trx: Transaction<Database>, scope: WriteScope) => Promise<unknown>;
   resolve: (value: unknown) => void;
   reject: (reason: unknown) => void;
 }
 
 /** No grouping: each piece in a transaction of its own, all at once (PostgreSQL's connection pool runs them side by side). */
 export function separateTransactions(db: Kysely<Database>): WriteBatcher {
-  return { run: (work) => db.transaction().execute(work) };
+  return {
+    async run(work) {
+      const scope = rollbackScope();
+      let ran = false;
+      try {
+        return await db.transaction().execute(async (trx) => {
+          const result = await work(trx, scope);
+          ran = true;
+          return result;
+        });
+      } catch (error) {
+        if (!ran) scope.rolledBack();
+        throw error;
+      }
+    },
+  };
 }
 
 /** Large enough to absorb a burst, small enough that one batch does not hold the writer long. */
@@ -47,9 +79,18 @@ export function createWriteBatcher(db: Kysely<Database>, options: { maxBatch?: n
   let scheduled = false;
 
   async function runAlone(item: Pending): Promise<void> {
+    const scope = rollbackScope();
+    let ran = false;
     try {
-      item.resolve(await db.transaction().execute((trx) => item.work(trx)));
+      item.resolve(
+        await db.transaction().execute(async (trx) => {
+          const result = await item.work(trx, scope);
+          ran = true;
+          return result;
+        }),
+      );
     } catch (error) {
+      if (!ran) scope.rolledBack();
       item.reject(error);
     }
   }
@@ -64,16 +105,21 @@ export function createWriteBatcher(db: Kysely<Database>, options: { maxBatch?: n
       }
       let results: unknown[];
       let allRan = false;
+      const scope = rollbackScope();
       try {
         results = await db.transaction().execute(async (trx) => {
           const out: unknown[] = [];
-          for (const item of batch) out.push(await item.work(trx));
+          for (const item of batch) out.push(await item.work(trx, scope));
           allRan = true;
           return out;
         });
       } catch (error) {
-        if (allRan) batch.forEach((item) => item.reject(error));
-        else for (const item of batch) await runAlone(item);
+        if (allRan) {
+          batch.forEach((item) => item.reject(error));
+        } else {
+          scope.rolledBack();
+          for (const item of batch) await runAlone(item);
+        }
         continue;
       }
       batch.forEach((item, index) => item.resolve(results[index]));
@@ -82,7 +128,7 @@ export function createWriteBatcher(db: Kysely<Database>, options: { maxBatch?: n
   }
 
   return {
-    run<T>(work: (trx: Transaction<Database>) => Promise<T>): Promise<T> {
+    run<T>(work: (trx: Transaction<Database>, scope: WriteScope) => Promise<T>): Promise<T> {
       return new Promise<T>((resolve, reject) => {
         queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
         if (!scheduled) {

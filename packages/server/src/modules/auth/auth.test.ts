@@ -7,6 +7,7 @@ import { createServices } from "../../core.js";
 import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
+import { memoryGuessingLimits, type GuessingLimits } from "./limits.js";
 import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
@@ -262,6 +263,27 @@ describeEachDatabase("passcode authentication", (kind) => {
     if (kind === "sqlite") expect(reasons).toEqual([...Array(3).fill("wrong"), ...Array(7).fill("locked"), ...Array(10).fill("rate_limited")]);
     expect(await tokenRow(victim)).toMatchObject({ state: "locked" });
     expect((await verifyAuditChain(core.storage.db)).ok).toBe(true);
+  });
+
+  it("undoes the counts of a group commit that rolled back, so its logins count once when they run again", async () => {
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "rolled-back" });
+    await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("user_pk", "in", core.storage.db.selectFrom("users").select("id").where("user_id", "=", "rolled-back")).execute();
+    core.clock.advance(30_000);
+    const memory = memoryGuessingLimits({ sourceFailures: 30, userFailures: 10, windowSeconds: 600 }, core.clock);
+    // A login that meets a database error in the middle of a group (here: its limits cannot be read).
+    const limits: GuessingLimits = {
+      ...memory,
+      check: async (tx, source, userKey) => {
+        if (userKey.endsWith(":boom")) throw new Error("the database said no");
+        return memory.check(tx, source, userKey);
+      },
+    };
+    const auth = createAuthService({ db: core.storage.db, kind: core.storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, limits });
+    const attempt = (userId: string, source: string) => auth.authenticate({ application, userId, passcode: code() === "000000" ? "111111" : "000000", source, method: "rest" });
+    const outcomes = await Promise.allSettled([...Array.from({ length: 5 }, (_, i) => attempt("rolled-back", `192.0.2.${70 + i}`)), attempt("boom", "192.0.2.99")]);
+    expect(outcomes.map((o) => (o.status === "fulfilled" ? (o.value.result === "reject" ? o.value.reason : o.value.result) : "error"))).toEqual(["wrong", "wrong", "wrong", "wrong", "wrong", "error"]);
+    const counted = await memory.check({ trx: undefined as never, scope: { onRollback: () => undefined } }, "192.0.2.70", `${t.virtualServerId}:rolled-back`);
+    expect(counted.userFailures).toBe(5);
   });
 
   it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {

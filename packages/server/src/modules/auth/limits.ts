@@ -1,7 +1,8 @@
-import { sql, type Kysely } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
+import type { WriteScope } from "../../storage/write-batch.js";
 import { fixedWindows } from "./windows.js";
 
 /**
@@ -11,11 +12,17 @@ import { fixedWindows } from "./windows.js";
  */
 export interface GuessingLimits {
   /** Whether the source or the user is past its limit now, and the user's failures so far. */
-  check(db: Kysely<Database>, source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
+  check(tx: LoginTransaction, source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
   /** One more failure for the source and for the user. */
-  countFailure(db: Kysely<Database>, source: string, userKey: string): Promise<void>;
+  countFailure(tx: LoginTransaction, source: string, userKey: string): Promise<void>;
   /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
-  forgetUser(db: Kysely<Database>, userKey: string): Promise<void>;
+  forgetUser(tx: LoginTransaction, userKey: string): Promise<void>;
+}
+
+/** The login's transaction: the counts are read and taken in it, and undone with it. */
+export interface LoginTransaction {
+  trx: Transaction<Database>;
+  scope: WriteScope;
 }
 
 export interface LimitSettings {
@@ -26,23 +33,27 @@ export interface LimitSettings {
 
 /**
  * One server on SQLite: the counts live in its memory. They are taken inside each
- * login's turn in the group commit (the database handle is not needed), and are not
- * undone should the commit fail: a failure may then count twice, never not at all.
+ * login's turn in the group commit, so the logins after it in the group see them, and
+ * are undone if that transaction rolls back (its logins then run again one by one).
  */
 export function memoryGuessingLimits(settings: LimitSettings, clock: Clock): GuessingLimits {
   const bySource = fixedWindows(clock, settings.windowSeconds * 1000);
   const byUser = fixedWindows(clock, settings.windowSeconds * 1000);
   return {
-    async check(_db, source, userKey) {
+    async check(_tx, source, userKey) {
       const userFailures = byUser.count(userKey);
       return { over: userFailures >= settings.userFailures || bySource.count(source) >= settings.sourceFailures, userFailures };
     },
-    async countFailure(_db, source, userKey) {
+    async countFailure({ scope }, source, userKey) {
       bySource.add(source);
       byUser.add(userKey);
+      scope.onRollback(() => {
+        bySource.remove(source);
+        byUser.remove(userKey);
+      });
     },
-    async forgetUser(_db, userKey) {
-      byUser.forget(userKey);
+    async forgetUser({ scope }, userKey) {
+      scope.onRollback(byUser.forget(userKey));
     },
   };
 }
@@ -87,20 +98,20 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
   let prepared: { counts: ReturnType<typeof prepareCounts>; fail: ReturnType<typeof prepareFail> } | undefined;
   const sweep = endedWindowSweeper(db, clock);
   return {
-    async check(trx, source, user) {
+    async check({ trx }, source, user) {
       prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
       const rows = (await trx.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
       const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
       const userFailures = failuresOf(userKey(user));
       return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
     },
-    async countFailure(trx, source, user) {
+    async countFailure({ trx }, source, user) {
       prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
       const now = clock.nowMs();
       await trx.executeQuery(prepared.fail({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
       sweep();
     },
-    async forgetUser(trx, user) {
+    async forgetUser({ trx }, user) {
       await trx.deleteFrom("auth_failures").where("key", "=", userKey(user)).execute();
     },
   };

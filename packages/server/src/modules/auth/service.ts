@@ -7,7 +7,7 @@ import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { PushService } from "../push/service.js";
-import { databaseGuessingLimits, memoryGuessingLimits, type GuessingLimits } from "./limits.js";
+import { databaseGuessingLimits, memoryGuessingLimits, type GuessingLimits, type LoginTransaction } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
@@ -201,9 +201,9 @@ export function createAuthService(
       // can pass a limit by at most the transactions running at that moment (ten per
       // node, the pool). A count that cannot be stored fails the whole login, which then
       // leaves nothing behind: no answer is given that the database does not hold.
-      const refused = async (trx: Transaction<Database>, result: AuthResult) => {
-        await record(trx, result, null, null);
-        await limits.countFailure(trx, source, userKey);
+      const refused = async (tx: LoginTransaction, result: AuthResult) => {
+        await record(tx.trx, result, null, null);
+        await limits.countFailure(tx, source, userKey);
         return result;
       };
 
@@ -212,16 +212,17 @@ export function createAuthService(
         // the passcode. The limits and the user are looked at in a transaction like a
         // passcode's, so a burst of push requests cannot learn which user ids exist past
         // the limit; the challenge (which reaches devices) is started once that is done.
-        const found = await writes.run(async (trx): Promise<{ result: AuthResult } | { userPk: string }> => {
-          const limit = await limits.check(trx, source, userKey);
+        const found = await writes.run(async (trx, scope): Promise<{ result: AuthResult } | { userPk: string }> => {
+          const tx = { trx, scope };
+          const limit = await limits.check(tx, source, userKey);
           if (limit.over) {
             const result = reject("rate_limited");
             await record(trx, result, null, null);
             return { result };
           }
-          if (impossibleUser) return { result: await refused(trx, reject("user_unknown")) };
+          if (impossibleUser) return { result: await refused(tx, reject("user_unknown")) };
           const user = await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }));
-          if (!user.rows[0]) return { result: await refused(trx, reject("user_unknown")) };
+          if (!user.rows[0]) return { result: await refused(tx, reject("user_unknown")) };
           return { userPk: user.rows[0].id };
         });
         if ("result" in found) return found.result;
@@ -237,8 +238,9 @@ export function createAuthService(
       }
 
       // Passcode checks arriving together share a transaction (group commit).
-      return writes.run(async (trx) => {
-        const limit = await limits.check(trx, source, userKey);
+      return writes.run(async (trx, scope) => {
+        const tx = { trx, scope };
+        const limit = await limits.check(tx, source, userKey);
         if (limit.over) {
           // Refused without a look at any token, but audited (on SQLite in the group
           // commit of the logins around it, so a flood of refused guesses does not cost
@@ -247,9 +249,9 @@ export function createAuthService(
           await record(trx, result, null, null);
           return result;
         }
-        if (impossibleUser) return refused(trx, reject("user_unknown"));
+        if (impossibleUser) return refused(tx, reject("user_unknown"));
         const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
-        if (rows.length === 0) return refused(trx, reject("user_unknown"));
+        if (rows.length === 0) return refused(tx, reject("user_unknown"));
         const user = { id: rows[0]!.holder_pk };
         const held = rows.filter((row) => row.serial !== null) as TokenRow[];
         const tokens = await unlockExpired(trx, principal, held, now);
@@ -257,7 +259,7 @@ export function createAuthService(
         if (active.length === 0) {
           const result = reject(tokens.length > 0 ? "locked" : "no_token");
           await record(trx, result, user.id, null);
-          if (tokens.length > 0) await limits.countFailure(trx, source, userKey);
+          if (tokens.length > 0) await limits.countFailure(tx, source, userKey);
           return result;
         }
         let replayed = false;
@@ -281,7 +283,7 @@ export function createAuthService(
           }
           const result: AuthResult = { result: "accept", serial: token.serial, userId };
           await record(trx, result, user.id, token.serial);
-          if (limit.userFailures > 0) await limits.forgetUser(trx, userKey);
+          if (limit.userFailures > 0) await limits.forgetUser(tx, userKey);
           return result;
         }
         // A wrong passcode counts against every active token the user holds; at the
@@ -310,7 +312,7 @@ export function createAuthService(
         }
         const result = reject(replayed ? "replayed" : "wrong");
         await record(trx, result, user.id, null);
-        await limits.countFailure(trx, source, userKey);
+        await limits.countFailure(tx, source, userKey);
         return result;
       });
     },

@@ -36,8 +36,13 @@ export function fixedWindows(clock: Clock, windowMs: number) {
       const entry = live(key);
       if (entry && entry.count > 0) entry.count -= 1;
     },
-    forget(key: string): void {
+    /** Drops the key's window; returns what `restore` puts back. */
+    forget(key: string): (() => void) {
+      const entry = entries.get(key);
       entries.delete(key);
+      return () => {
+        if (entry) entries.set(key, entry);
+      };
     },
   };
 }
