@@ -149,6 +149,16 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     state.device.webPushEndpoints = endpoints;
   }
 
+  /**
+   * Changes the state as it is now, not as it was read earlier: the web app and its
+   * service worker both save it, each whole.
+   */
+  async function saveLatest(change: (latest: AuthenticatorState) => void): Promise<void> {
+    const latest = await options.store.load();
+    change(latest);
+    await options.store.save(latest);
+  }
+
   function find(state: AuthenticatorState, serial?: string): StoredToken {
     const token = serial ? state.tokens.find((t) => t.serial === serial) : state.tokens[0];
     if (!token) throw new AuthenticatorError(serial ? `no token ${serial} here` : "no token enrolled yet", "NO_TOKEN");
@@ -216,19 +226,28 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     /** "Autosend Passcode" on or off, told to every server this device is enrolled with. */
     async setAutosend(on: boolean): Promise<Array<{ server: string; pushNow: string }>> {
       const state = await options.store.load();
+      const before = state.device.autosendPasscode;
+      // The choice is kept before any server is told, so that a Web Push renewal running
+      // meanwhile (the service worker's) goes by it; should telling fail, it is undone.
+      await saveLatest((latest) => void (latest.device.autosendPasscode = on));
       const signing = await signingKey(state);
       const results = [];
-      for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
-        if (!state.tokens.some((token) => token.server === server)) continue;
-        // Turning push on (again) renews the Web Push subscription; turning it off drops it.
-        const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
-        const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
-        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
-        if (pushSubscription !== undefined) rememberEndpoint(state, server, pushSubscription);
-        results.push({ server, pushNow: answer.pushNow });
+      const endpoints: Array<{ server: string; subscription: object | null }> = [];
+      try {
+        for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
+          if (!state.tokens.some((token) => token.server === server)) continue;
+          // Turning push on (again) renews the Web Push subscription; turning it off drops it.
+          const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
+          const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
+          const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
+          if (pushSubscription !== undefined) endpoints.push({ server, subscription: pushSubscription });
+          results.push({ server, pushNow: answer.pushNow });
+        }
+      } catch (error) {
+        await saveLatest((latest) => void (latest.device.autosendPasscode = before));
+        throw error;
       }
-      state.device.autosendPasscode = on;
-      await options.store.save(state);
+      await saveLatest((latest) => endpoints.forEach(({ server, subscription }) => rememberEndpoint(latest, server, subscription)));
       return results;
     },
 
@@ -242,7 +261,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
       if (!options.webPush) return [];
       const state = await options.store.load();
       if (!state.device.autosendPasscode) return [];
-      const renewed: Array<{ server: string; pushSubscription: object }> = [];
+      const renewed: Array<{ server: string; deviceId: string; pushSubscription: object }> = [];
       for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
         if (!state.tokens.some((token) => token.server === server)) continue;
         const pushSubscription = await pushSubscriptionFor(server);
@@ -253,14 +272,21 @@ export function createAuthenticator(options: AuthenticatorOptions) {
         if (!(await options.store.load()).device.autosendPasscode) break;
         const signing = await signingKey(state);
         await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: true, pushSubscription }, { deviceId, key: signing.privateKey });
-        renewed.push({ server, pushSubscription });
+        renewed.push({ server, deviceId, pushSubscription });
       }
       if (renewed.length === 0) return [];
+      // Turned off while a renewal was on its way: the renewal may have landed after
+      // the app's "off", so the servers are told "off" once more.
+      if (!(await options.store.load()).device.autosendPasscode) {
+        const signing = await signingKey(state);
+        for (const { server, deviceId } of renewed) {
+          await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: false, pushSubscription: null }, { deviceId, key: signing.privateKey });
+        }
+        return [];
+      }
       // The web app and its service worker may both renew, and the app may enroll
       // meanwhile: the endpoints go into the state as it is now, not as it was read.
-      const latest = await options.store.load();
-      for (const { server, pushSubscription } of renewed) rememberEndpoint(latest, server, pushSubscription);
-      await options.store.save(latest);
+      await saveLatest((latest) => renewed.forEach(({ server, pushSubscription }) => rememberEndpoint(latest, server, pushSubscription)));
       return renewed.map(({ server }) => ({ server }));
     },
 
