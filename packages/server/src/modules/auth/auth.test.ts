@@ -7,7 +7,7 @@ import { createServices } from "../../core.js";
 import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { memoryGuessingLimits, type GuessingLimits } from "./limits.js";
+import { endedWindowSweeper, memoryGuessingLimits, type GuessingLimits } from "./limits.js";
 import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
@@ -284,6 +284,17 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(outcomes.map((o) => (o.status === "fulfilled" ? (o.value.result === "reject" ? o.value.reason : o.value.result) : "error"))).toEqual(["wrong", "wrong", "wrong", "wrong", "wrong", "error"]);
     const counted = await memory.check({ trx: undefined as never, scope: { onRollback: () => undefined } }, "192.0.2.70", `${t.virtualServerId}:rolled-back`);
     expect(counted.userFailures).toBe(5);
+  });
+
+  it.runIf(kind === "postgres")("sweeps ended windows a thousand at a time until none is left, and keeps the windows still running", async () => {
+    const { db } = core.storage;
+    const now = core.clock.nowMs();
+    const ended = Array.from({ length: 2500 }, (_, i) => ({ key: `source:sweep-${i}`, failures: 1, window_ends: now - 1 }));
+    for (let i = 0; i < ended.length; i += 500) await db.insertInto("auth_failures").values(ended.slice(i, i + 500)).execute();
+    await db.insertInto("auth_failures").values({ key: "source:sweep-running", failures: 3, window_ends: now + 60_000 }).execute();
+    endedWindowSweeper(db, core.clock)();
+    const left = async () => (await db.selectFrom("auth_failures").select("key").where("key", "like", "source:sweep-%").execute()).map((row) => row.key);
+    await expect.poll(left, { timeout: 10_000 }).toEqual(["source:sweep-running"]);
   });
 
   it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {

@@ -61,22 +61,30 @@ export function memoryGuessingLimits(settings: LimitSettings, clock: Clock): Gue
 /** How often, at most, a node deletes the windows that have ended. */
 const SWEEP_INTERVAL_MS = 60_000;
 
+/** Rows a sweep deletes in one statement. */
+const SWEEP_BATCH = 1000;
+
 /**
- * Deletes rows of `auth_failures` whose window has ended, at most once a minute, a
- * thousand at a time, on a connection of its own and without waiting for a row another
- * transaction holds (SKIP LOCKED): never inside a login's transaction, where it would
- * hold up every login behind the audit chain's lock, and never in a lock wait that
- * could close a cycle with a login. Housekeeping only: a failure waits for the next.
+ * Deletes rows of `auth_failures` whose window has ended, at most once a minute, in
+ * statements of a thousand rows until none is left, on a connection of its own and
+ * without waiting for a row another transaction holds (SKIP LOCKED): never inside a
+ * login's transaction, where it would hold up every login behind the audit chain's
+ * lock, and never in a lock wait that could close a cycle with a login. Housekeeping
+ * only: should a statement fail, the next sweep carries on.
  */
 export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => void {
   let nextSweep = 0;
+  const sweep = async (now: number) => {
+    for (;;) {
+      const deleted = await sql`delete from auth_failures where key in (select key from auth_failures where window_ends <= ${now} limit ${SWEEP_BATCH} for update skip locked)`.execute(db);
+      if (Number(deleted.numAffectedRows ?? 0) < SWEEP_BATCH) return;
+    }
+  };
   return () => {
     const now = clock.nowMs();
     if (now < nextSweep) return;
     nextSweep = now + SWEEP_INTERVAL_MS;
-    void sql`delete from auth_failures where key in (select key from auth_failures where window_ends <= ${now} limit 1000 for update skip locked)`
-      .execute(db)
-      .catch(() => undefined);
+    void sweep(now).catch(() => undefined);
   };
 }
 
