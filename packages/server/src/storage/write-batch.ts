@@ -35,12 +35,23 @@ export interface WriteScope {
   onRollback(undo: () => void): void;
 }
 
-/** A scope whose undos run, latest first, when `rolledBack()` is called. */
+/**
+ * A scope whose undos run, latest first, when `rolledBack()` is called. An undo that
+ * throws does not keep the others from running, nor the batch from going on.
+ */
 function rollbackScope(): WriteScope & { rolledBack(): void } {
   const undos: Array<() => void> = [];
   return {
     onRollback: (undo) => void undos.push(undo),
-    rolledBack: () => undos.splice(0).reverse().forEach((undo) => undo()),
+    rolledBack() {
+      for (const undo of undos.splice(0).reverse()) {
+        try {
+          undo();
+        } catch {
+          // Undos are bookkeeping in memory; the writes they stand beside are already gone.
+        }
+      }
+    },
   };
 }
 
