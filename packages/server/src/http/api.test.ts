@@ -228,6 +228,7 @@ describeEachDatabase("admin API", (kind) => {
       expect(await found("ci-\\")).toEqual([]);
       // Control characters are dropped on both sides, NUL too (PostgreSQL text could not hold one).
       expect(await found("ci-x\0_")).toEqual(["ci-x_y"]);
+      expect(await found("\0")).toEqual([]);
       // A change of name is found by its new name.
       expect((await api.call("PATCH", `${users()}/ci-olund`, key, { lastName: "Nyström" })).status).toBe(200);
       expect(await found("NYSTR")).toEqual(["ci-olund"]);

@@ -16,8 +16,10 @@ export function whereUserMatches<O>(query: SelectQueryBuilder<Database, "users",
     // The start of any field: a separator, then the folded text, anywhere in the key.
     // LIKE's wildcards in the text are escaped. Folding drops control characters, NUL
     // among them, which PostgreSQL text could not hold.
-    const pattern = `%${SEARCH_FIELD_START}${foldForSearch(filter.q).replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
-    result = result.where(sql<boolean>`${sql.ref("users.search_key")} like ${pattern} escape '\\'`);
+    // A search of control characters alone folds to nothing and finds nobody.
+    const folded = foldForSearch(filter.q);
+    const pattern = `%${SEARCH_FIELD_START}${folded.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    result = folded === "" ? result.where(sql<boolean>`1 = 0`) : result.where(sql<boolean>`${sql.ref("users.search_key")} like ${pattern} escape '\\'`);
   }
   if (filter.group) {
     const group = filter.group;
