@@ -226,28 +226,24 @@ export function createAuthenticator(options: AuthenticatorOptions) {
     /** "Autosend Passcode" on or off, told to every server this device is enrolled with. */
     async setAutosend(on: boolean): Promise<Array<{ server: string; pushNow: string }>> {
       const state = await options.store.load();
-      const before = state.device.autosendPasscode;
-      // The choice is kept before any server is told, so that a Web Push renewal running
-      // meanwhile (the service worker's) goes by it; should telling fail, it is undone.
-      await saveLatest((latest) => void (latest.device.autosendPasscode = on));
       const signing = await signingKey(state);
       const results = [];
       const endpoints: Array<{ server: string; subscription: object | null }> = [];
-      try {
-        for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
-          if (!state.tokens.some((token) => token.server === server)) continue;
-          // Turning push on (again) renews the Web Push subscription; turning it off drops it.
-          const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
-          const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
-          const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
-          if (pushSubscription !== undefined) endpoints.push({ server, subscription: pushSubscription });
-          results.push({ server, pushNow: answer.pushNow });
-        }
-      } catch (error) {
-        await saveLatest((latest) => void (latest.device.autosendPasscode = before));
-        throw error;
+      for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
+        if (!state.tokens.some((token) => token.server === server)) continue;
+        // Turning push on (again) renews the Web Push subscription; turning it off drops it.
+        const pushSubscription = options.webPush ? (on ? await pushSubscriptionFor(server) : null) : undefined;
+        const body = { autosendPasscode: on, ...(pushSubscription === undefined || (on && pushSubscription === null) ? {} : { pushSubscription }) };
+        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, body, { deviceId, key: signing.privateKey })) as { pushNow: string };
+        if (pushSubscription !== undefined) endpoints.push({ server, subscription: pushSubscription });
+        results.push({ server, pushNow: answer.pushNow });
       }
-      await saveLatest((latest) => endpoints.forEach(({ server, subscription }) => rememberEndpoint(latest, server, subscription)));
+      await saveLatest((latest) => {
+        latest.device.autosendPasscode = on;
+        // A signing key the state's own vault (the CLI's) made just now is kept too.
+        latest.device.signingKey ??= state.device.signingKey;
+        endpoints.forEach(({ server, subscription }) => rememberEndpoint(latest, server, subscription));
+      });
       return results;
     },
 
@@ -255,35 +251,27 @@ export function createAuthenticator(options: AuthenticatorOptions) {
      * Gives each server the Web Push subscription again where it changed since it was
      * last sent (push services renew them, a browser may drop one). The web app calls
      * this when it starts, and its service worker when the browser says the subscription
-     * changed; nothing is sent when nothing changed or push is off.
+     * changed; nothing is sent when nothing changed or push is off. The subscription goes
+     * alone: a server keeps it only while Autosend Passcode is on there, so a renewal
+     * that crosses the user turning it off changes nothing.
      */
     async renewWebPush(): Promise<Array<{ server: string }>> {
       if (!options.webPush) return [];
       const state = await options.store.load();
       if (!state.device.autosendPasscode) return [];
-      const renewed: Array<{ server: string; deviceId: string; pushSubscription: object }> = [];
+      const renewed: Array<{ server: string; pushSubscription: object }> = [];
       for (const [server, deviceId] of Object.entries(state.device.deviceIds)) {
         if (!state.tokens.some((token) => token.server === server)) continue;
         const pushSubscription = await pushSubscriptionFor(server);
         const endpoint = (pushSubscription as { endpoint?: string } | null)?.endpoint;
         if (!pushSubscription || !endpoint || state.device.webPushEndpoints?.[server] === endpoint) continue;
-        // Sending the subscription also says Autosend Passcode is on: not if the user
-        // has turned it off meanwhile (in the app, while its worker renews).
+        // Turned off meanwhile (in the app, while its worker renews): nothing to send.
         if (!(await options.store.load()).device.autosendPasscode) break;
         const signing = await signingKey(state);
-        await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: true, pushSubscription }, { deviceId, key: signing.privateKey });
-        renewed.push({ server, deviceId, pushSubscription });
+        const answer = (await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { pushSubscription }, { deviceId, key: signing.privateKey })) as { pushNow: string };
+        if (answer.pushNow === "enabled") renewed.push({ server, pushSubscription });
       }
       if (renewed.length === 0) return [];
-      // Turned off while a renewal was on its way: the renewal may have landed after
-      // the app's "off", so the servers are told "off" once more.
-      if (!(await options.store.load()).device.autosendPasscode) {
-        const signing = await signingKey(state);
-        for (const { server, deviceId } of renewed) {
-          await call(server, "PUT", `/device/v1/devices/${deviceId}/settings`, { autosendPasscode: false, pushSubscription: null }, { deviceId, key: signing.privateKey });
-        }
-        return [];
-      }
       // The web app and its service worker may both renew, and the app may enroll
       // meanwhile: the endpoints go into the state as it is now, not as it was read.
       await saveLatest((latest) => renewed.forEach(({ server, pushSubscription }) => rememberEndpoint(latest, server, pushSubscription)));

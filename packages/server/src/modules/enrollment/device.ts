@@ -103,9 +103,12 @@ export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps)
 
     /**
      * The device's signed settings: Autosend Passcode (its tokens' current Push OTP
-     * state) and, when given, the Web Push subscription that wakes it (null: none).
+     * state) and, when given, the Web Push subscription that wakes it (null: none). A
+     * subscription alone (the app renewing it) never changes Autosend Passcode, and is
+     * kept only while Autosend Passcode is on: a renewal that crosses the user turning
+     * it off cannot turn it back on, nor leave a subscription behind.
      */
-    async updateDeviceSettings(deviceId: string, settings: { autosendPasscode: boolean; pushSubscription?: object | null }, signed: SignedRequest) {
+    async updateDeviceSettings(deviceId: string, settings: { autosendPasscode?: boolean; pushSubscription?: object | null }, signed: SignedRequest) {
       const rows = await db
         .selectFrom("devices")
         .innerJoin("tokens", "tokens.serial", "devices.token_serial")
@@ -116,10 +119,20 @@ export function createDeviceEnrollment(engine: EnrollmentEngine, deps: CoreDeps)
       if (rows.length === 0) throw fail("DEVICE_NOT_FOUND", { deviceId });
       if (signed.deviceId !== deviceId) throw fail("SIGNATURE_INVALID", { problem: "signed for another device" });
       await verifySigned(signed, rows[0]!.signing_public_key!);
-      const pushNow: PushOtpState = settings.autosendPasscode ? "enabled" : "disabled";
       const now = clock.nowMs();
+      const subscription = settings.pushSubscription === undefined ? {} : { push_subscription: settings.pushSubscription === null ? null : JSON.stringify(settings.pushSubscription) };
+      if (settings.autosendPasscode === undefined) {
+        await db
+          .updateTable("devices")
+          .set({ updated_at: now, last_seen_at: now, ...subscription })
+          .where("device_id", "=", deviceId)
+          .where("push_now", "=", "enabled")
+          .execute();
+        const current = await db.selectFrom("devices").select("push_now").where("device_id", "=", deviceId).executeTakeFirstOrThrow();
+        return { deviceId, pushNow: current.push_now, tokens: rows.map((row) => row.token_serial) };
+      }
+      const pushNow: PushOtpState = settings.autosendPasscode ? "enabled" : "disabled";
       await db.transaction().execute(async (trx) => {
-        const subscription = settings.pushSubscription === undefined ? {} : { push_subscription: settings.pushSubscription === null ? null : JSON.stringify(settings.pushSubscription) };
         await trx.updateTable("devices").set({ push_now: pushNow, updated_at: now, last_seen_at: now, ...subscription }).where("device_id", "=", deviceId).execute();
         await audit.append(
           trx,

@@ -282,9 +282,12 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
     {
       schema: {
         operationId: "updateDeviceSettings",
-        summary: "Autosend Passcode on or off (signed): changes the current Push OTP state of the device's tokens; with pushSubscription, where Web Push reaches the device (null: nowhere)",
+        summary:
+          "Autosend Passcode on or off (signed): changes the current Push OTP state of the device's tokens; with pushSubscription, where Web Push reaches the device (null: nowhere). A pushSubscription alone (a renewed one) replaces the device's while Autosend Passcode is on, and is ignored while it is off",
         params: z.strictObject({ deviceId: z.string().min(1).max(64) }),
-        body: z.strictObject({ autosendPasscode: z.boolean(), pushSubscription: pushSubscriptionSchema.nullable().optional() }),
+        body: z
+          .strictObject({ autosendPasscode: z.boolean().optional(), pushSubscription: pushSubscriptionSchema.nullable().optional() })
+          .refine((body) => body.autosendPasscode !== undefined || body.pushSubscription !== undefined, "autosendPasscode, pushSubscription or both"),
         response: { 200: z.object({ deviceId: z.string(), pushNow: z.enum(["enabled", "disabled"]), tokens: z.array(z.string()) }), ...deviceErrors },
       },
     },
