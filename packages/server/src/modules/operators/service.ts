@@ -38,7 +38,6 @@ const EMAIL_ATTEMPTS = 10;
 const ADDRESS_ATTEMPTS = 50;
 const LIMIT_WINDOW_SECONDS = 15 * 60;
 
-
 function loginPrincipal(email: string, operatorId: string | null = null): Principal {
   return { kind: "operator", operatorId, actor: `operator:${email}`, role: "auditor", scope: { virtualServerId: null, path: "/", includesChildren: false } };
 }
