@@ -42,10 +42,14 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Mail leaves the outbox from here; newly queued mail wakes the worker at once.
   const mail = startMailDelivery({ db: services.storage.db, keyring: services.keyring, clock: services.clock }, config.mail, app.log);
   services.onMailQueued(() => mail.worker.notify());
-  // Enrollments past their stop date die and give their tokens back to inventory.
+  // Enrollments past their stop date die and give their tokens back to inventory; users
+  // an older node wrote during a rolling upgrade get their search keys.
   let sweeping: Promise<unknown> = Promise.resolve();
   const sweeper = setInterval(() => {
-    sweeping = services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed"));
+    sweeping = Promise.all([
+      services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed")),
+      services.users.fillMissingSearchKeys().catch((error: unknown) => app.log.error({ err: error }, "search keys not filled")),
+    ]);
   }, 60_000);
   sweeper.unref();
   const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;

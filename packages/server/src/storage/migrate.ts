@@ -7,6 +7,7 @@ import { challengesMigration } from "./migrations/004-challenges.js";
 import { serverSecretsMigration } from "./migrations/005-server-secrets.js";
 import { guessingLimitsMigration } from "./migrations/006-guessing-limits.js";
 import { userSearchMigration } from "./migrations/007-user-search.js";
+import { unkeyedUsersMigration } from "./migrations/008-unkeyed-users.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -19,6 +20,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "005-server-secrets": serverSecretsMigration(storage.kind),
     "006-guessing-limits": guessingLimitsMigration(storage.kind),
     "007-user-search": userSearchMigration(storage.kind),
+    "008-unkeyed-users": unkeyedUsersMigration(),
   };
 }
 

@@ -4,6 +4,7 @@ import { fail } from "../../errors.js";
 import type { Database, UserRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
+import { fillMissingSearchKeys } from "./search-keys.js";
 import { whereUserMatches, type UserFilter } from "./search.js";
 import { newUserRow, toUser, userSearchKey, type User, type UserInput, type UserUpdate } from "./user.js";
 
@@ -69,11 +70,14 @@ export type GroupsChanged = (
   changes: Array<{ userPk: string; joined: string[]; left: string[] }>,
 ) => Promise<void>;
 
-export function createUserService(deps: Pick<CoreDeps, "db" | "clock" | "audit"> & { onGroupsChanged?: GroupsChanged }) {
+export function createUserService(deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit"> & { onGroupsChanged?: GroupsChanged }) {
   const { db, clock, audit } = deps;
   const groupsChanged: GroupsChanged = deps.onGroupsChanged ?? (async () => {});
 
   return {
+    /** Users written without a search key by an older node get theirs (each node, once a minute). */
+    fillMissingSearchKeys: (): Promise<number> => fillMissingSearchKeys(db, deps.kind),
+
     async create(principal: Principal, virtualServerId: string, input: UserInput): Promise<User> {
       return db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, virtualServerId, "users.manage");
