@@ -4,6 +4,7 @@ import { describeEachDatabase, type TestCore } from "../../testing/databases.js"
 import { enrollSimulatedUser } from "../../testing/device.js";
 import { type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "../operators/access.js";
+import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS } from "./service.js";
 
 describeEachDatabase("Push OTP over REST", (kind) => {
   let core: TestCore;
@@ -78,5 +79,24 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     await enrolledUser("vic", true);
     const pending = await authenticate(pushKey, "vic");
     expect((await outcome(plainKey, pending.json.challengeId)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+  });
+
+  it("keeps a challenge a day past its expiry, answered or not, then prunes it", async () => {
+    const { device, serial } = await enrolledUser("wes", true);
+    const countOf = async (ids: string[]) => (await core.storage.db.selectFrom("challenges").select("id").where("id", "in", ids).execute()).length;
+    const approved = (await authenticate(pushKey, "wes")).json.challengeId as string;
+    await device.answer(approved, "approve", serial, device.passcode());
+    const ignored = (await authenticate(pushKey, "wes")).json.challengeId as string;
+    core.clock.advance(CHALLENGE_TTL_MS + CHALLENGE_RETENTION_MS - 1_000);
+    const recent = (await authenticate(pushKey, "wes")).json.challengeId as string;
+    // (Challenges of the tests before this one are older, and go now.)
+    await core.services.push.pruneEnded();
+    expect(await countOf([approved, ignored, recent])).toBe(3);
+
+    core.clock.advance(2_000);
+    expect(await core.services.push.pruneEnded()).toBe(2);
+    expect(await countOf([approved, ignored, recent])).toBe(1);
+    expect((await outcome(pushKey, recent)).json).toEqual({ status: "pending" });
+    expect((await outcome(pushKey, approved)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
   });
 });

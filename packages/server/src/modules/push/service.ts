@@ -14,6 +14,14 @@ import type { WebPush } from "./web-push.js";
 /** How long a push login waits for the user (DESIGN section 4). */
 export const CHALLENGE_TTL_MS = 60_000;
 
+/** How long a challenge is kept after it expired; the audit trail keeps how it ended. */
+export const CHALLENGE_RETENTION_MS = 24 * 3600_000;
+
+/** Challenges a prune deletes in one statement. */
+const PRUNE_BATCH = 1000;
+
+const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud"] as const;
+
 export type ChallengeStatus = "pending" | "approved" | "denied" | "fraud" | "expired";
 
 export interface ChallengeView {
@@ -265,6 +273,26 @@ export function createPushService(
         clearInterval(timer);
         unsubscribe();
         await queue.catch(() => undefined);
+      }
+    },
+
+    /**
+     * Deletes challenges that expired more than a day ago, answered or not (each node,
+     * once a minute): nobody asks after them any more, and a table that kept every
+     * push login would only grow. Returns how many went.
+     */
+    async pruneEnded(): Promise<number> {
+      const cutoff = clock.nowMs() - CHALLENGE_RETENTION_MS;
+      let pruned = 0;
+      for (;;) {
+        // The status list lets both databases range over the (status, expires_at) index.
+        const result = await db
+          .deleteFrom("challenges")
+          .where("id", "in", (eb) => eb.selectFrom("challenges").select("id").where("status", "in", CHALLENGE_STATUSES).where("expires_at", "<", cutoff).limit(PRUNE_BATCH))
+          .executeTakeFirst();
+        const deleted = Number(result.numDeletedRows);
+        pruned += deleted;
+        if (deleted < PRUNE_BATCH) return pruned;
       }
     },
 
