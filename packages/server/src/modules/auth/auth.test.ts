@@ -360,19 +360,21 @@ describeEachDatabase("passcode authentication", (kind) => {
 
 // Only PostgreSQL keeps the counts in a table (SQLite, one server, in its memory).
 describe("ended guessing-limit windows on PostgreSQL", () => {
-  let core: TestCore;
+  let core: TestCore | undefined;
   beforeAll(async () => {
     core = await createTestCore("postgres");
   });
-  afterAll(async () => core.close());
+  // Should the setup fail, its error is the one to read, not a second one from here.
+  afterAll(async () => core?.close());
 
   it("sweeps ended windows a thousand at a time until none is left, and keeps the windows still running", async () => {
-    const { db } = core.storage;
-    const now = core.clock.nowMs();
+    const { storage, clock } = core!;
+    const { db } = storage;
+    const now = clock.nowMs();
     const ended = Array.from({ length: 2500 }, (_, i) => ({ key: `source:sweep-${i}`, failures: 1, window_ends: now - 1 }));
     for (let i = 0; i < ended.length; i += 500) await db.insertInto("auth_failures").values(ended.slice(i, i + 500)).execute();
     await db.insertInto("auth_failures").values({ key: "source:sweep-running", failures: 3, window_ends: now + 60_000 }).execute();
-    endedWindowSweeper(db, core.clock)();
+    endedWindowSweeper(db, clock)();
     const left = async () => (await db.selectFrom("auth_failures").select("key").where("key", "like", "source:sweep-%").execute()).map((row) => row.key);
     await expect.poll(left, { timeout: 10_000 }).toEqual(["source:sweep-running"]);
   });
