@@ -1,4 +1,5 @@
 import { hotp, totp } from "@tessera/otp";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
@@ -110,6 +111,34 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("locky", code(), "198.51.100.1")).toMatchObject({ result: "reject", reason: "locked" });
     await core.services.tokenLifecycle.unlock(t.principals.helpdesk, serial, "called the helpdesk");
     expect(await login("locky", code(), "198.51.100.1")).toMatchObject({ result: "accept" });
+  });
+
+  it("locks the token at the threshold when wrong guesses arrive together on two nodes, each guess counted once", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "swarm" });
+    core.clock.advance(30_000);
+    const wrong = code() === "000000" ? "111111" : "000000";
+    // On PostgreSQL these run on connections of their own and all read the count as 0
+    // before any writes: a count written as read plus one would end at 1, unlocked.
+    const other = openStorage(core.database.target);
+    try {
+      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
+      if (kind === "postgres") {
+        // Connections opened beforehand, or the first guesses would run alone while the
+        // pools connect.
+        const busy = sql`select pg_sleep(0.05)`;
+        await Promise.all([core.storage.db, other.db].flatMap((db) => Array.from({ length: 8 }, () => busy.execute(db))));
+      }
+      const guesses = Array.from({ length: 8 }, (_, i) =>
+        i % 2 === 0 ? login("swarm", wrong, `198.51.100.${100 + i}`) : node2.auth.authenticate({ application, userId: "swarm", passcode: wrong, source: `198.51.100.${100 + i}`, method: "rest" }),
+      );
+      const results = await Promise.all(guesses);
+      expect(results.every((result) => result.result === "reject")).toBe(true);
+      expect(await tokenRow(serial)).toMatchObject({ state: "locked", failures: 3 });
+      const locks = await core.storage.db.selectFrom("audit_log").select("seq").where("action", "=", "token.lock").where("token_serial", "=", serial).execute();
+      expect(locks).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
   });
 
   it("unlocks a locked token by itself once the lock duration has passed", async () => {

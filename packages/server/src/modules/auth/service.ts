@@ -287,28 +287,30 @@ export function createAuthService(
           return result;
         }
         // A wrong passcode counts against every active token the user holds; at the
-        // policy's threshold a token locks (DESIGN section 2).
+        // policy's threshold a token locks (DESIGN section 2). The count is added in the
+        // database, not written as read plus one: on PostgreSQL guesses checked at once
+        // on several connections all read the same count, and each must still add its
+        // own. The update waits for the token's row, so the one that reaches the
+        // threshold locks it, and a check that follows finds it locked.
         const policy = (await effectivePolicy(trx, vsId)).effective;
         for (const token of active) {
-          const failures = Number(token.failures) + 1;
-          const lock = failures >= policy.lockThreshold;
-          await trx
+          const counted = await trx
             .updateTable("tokens")
-            .set({
-              failures,
-              updated_at: now,
-              ...(lock
-                ? { state: "locked", locked_until: policy.lockDurationSeconds > 0 ? now + policy.lockDurationSeconds * 1000 : null, state_reason: `${failures} failed passcodes`, state_changed_at: now }
-                : {}),
-            })
+            .set((eb) => ({ failures: eb("failures", "+", 1), updated_at: now }))
             .where("serial", "=", token.serial)
             .where("state", "=", "active")
+            .returning("failures")
+            .executeTakeFirst();
+          if (!counted || Number(counted.failures) < policy.lockThreshold) continue;
+          const failures = Number(counted.failures);
+          await trx
+            .updateTable("tokens")
+            .set({ state: "locked", locked_until: policy.lockDurationSeconds > 0 ? now + policy.lockDurationSeconds * 1000 : null, state_reason: `${failures} failed passcodes`, state_changed_at: now })
+            .where("serial", "=", token.serial)
             .execute();
-          if (lock) {
-            await audit.append(trx, principal, [
-              { action: "token.lock", virtualServerId: vsId, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: user.id, fromState: "active", toState: "locked", reason: `${failures} failed passcodes` },
-            ]);
-          }
+          await audit.append(trx, principal, [
+            { action: "token.lock", virtualServerId: vsId, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: user.id, fromState: "active", toState: "locked", reason: `${failures} failed passcodes` },
+          ]);
         }
         const result = reject(replayed ? "replayed" : "wrong");
         await record(trx, result, user.id, null);
