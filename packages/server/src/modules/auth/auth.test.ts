@@ -366,6 +366,28 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("slow", code(-19))).toMatchObject({ result: "reject", reason: "replayed" });
     core.clock.advance(30_000);
     expect(await login("slow", code(-19))).toMatchObject({ result: "accept" });
+    // The drift a resync learned outlives the logins after it (they keep up to an hour).
+    for (let i = 0; i < 3; i++) {
+      core.clock.advance(30_000);
+      expect(await login("slow", code(-19))).toMatchObject({ result: "accept" });
+    }
+    expect((await tokenRow(serial)).drift_steps).toBe(-19);
+  });
+
+  it("never moves the accepted step back on a resync, so a passcode once accepted stays spent", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "spent" });
+    core.clock.advance(30_000);
+    const seen = code();
+    expect(await login("spent", seen)).toMatchObject({ result: "accept" });
+    const accepted = Number((await tokenRow(serial)).last_totp_step);
+    const resynced = await api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first: code(-20), second: code(-19) });
+    expect(resynced.json).toMatchObject({ drift_steps: -19, last_totp_step: accepted });
+    // Nineteen steps later the device's expected step is the one accepted before: the
+    // passcode seen then would be inside the window again, and must still be refused.
+    core.clock.advance(19 * 30_000);
+    expect(await login("spent", seen)).toMatchObject({ result: "reject", reason: "replayed" });
+    core.clock.advance(30_000);
+    expect(await login("spent", code(-19))).toMatchObject({ result: "accept" });
   });
 
   it("counts authentications and their latency in the Prometheus metrics", async () => {

@@ -1,12 +1,12 @@
 import { resyncHotp, totp, totpStep, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
+import { sql } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleToken } from "../tokens/lifecycle-service.js";
 import { requirePermission } from "../operators/access.js";
+import { MAX_DRIFT_STEPS } from "./verify.js";
 
-/** How far a TOTP token's clock may be off for a resync to find it: an hour each way. */
-const TOTP_RESYNC_STEPS = 120;
 
 /**
  * Resynchronises a token from two consecutive passcodes: HOTP finds the counter (RFC 4226
@@ -32,7 +32,8 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       } else {
         const period = Number(token.period_seconds);
         const current = totpStep(now, period);
-        for (let offset = -TOTP_RESYNC_STEPS; offset <= TOTP_RESYNC_STEPS && !changes; offset++) {
+        // The second code's step is the device's "now": its drift, within what logins keep.
+        for (let offset = -MAX_DRIFT_STEPS - 1; offset < MAX_DRIFT_STEPS && !changes; offset++) {
           const step = current + offset;
           const at = (step: number) => totp(key, { ...params, atMs: step * period * 1000, periodSeconds: period });
           if (at(step) === first.trim() && at(step + 1) === second.trim()) changes = { drift_steps: offset + 1, last_totp_step: step + 1 };
@@ -40,11 +41,25 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       }
       key.fill(0);
       if (!changes) throw fail("RESYNC_FAILED", { serial });
-      await trx.updateTable("tokens").set({ ...changes, failures: 0, updated_at: now }).where("serial", "=", serial).execute();
+      // The accepted step never moves back: codes of steps up to the last accepted one
+      // were seen, and a resync with older codes must not open them again.
+      const { last_totp_step: step, ...rest } = changes;
+      await trx
+        .updateTable("tokens")
+        .set({
+          ...rest,
+          ...(step === undefined ? {} : { last_totp_step: sql<number>`case when last_totp_step is null or last_totp_step < ${step} then ${step} else last_totp_step end` }),
+          failures: 0,
+          updated_at: now,
+        })
+        .where("serial", "=", serial)
+        .execute();
+      const stored = await trx.selectFrom("tokens").select(["hotp_counter", "drift_steps", "last_totp_step"]).where("serial", "=", serial).executeTakeFirstOrThrow();
+      const result = token.otp_mode === "hotp" ? { hotp_counter: Number(stored.hotp_counter) } : { drift_steps: Number(stored.drift_steps), last_totp_step: Number(stored.last_totp_step) };
       await audit.append(trx, principal, [
-        { action: "token.resync", virtualServerId: token.virtual_server_id, targetType: "token", targetId: serial, tokenSerial: serial, userPk: token.user_pk, details: changes },
+        { action: "token.resync", virtualServerId: token.virtual_server_id, targetType: "token", targetId: serial, tokenSerial: serial, userPk: token.user_pk, details: result },
       ]);
-      return { serial, ...changes };
+      return { serial, ...result };
     });
   };
 }

@@ -7,8 +7,12 @@ export type PasscodeVerdict =
   | { ok: true; mode: "hotp"; nextCounter: number }
   | { ok: false; reason: "malformed" | "wrong" | "replayed" };
 
-/** Largest drift kept: a clock further off than this is a broken device, not drift. */
-const MAX_DRIFT_STEPS = 10;
+/**
+ * Largest drift kept, each way: an hour of 30-second steps. Logins move the drift one
+ * step at a time; `resyncToken` may set it anywhere within this, and a login must keep
+ * what it set.
+ */
+export const MAX_DRIFT_STEPS = 120;
 
 /**
  * Checks a passcode against one token's key and state: TOTP (RFC 6238) with one step
