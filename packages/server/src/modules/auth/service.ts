@@ -147,8 +147,9 @@ export function createAuthService(
     /** Where a push login stands, waiting up to `waitMs` for the user's answer. */
     async challengeOutcome(application: Pick<ApplicationRow, "id">, challengeId: string, waitMs: number): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
       if (!deps.push) throw new Error("push is not configured");
-      const outcome = await deps.push.outcome(challengeId, waitMs);
-      if (!outcome || outcome.row.application_id !== application.id) return { status: "reject", reason: "unknown_challenge" };
+      // Another application's challenge is unknown at once: it learns nothing, not even when it is answered.
+      const outcome = await deps.push.outcome(challengeId, waitMs, application.id);
+      if (!outcome) return { status: "reject", reason: "unknown_challenge" };
       switch (outcome.status) {
         case "pending":
           return { status: "pending" };

@@ -53,19 +53,30 @@ export function createChallengeHub() {
     async waitUntil<T>(key: string, timeoutMs: number, check: () => Promise<T | null>, pollMs = 500): Promise<T | null> {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
-        const found = await check();
-        if (found !== null) return found;
-        const left = deadline - Date.now();
-        if (left <= 0) return null;
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            clearTimeout(timer);
-            events.off(key, done);
-            resolve();
-          };
-          const timer = setTimeout(done, Math.min(left, pollMs));
-          events.once(key, done);
-        });
+        // Listening before the check: an event while the check reads the database
+        // would otherwise be missed, and the waiter would sleep until the next poll.
+        let woken = false;
+        let wake: () => void = () => {
+          woken = true;
+        };
+        const listener = () => wake();
+        events.on(key, listener);
+        let timer: NodeJS.Timeout | undefined;
+        try {
+          const found = await check();
+          if (found !== null) return found;
+          const left = deadline - Date.now();
+          if (left <= 0) return null;
+          if (!woken) {
+            await new Promise<void>((resolve) => {
+              wake = () => resolve();
+              timer = setTimeout(resolve, Math.min(left, pollMs));
+            });
+          }
+        } finally {
+          clearTimeout(timer);
+          events.off(key, listener);
+        }
       }
     },
   };

@@ -75,10 +75,14 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await authenticate(plainKey, "uma")).json).toMatchObject({ result: "reject", reason: "push_unavailable" });
   });
 
-  it("keeps one application from reading another's challenges", async () => {
+  it("keeps one application from reading another's challenges, and from waiting on them", async () => {
     await enrolledUser("vic", true);
     const pending = await authenticate(pushKey, "vic");
     expect((await outcome(plainKey, pending.json.challengeId)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+    // Answered at once, not after the wait or when the user answers (which would tell
+    // it when the user did): a wait of 60 s would outlast the test's timeout.
+    expect((await outcome(plainKey, pending.json.challengeId, 60)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+    expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "pending" });
   });
 
   it("keeps a challenge a day past its expiry, answered or not, then prunes it", async () => {

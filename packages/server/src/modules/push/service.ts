@@ -133,10 +133,10 @@ export function createPushService(
   const { db, clock, audit, keyring, hub } = deps;
   const queries = preparePushQueries(db);
   const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
-  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides), except those in `skip`. */
-  const openChallengesFor = async (deviceId: string, now: number, skip?: Set<string>) =>
+  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides). */
+  const openChallengesFor = async (deviceId: string, now: number) =>
     (await db.executeQuery(queries.openForDevice({ now, pattern: deviceIdPattern(deviceId) }))).rows.filter(
-      (row) => !skip?.has(row.id) && (JSON.parse(row.device_ids) as string[]).includes(deviceId),
+      (row) => (JSON.parse(row.device_ids) as string[]).includes(deviceId),
     );
   /** Challenges as the device sees them, each with its tokens of the challenged user that may approve. */
   const forDevice = async (deviceId: string, rows: ChallengeRow[], now: number): Promise<ChallengeView[]> => {
@@ -214,15 +214,21 @@ export function createPushService(
       return view(row, now);
     },
 
-    /** The challenge's state, waiting up to `waitMs` for it to leave "pending". */
-    async outcome(challengeId: string, waitMs: number): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
+    /**
+     * The challenge's state, waiting up to `waitMs` for it to leave "pending"; null, at
+     * once, when there is no such challenge or another application opened it.
+     */
+    async outcome(challengeId: string, waitMs: number, applicationId: string): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
       const read = async () => {
         const row = await readChallenge(challengeId);
         return row ? { row, status: statusOf(row, clock.nowMs()) } : null;
       };
+      const current = await read();
+      if (!current || current.row.application_id !== applicationId) return null;
+      if (current.status !== "pending" || waitMs <= 0) return current;
       const settled = await hub.waitUntil(`challenge:${challengeId}`, waitMs, async () => {
-        const current = await read();
-        return current && current.status !== "pending" ? current : null;
+        const now = await read();
+        return now && now.status !== "pending" ? now : null;
       });
       return settled ?? (await read());
     },
@@ -253,13 +259,15 @@ export function createPushService(
 
     /** After authorizeLive: streams the device's challenges through `send` until `closed` resolves. */
     async live(deviceId: string, send: (challenge: ChallengeView) => void, closed: Promise<void>): Promise<void> {
-      const sent = new Set<string>();
+      // The open challenges already sent: those that closed are dropped at each look, so
+      // a connection kept for days holds no more than the challenges open at once.
+      let sent = new Set<string>();
       const deliver = async () => {
         const now = clock.nowMs();
-        for (const challenge of await forDevice(deviceId, await openChallengesFor(deviceId, now, sent), now)) {
-          sent.add(challenge.id);
-          send(challenge);
-        }
+        const open = await openChallengesFor(deviceId, now);
+        const fresh = open.filter((row) => !sent.has(row.id));
+        sent = new Set(open.map((row) => row.id));
+        for (const challenge of await forDevice(deviceId, fresh, now)) send(challenge);
       };
       let queue = deliver();
       const wake = () => {
