@@ -231,9 +231,13 @@ export function createAuthService(
           application.push_otp === 1 && deps.push
             ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source })
             : null;
-        const result: AuthResult = challenge
-          ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
-          : reject("push_unavailable");
+        // A user with three sign-ins waiting on the phone already: too many attempts.
+        const result: AuthResult =
+          challenge === "busy"
+            ? reject("rate_limited")
+            : challenge
+              ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
+              : reject("push_unavailable");
         await writes.run((trx) => record(trx, result, found.userPk, null));
         return result;
       }

@@ -4,7 +4,7 @@ import { describeEachDatabase, type TestCore } from "../../testing/databases.js"
 import { enrollSimulatedUser } from "../../testing/device.js";
 import { type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "../operators/access.js";
-import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS } from "./service.js";
+import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
 
 describeEachDatabase("Push OTP over REST", (kind) => {
   let core: TestCore;
@@ -102,5 +102,20 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(await countOf([approved, ignored, recent])).toBe(1);
     expect((await outcome(pushKey, recent)).json).toEqual({ status: "pending" });
     expect((await outcome(pushKey, approved)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+  });
+
+  it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {
+    const { device } = await enrolledUser("xia", true);
+    const opened = [];
+    for (let i = 0; i < MAX_OPEN_CHALLENGES_PER_USER; i++) opened.push((await authenticate(pushKey, "xia")).json);
+    expect(opened.map((answer) => answer.result)).toEqual(["pending", "pending", "pending"]);
+    expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "reject", reason: "rate_limited" });
+    expect((await device.poll()).json.items).toHaveLength(MAX_OPEN_CHALLENGES_PER_USER);
+    // One answered, one more may wait; once they expire, the user starts afresh.
+    await device.answer(opened[0].challengeId, "deny");
+    expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "pending" });
+    expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "reject", reason: "rate_limited" });
+    core.clock.advance(CHALLENGE_TTL_MS);
+    expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "pending" });
   });
 });

@@ -17,6 +17,13 @@ export const CHALLENGE_TTL_MS = 60_000;
 /** How long a challenge is kept after it expired; the audit trail keeps how it ended. */
 export const CHALLENGE_RETENTION_MS = 24 * 3600_000;
 
+/**
+ * Open challenges one user may have. Past it a push request is refused, so that a
+ * stranger who knows a user id cannot flood the phone with sign-in requests until one
+ * is approved by mistake ("push bombing").
+ */
+export const MAX_OPEN_CHALLENGES_PER_USER = 3;
+
 /** Challenges a prune deletes in one statement. */
 const PRUNE_BATCH = 1000;
 
@@ -70,6 +77,14 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("devices.device_id", "is not", null),
     ),
     challenge: prepareQuery<{ id: string }, ChallengeRow>(db, (db, param) => db.selectFrom("challenges").selectAll().where("id", "=", param("id"))),
+    openOfUser: prepareQuery<{ userPk: string; now: number }, { open: number }>(db, (db, param) =>
+      db
+        .selectFrom("challenges")
+        .select((eb) => eb.fn.countAll<number>().as("open"))
+        .where("user_pk", "=", param("userPk"))
+        .where("status", "=", "pending")
+        .where("expires_at", ">", param("now")),
+    ),
     /** Open challenges naming the device; `pattern` is the device id quoted as in the JSON list, between `%`. */
     openForDevice: prepareQuery<{ now: number; pattern: string }, ChallengeRow>(db, (db, param) =>
       db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", param("now")).where("device_ids", "like", param("pattern")).orderBy("created_at"),
@@ -181,8 +196,11 @@ export function createPushService(
   }
 
   return {
-    /** Opens a challenge for the user's push-capable devices; null when they have none. */
-    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | null> {
+    /**
+     * Opens a challenge for the user's push-capable devices; null when they have none,
+     * "busy" when the user has MAX_OPEN_CHALLENGES_PER_USER open already.
+     */
+    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | "busy" | null> {
       const rows = (await db.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
       // One device may hold several of the user's tokens: it is asked once.
       const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
@@ -208,7 +226,16 @@ export function createPushService(
         expires_at: now + CHALLENGE_TTL_MS,
         answered_at: null,
       };
-      await db.insertInto("challenges").values(row).execute();
+      // Counted and opened in one transaction: on SQLite, with its one writer, requests
+      // that arrive together stop exactly at the limit; on PostgreSQL they may pass it
+      // by those counted at the same moment.
+      const opened = await db.transaction().execute(async (trx) => {
+        const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now }))).rows[0];
+        if (Number(open?.open ?? 0) >= MAX_OPEN_CHALLENGES_PER_USER) return false;
+        await trx.insertInto("challenges").values(row).execute();
+        return true;
+      });
+      if (!opened) return "busy";
       hub.deviceHasWork(devices.map((d) => d.device_id));
       wake(devices, row);
       return view(row, now);
