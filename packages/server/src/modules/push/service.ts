@@ -110,6 +110,8 @@ function preparePushQueries(db: Kysely<Database>) {
         .updateTable("tokens")
         .set({ last_totp_step: param("step"), drift_steps: param("driftSteps"), failures: 0, updated_at: param("now") })
         .where("serial", "=", param("serial"))
+        // Locked or suspended since it was read: no approval.
+        .where("state", "=", "active")
         .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", param("step"))])),
     ),
     closeChallenge: prepareQuery<{ id: string; status: string; now: number; serial: string | null }, never>(db, (db, param) =>
@@ -356,7 +358,7 @@ export function createPushService(
           key.fill(0);
           if (!verdict.ok || verdict.mode !== "totp") throw fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` });
           const stored = await trx.executeQuery(queries.storeApprovalStep({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now }));
-          if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed" });
+          if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" });
           serial = token.serial;
         }
         const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
