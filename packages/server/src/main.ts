@@ -44,13 +44,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
   services.onMailQueued(() => mail.worker.notify());
   // Enrollments past their stop date die and give their tokens back to inventory; users
   // an older node wrote during a rolling upgrade get their search keys; push challenges
-  // that expired a day ago go.
+  // nobody answered are closed and audited, and a day after they expired they go.
   let sweeping: Promise<unknown> = Promise.resolve();
   const sweeper = setInterval(() => {
     sweeping = Promise.all([
       services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed")),
       services.users.fillMissingSearchKeys().catch((error: unknown) => app.log.error({ err: error }, "search keys not filled")),
-      services.push.pruneEnded().catch((error: unknown) => app.log.error({ err: error }, "old push challenges not pruned")),
+      services.push
+        .closeExpired()
+        .then(() => services.push.pruneEnded())
+        .catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed or pruned")),
     ]);
   }, 60_000);
   sweeper.unref();

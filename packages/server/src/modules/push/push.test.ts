@@ -56,6 +56,18 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     core.clock.advance(61_000);
     expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
     expect((await device.answer(ignored.json.challengeId, "deny")).json.error.code).toBe("CHALLENGE_CLOSED");
+
+    // How each ended is in the trail: the expiry too, once a node's sweep closes it.
+    const ended = async (action: string) =>
+      (await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=${action}`, t.apiKeys.auditor)).json.items.filter(
+        (item: { details: { challengeId: string } }) => [denied, fraud, ignored].some((login) => login.json.challengeId === item.details.challengeId),
+      );
+    expect(await ended("auth.push_denied")).toEqual([expect.objectContaining({ reason: "the user denied the login", details: expect.objectContaining({ challengeId: denied.json.challengeId, result: "reject", resourceName: "Staff portal", source: "198.51.100.23" }) })]);
+    expect(await ended("auth.push_expired")).toEqual([]);
+    expect(await core.services.push.closeExpired()).toBeGreaterThanOrEqual(1);
+    expect(await ended("auth.push_expired")).toEqual([expect.objectContaining({ details: expect.objectContaining({ challengeId: ignored.json.challengeId, result: "reject", source: "198.51.100.23" }) })]);
+    expect(await core.services.push.closeExpired()).toBe(0);
+    expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
   });
 
   it("refuses an approval whose passcode is wrong, and one signed by another device", async () => {

@@ -8,6 +8,7 @@ import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
+import { systemPrincipal } from "../operators/access.js";
 import type { ChallengeHub } from "./hub.js";
 import type { WebPush } from "./web-push.js";
 
@@ -27,7 +28,10 @@ export const MAX_OPEN_CHALLENGES_PER_USER = 3;
 /** Challenges a prune deletes in one statement. */
 const PRUNE_BATCH = 1000;
 
-const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud"] as const;
+const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "expired"] as const;
+
+/** Expired challenges closed (and audited) in one transaction. */
+const EXPIRE_BATCH = 500;
 
 export type ChallengeStatus = "pending" | "approved" | "denied" | "fraud" | "expired";
 
@@ -314,6 +318,53 @@ export function createPushService(
     },
 
     /**
+     * Closes the challenges nobody answered in time, each with its audit record
+     * (`auth.push_expired`), so that the trail tells how every push login ended (each
+     * node, once a minute). Returns how many it closed.
+     */
+    async closeExpired(): Promise<number> {
+      const now = clock.nowMs();
+      let closed = 0;
+      for (;;) {
+        const { looked, ended } = await db.transaction().execute(async (trx) => {
+          const rows = await trx
+            .selectFrom("challenges")
+            .innerJoin("users", "users.id", "challenges.user_pk")
+            .select(["challenges.id", "challenges.virtual_server_id", "challenges.application_id", "challenges.user_pk", "users.user_id", "challenges.source", "challenges.resource_name", "challenges.expires_at"])
+            .where("challenges.status", "=", "pending")
+            .where("challenges.expires_at", "<=", now)
+            .orderBy("challenges.expires_at")
+            .limit(EXPIRE_BATCH)
+            .execute();
+          const ended = [];
+          for (const row of rows) {
+            // Answered on another node meanwhile: that answer stands.
+            const result = await trx.updateTable("challenges").set({ status: "expired", answered_at: now }).where("id", "=", row.id).where("status", "=", "pending").executeTakeFirst();
+            if (Number(result.numUpdatedRows) === 1) ended.push(row);
+          }
+          if (ended.length > 0) {
+            await audit.append(
+              trx,
+              systemPrincipal,
+              ended.map((row) => ({
+                action: "auth.push_expired",
+                virtualServerId: row.virtual_server_id,
+                targetType: "user",
+                targetId: row.user_id,
+                userPk: row.user_pk,
+                reason: "nobody answered the sign-in request in time",
+                details: { challengeId: row.id, applicationId: row.application_id, resourceName: row.resource_name, source: row.source, result: "reject", expiresAt: new Date(row.expires_at).toISOString() },
+              })),
+            );
+          }
+          return { looked: rows.length, ended: ended.length };
+        });
+        closed += ended;
+        if (looked < EXPIRE_BATCH) return closed;
+      }
+    },
+
+    /**
      * Deletes challenges that expired more than a day ago, answered or not (each node,
      * once a minute): nobody asks after them any more, and a table that kept every
      * push login would only grow. Returns how many went.
@@ -371,8 +422,8 @@ export function createPushService(
             targetId: serial ?? challengeId,
             tokenSerial: serial,
             userPk: row.user_pk,
-            reason: status === "fraud" ? "the user denied the login and reported it as fraud" : null,
-            details: { challengeId, applicationId: row.application_id, source: row.source },
+            reason: status === "fraud" ? "the user denied the login and reported it as fraud" : status === "denied" ? "the user denied the login" : null,
+            details: { challengeId, applicationId: row.application_id, resourceName: row.resource_name, source: row.source, result: status === "approved" ? "accept" : "reject" },
           },
         ]);
         return { status };
