@@ -316,7 +316,9 @@ describeEachDatabase("passcode authentication", (kind) => {
   });
 
   it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {
-    const outcomes = await Promise.all(Array.from({ length: 60 }, (_, i) => login(`ghost-${i}`, "", "203.0.113.91")));
+    const created = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "push portal", kind: "rest", pushOtp: true });
+    const pushApp = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.id).executeTakeFirstOrThrow();
+    const outcomes = await Promise.all(Array.from({ length: 60 }, (_, i) => core.services.auth.authenticate({ application: pushApp, userId: `ghost-${i}`, passcode: "", source: "203.0.113.91", method: "rest" })));
     const reasons = outcomes.map((r) => (r.result === "reject" ? r.reason : r.result));
     expect(reasons.filter((reason) => reason !== "user_unknown" && reason !== "rate_limited")).toEqual([]);
     const unknown = reasons.filter((reason) => reason === "user_unknown").length;
@@ -403,9 +405,27 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(metrics.body).toContain("tessera_http_request_duration_seconds_bucket");
   });
 
-  it("refuses push requests with a reason that says to type the passcode", async () => {
+  it("refuses push requests with a reason that says to type the passcode, the same for every user id where push is off", async () => {
     await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "pusher" });
-    expect(await login("pusher", "")).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    const told = await login("pusher", "");
+    expect(told).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    expect(await login("nobody-by-this-name", "")).toEqual(told);
+    // One character is a push request too, an emoji included; two are a passcode.
+    expect(await login("pusher", "😀")).toEqual(told);
+    expect(await login("pusher", "x")).toEqual(told);
+    expect(await login("pusher", "xy")).toMatchObject({ result: "reject", reason: "wrong" });
+  });
+
+  it("tells an unknown user asking for push what a user without push is told", async () => {
+    const created = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "push desk", kind: "rest", pushOtp: true });
+    const pushApp = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.id).executeTakeFirstOrThrow();
+    await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "typist" });
+    const ask = (userId: string) => core.services.auth.authenticate({ application: pushApp, userId, passcode: "", source: "192.0.2.77", method: "radius" });
+    const withoutPush = await ask("typist");
+    const unknown = await ask("nobody-here");
+    expect(withoutPush).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    expect(unknown).toMatchObject({ result: "reject", reason: "user_unknown" });
+    expect(unknown.result === "reject" && withoutPush.result === "reject" && unknown.message === withoutPush.message).toBe(true);
   });
 });
 

@@ -39,12 +39,21 @@ const messages: Record<RejectReason, string> = {
   push_unavailable: "Push OTP is not available for you here: type the passcode from your app",
 };
 
-/** One letter that asks for something other than push; none is in use yet. */
+/**
+ * Letters kept for asking something other than push (an SMS or email code, say); none is
+ * in use yet, so today every single character asks for push.
+ */
 const RESERVED_LETTERS = new Set<string>();
 
-/** An empty passcode, or one character that is not a reserved letter, asks for Push OTP (DESIGN section 4). */
+/**
+ * An empty passcode, or one character that is not a reserved letter, asks for Push OTP
+ * (DESIGN section 4). A character is a Unicode code point: an emoji typed on a phone's
+ * keyboard is one, though JavaScript counts it as two.
+ */
 export function asksForPush(passcode: string): boolean {
-  return passcode.length === 0 || (passcode.length === 1 && !RESERVED_LETTERS.has(passcode.toLowerCase()));
+  if (passcode.length === 0) return true;
+  const characters = [...passcode];
+  return characters.length === 1 && !RESERVED_LETTERS.has(passcode.toLowerCase());
 }
 
 /**
@@ -208,6 +217,13 @@ export function createAuthService(
         return result;
       };
 
+      if (asksForPush(passcode) && application.push_otp !== 1) {
+        // Push is off at this application: said before any user is looked up, the same
+        // for every user id, so the answer tells nothing of who exists.
+        const result = reject("push_unavailable");
+        await writes.run((trx) => record(trx, result, null, null));
+        return result;
+      }
       if (asksForPush(passcode)) {
         // Push OTP: a challenge for the user's push-capable devices, or the advice to type
         // the passcode. The limits and the user are looked at in a transaction like a
@@ -221,16 +237,16 @@ export function createAuthService(
             await record(trx, result, null, null);
             return { result };
           }
-          if (impossibleUser) return { result: await refused(tx, reject("user_unknown")) };
+          // An unknown user is told what a user without push is told: the reason (for the
+          // application and the audit) differs, the words an end user sees do not.
+          const unknown = (): AuthResult => ({ result: "reject", reason: "user_unknown", message: messages.push_unavailable });
+          if (impossibleUser) return { result: await refused(tx, unknown()) };
           const user = await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }));
-          if (!user.rows[0]) return { result: await refused(tx, reject("user_unknown")) };
+          if (!user.rows[0]) return { result: await refused(tx, unknown()) };
           return { userPk: user.rows[0].id };
         });
         if ("result" in found) return found.result;
-        const challenge =
-          application.push_otp === 1 && deps.push
-            ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source })
-            : null;
+        const challenge = deps.push ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source }) : null;
         // A user with three sign-ins waiting on the phone already: too many attempts.
         const result: AuthResult =
           challenge === "busy"
