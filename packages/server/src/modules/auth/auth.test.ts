@@ -8,7 +8,7 @@ import { createServices } from "../../core.js";
 import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { endedWindowSweeper, memoryGuessingLimits, type GuessingLimits } from "./limits.js";
+import { endedWindowSweeper, memoryGuessingLimits, sourceLimitKey, type GuessingLimits } from "./limits.js";
 import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
@@ -313,6 +313,23 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(outcomes.map((o) => (o.status === "fulfilled" ? (o.value.result === "reject" ? o.value.reason : o.value.result) : "error"))).toEqual(["wrong", "wrong", "wrong", "wrong", "wrong", "error"]);
     const counted = await memory.check({ trx: undefined as never, scope: { onRollback: () => undefined } }, "192.0.2.70", `${t.virtualServerId}:rolled-back`);
     expect(counted.userFailures).toBe(5);
+  });
+
+  it("counts an IPv6 source with the rest of its /64, so rotating addresses does not escape the limit", async () => {
+    for (let i = 0; i < 30; i++) expect(await login(`ghost6-${i}`, "000000", `2001:db8:5:6::${(i + 1).toString(16)}`)).toMatchObject({ reason: "user_unknown" });
+    expect(await login("ghost6-x", "000000", "2001:DB8:5:6:ffff:ffff:ffff:1")).toMatchObject({ reason: "rate_limited" });
+    expect(await login("ghost6-y", "000000", "2001:db8:5:7::1")).toMatchObject({ reason: "user_unknown" });
+    // The trail keeps the address as it came.
+    const last = await core.storage.db.selectFrom("audit_log").select("details").where("action", "=", "auth.reject").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
+    expect(JSON.parse(last.details!)).toMatchObject({ source: "2001:db8:5:7::1" });
+    expect(["::ffff:192.0.2.1", "192.0.2.1", "2001:db8::1", "2001:db8:0:0:1::", "00:11:22:33:44:55", "+15555550100"].map(sourceLimitKey)).toEqual([
+      "192.0.2.1",
+      "192.0.2.1",
+      "2001:db8:0:0::/64",
+      "2001:db8:0:0::/64",
+      "00:11:22:33:44:55",
+      "+15555550100",
+    ]);
   });
 
   it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {

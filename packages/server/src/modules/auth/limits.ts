@@ -1,3 +1,4 @@
+import { isIPv6 } from "node:net";
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { prepareQuery } from "../../storage/prepared.js";
@@ -17,6 +18,28 @@ export interface GuessingLimits {
   countFailure(tx: LoginTransaction, source: string, userKey: string): Promise<void>;
   /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
   forgetUser(tx: LoginTransaction, userKey: string): Promise<void>;
+}
+
+/**
+ * The place a source's failures are counted under. An IPv6 address counts with the rest
+ * of its /64, the block one subscriber or machine is given: one attacker holds 2^64
+ * addresses there, and counting each alone would let it try without end. An IPv4 address
+ * written as IPv6 (::ffff:192.0.2.1) is the IPv4 address. Anything else (a RADIUS
+ * Calling-Station-Id may be a MAC address or a phone number) is counted as it is.
+ */
+export function sourceLimitKey(source: string): string {
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(source);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(source)) return source;
+  const [head = "", tail = ""] = source.split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = tail === "" ? [] : tail.split(":");
+  // An embedded IPv4 tail is two groups; the /64 lies in the first four either way.
+  const groups = source.includes("::") ? [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right] : left;
+  return `${groups
+    .slice(0, 4)
+    .map((group) => Number.parseInt(group, 16).toString(16))
+    .join(":")}::/64`;
 }
 
 /** The login's transaction: the counts are read and taken in it, and undone with it. */

@@ -7,7 +7,7 @@ import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { PushService } from "../push/service.js";
-import { databaseGuessingLimits, memoryGuessingLimits, type GuessingLimits, type LoginTransaction } from "./limits.js";
+import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
@@ -183,6 +183,8 @@ export function createAuthService(
       const impossibleUser = request.userId.includes("\0");
       const userId = impossibleUser ? request.userId.replaceAll("\0", "\\0") : request.userId;
       const source = request.source.replaceAll("\0", "\\0");
+      // Counted by its /64 when it is an IPv6 address; audited as it came.
+      const sourceKey = sourceLimitKey(source);
       const vsId = application.virtual_server_id;
       // The id of a virtual server has no colon: the pair is unambiguous.
       const userKey = `${vsId}:${userId}`;
@@ -213,7 +215,7 @@ export function createAuthService(
       // leaves nothing behind: no answer is given that the database does not hold.
       const refused = async (tx: LoginTransaction, result: AuthResult) => {
         await record(tx.trx, result, null, null);
-        await limits.countFailure(tx, source, userKey);
+        await limits.countFailure(tx, sourceKey, userKey);
         return result;
       };
 
@@ -231,7 +233,7 @@ export function createAuthService(
         // the limit; the challenge (which reaches devices) is started once that is done.
         const found = await writes.run(async (trx, scope): Promise<{ result: AuthResult } | { userPk: string }> => {
           const tx = { trx, scope };
-          const limit = await limits.check(tx, source, userKey);
+          const limit = await limits.check(tx, sourceKey, userKey);
           if (limit.over) {
             const result = reject("rate_limited");
             await record(trx, result, null, null);
@@ -261,7 +263,7 @@ export function createAuthService(
       // Passcode checks arriving together share a transaction (group commit).
       return writes.run(async (trx, scope) => {
         const tx = { trx, scope };
-        const limit = await limits.check(tx, source, userKey);
+        const limit = await limits.check(tx, sourceKey, userKey);
         if (limit.over) {
           // Refused without a look at any token, but audited (on SQLite in the group
           // commit of the logins around it, so a flood of refused guesses does not cost
@@ -280,7 +282,7 @@ export function createAuthService(
         if (active.length === 0) {
           const result = reject(tokens.length > 0 ? "locked" : "no_token");
           await record(trx, result, user.id, null);
-          if (tokens.length > 0) await limits.countFailure(tx, source, userKey);
+          if (tokens.length > 0) await limits.countFailure(tx, sourceKey, userKey);
           return result;
         }
         let replayed = false;
@@ -335,7 +337,7 @@ export function createAuthService(
         }
         const result = reject(replayed ? "replayed" : "wrong");
         await record(trx, result, user.id, null);
-        await limits.countFailure(tx, source, userKey);
+        await limits.countFailure(tx, sourceKey, userKey);
         return result;
       });
     },
