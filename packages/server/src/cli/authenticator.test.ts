@@ -130,11 +130,16 @@ describe("the tessera-authenticator CLI against a running server", () => {
     const challenged = await radclientWaiting(port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Challenge\n`);
     expect(challenged.stdout).toContain("Received Access-Challenge");
     const state = /State = (0x[0-9a-f]+)/.exec(challenged.stdout)![1]!;
-    expect(challenged.stdout).toMatch(/Reply-Message = "Approve the sign-in on your phone \(number \d{2}\)"/);
+    expect(challenged.stdout).toMatch(/Reply-Message = "Approve the sign-in on your phone \(number \d{2}\), then press Enter \(or type your passcode\)"/);
     const listened = await app("listen", "--answer", "approve", "--once", "--json");
     expect(listened.code, listened.stderr).toBe(0);
+    // Another user name with the State gets nothing; the user it was for gets in, once.
+    const stranger = await radclientWaiting(port, `User-Name = "cli-bob"\nState = ${state}\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
+    expect(stranger.stdout).toContain("Received Access-Reject");
     const answered = await radclientWaiting(port, `User-Name = "cli-ann"\nState = ${state}\nMessage-Authenticator = 0x00\n`);
     expect(answered.stdout).toContain("Received Access-Accept");
+    const replayed = await radclientWaiting(port, `User-Name = "cli-ann"\nState = ${state}\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
+    expect(replayed.stdout).toContain("Received Access-Reject");
   });
 
   it("refuses a link without an enrollment code", async () => {

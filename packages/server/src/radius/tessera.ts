@@ -1,5 +1,6 @@
 import type { Services } from "../core.js";
 import { addressMatcher } from "../modules/applications/addresses.js";
+import { asksForPush } from "../modules/auth/service.js";
 import type { ApplicationRow } from "../storage/schema.js";
 import { createRadiusServer, type RadiusClient, type RadiusLogger, type RadiusServer } from "./server.js";
 
@@ -60,21 +61,18 @@ export async function startTesseraRadius(services: Services, options: { host: st
     async authenticate(request) {
       const entry = table.find((candidate) => candidate.client.id === request.clientId);
       if (!entry) return { result: "reject", replyMessage: "Access denied" };
-      // An answer to our Access-Challenge: the State names the push login; wait for its outcome.
-      if (request.state) {
-        const decided = await services.auth.challengeOutcome(entry.application, request.state.toString("utf8"), PUSH_WAIT_MS);
-        return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" ? "No answer from your phone" : "Access denied" };
+      const asked = { application: entry.application, userId: request.userName, source: request.callingStationId ?? request.source.address, method: "radius" as const };
+      // An answer to our Access-Challenge: the State names the push login, which lets this
+      // user in once it is approved, and only once. A passcode typed in the answer instead
+      // (the phone is offline, say) is checked as any passcode.
+      if (request.state && asksForPush(request.password)) {
+        const redeemed = await services.auth.redeemChallenge({ ...asked, challengeId: request.state.toString("utf8") }, PUSH_WAIT_MS);
+        return redeemed.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: redeemed.reason === "no_answer" ? "No answer from your phone" : "Access denied" };
       }
-      const outcome = await services.auth.authenticate({
-        application: entry.application,
-        userId: request.userName,
-        passcode: request.password,
-        source: request.callingStationId ?? request.source.address,
-        method: "radius",
-      });
+      const outcome = await services.auth.authenticate({ ...asked, passcode: request.password });
       if (outcome.result === "pending") {
         if (entry.application.push_mode === "challenge") {
-          return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: outcome.message, sessionTimeoutSeconds: 60 };
+          return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: 60 };
         }
         // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
         const decided = await services.auth.challengeOutcome(entry.application, outcome.challengeId, PUSH_WAIT_MS);

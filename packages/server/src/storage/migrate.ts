@@ -8,6 +8,7 @@ import { serverSecretsMigration } from "./migrations/005-server-secrets.js";
 import { guessingLimitsMigration } from "./migrations/006-guessing-limits.js";
 import { userSearchMigration } from "./migrations/007-user-search.js";
 import { unkeyedUsersMigration } from "./migrations/008-unkeyed-users.js";
+import { challengeRedemptionMigration } from "./migrations/009-challenge-redemption.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -21,6 +22,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "006-guessing-limits": guessingLimitsMigration(storage.kind),
     "007-user-search": userSearchMigration(storage.kind),
     "008-unkeyed-users": unkeyedUsersMigration(),
+    "009-challenge-redemption": challengeRedemptionMigration(storage.kind),
   };
 }
 

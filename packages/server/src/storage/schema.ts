@@ -250,6 +250,8 @@ export interface ChallengesTable {
   created_at: number;
   expires_at: number;
   answered_at: number | null;
+  /** When a RADIUS client in challenge mode came back with it and was let in (once). */
+  redeemed_at: number | null;
 }
 
 /** A secret of the service itself (the Web Push key pair), sealed under the master key. */

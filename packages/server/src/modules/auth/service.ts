@@ -17,6 +17,11 @@ export type AuthResult =
   | { result: "reject"; reason: RejectReason; message: string }
   | { result: "pending"; challengeId: string; numberToMatch: string; expiresAt: string; message: string };
 
+/** How the answer to an Access-Challenge ends; `no_answer`: the user did not answer in time. */
+export type RedeemResult =
+  | { result: "accept"; serial: string; userId: string }
+  | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" };
+
 export interface AuthRequest {
   application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name">;
   userId: string;
@@ -167,6 +172,59 @@ export function createAuthService(
         default:
           return { status: "reject", reason: outcome.status === "fraud" ? "denied" : outcome.status };
       }
+    },
+
+    /**
+     * A RADIUS client in challenge mode comes back with the State of our Access-Challenge:
+     * the push login it names lets in the user it was opened for, at this application,
+     * once. Another user name, another application, a State we never gave, or an
+     * approval already used are all `unknown_challenge` or `redeemed`; each redemption
+     * is audited like a login. Waits up to `waitMs` while the user has not answered.
+     */
+    async redeemChallenge(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
+      if (!deps.push) throw new Error("push is not configured");
+      const started = process.hrtime.bigint();
+      const { application, method } = request;
+      const vsId = application.virtual_server_id;
+      const userId = request.userId.replaceAll("\0", "\\0");
+      const source = request.source.replaceAll("\0", "\\0");
+      // A State holding NUL is none we gave (ids are ASCII); PostgreSQL text could not hold it.
+      const challengeId = request.challengeId.includes("\0") ? null : request.challengeId;
+      const user = challengeId === null || request.userId.includes("\0") ? undefined : (await db.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
+      // The user is checked before the wait: nobody waits on, or learns of, another's login.
+      const outcome = user && challengeId !== null ? await deps.push.outcome(challengeId, waitMs, application.id, user.id) : null;
+      const result = await writes.run(async (trx): Promise<RedeemResult> => {
+        const now = clock.nowMs();
+        let result: RedeemResult;
+        if (!outcome) result = { result: "reject", reason: "unknown_challenge" };
+        else if (outcome.status === "approved") {
+          // Compare-and-set: of two requests with the same State, on one node or two, one gets in.
+          const redeemed = await trx
+            .updateTable("challenges")
+            .set({ redeemed_at: now })
+            .where("id", "=", outcome.row.id)
+            .where("status", "=", "approved")
+            .where("redeemed_at", "is", null)
+            .executeTakeFirst();
+          result = Number(redeemed.numUpdatedRows) === 1 ? { result: "accept", serial: outcome.row.answered_serial ?? "", userId } : { result: "reject", reason: "redeemed" };
+        } else result = { result: "reject", reason: outcome.status === "pending" ? "no_answer" : outcome.status === "fraud" ? "denied" : outcome.status };
+        const serial = result.result === "accept" ? result.serial : null;
+        await audit.append(trx, authPrincipal(application), [
+          {
+            action: `auth.${result.result}`,
+            virtualServerId: vsId,
+            targetType: serial ? "token" : "user",
+            targetId: serial ?? userId,
+            tokenSerial: serial,
+            userPk: user?.id ?? null,
+            reason: result.result === "reject" ? result.reason : null,
+            details: { application: application.name, applicationId: application.id, method, source, userId, push: true, challengeId: challengeId ?? request.challengeId.replaceAll("\0", "\\0") },
+          },
+        ]);
+        return result;
+      });
+      deps.metrics?.authentication(method, result.result, result.result === "reject" ? result.reason : undefined, Number(process.hrtime.bigint() - started) / 1e9);
+      return result;
     },
 
     async authenticate(request: AuthRequest): Promise<AuthResult> {

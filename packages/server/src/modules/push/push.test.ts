@@ -20,7 +20,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
 
   useTestApp(kind, "Push", async (setting) => {
     ({ core, api, t } = setting);
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 10 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 12 });
     pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
     plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
   });
@@ -114,6 +114,47 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(await countOf([approved, ignored, recent])).toBe(1);
     expect((await outcome(pushKey, recent)).json).toEqual({ status: "pending" });
     expect((await outcome(pushKey, approved)).json).toMatchObject({ status: "reject", reason: "unknown_challenge" });
+  });
+
+  it("lets a RADIUS client in challenge mode in once for the approved user, and for nobody else", async () => {
+    const { device, serial } = await enrolledUser("yan", true);
+    await enrolledUser("zed", true);
+    const portal = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const legacy = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "legacy").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const redeem = (userId: string, challengeId: string, application = portal) =>
+      core.services.auth.redeemChallenge({ application, userId, challengeId, source: "198.51.100.23", method: "radius" }, 60_000);
+
+    const approved = (await authenticate(pushKey, "yan")).json.challengeId as string;
+    // Another user, another application or a State we never gave: at once, without waiting for the answer.
+    expect(await redeem("zed", approved)).toEqual({ result: "reject", reason: "unknown_challenge" });
+    expect(await redeem("nobody", approved)).toEqual({ result: "reject", reason: "unknown_challenge" });
+    expect(await redeem("yan", approved, legacy)).toEqual({ result: "reject", reason: "unknown_challenge" });
+    expect(await redeem("yan", `${approved}\0`)).toEqual({ result: "reject", reason: "unknown_challenge" });
+    await device.answer(approved, "approve", serial, device.passcode());
+    expect(await redeem("zed", approved)).toEqual({ result: "reject", reason: "unknown_challenge" });
+    expect(await redeem("yan", approved)).toEqual({ result: "accept", serial, userId: "yan" });
+    expect(await redeem("yan", approved)).toEqual({ result: "reject", reason: "redeemed" });
+    // The REST client may still read how it ended.
+    expect((await outcome(pushKey, approved)).json).toEqual({ status: "accept", serial });
+
+    const denied = (await authenticate(pushKey, "yan")).json.challengeId as string;
+    await device.answer(denied, "deny");
+    expect(await redeem("yan", denied)).toEqual({ result: "reject", reason: "denied" });
+    const ignored = (await authenticate(pushKey, "yan")).json.challengeId as string;
+    core.clock.advance(CHALLENGE_TTL_MS);
+    expect(await redeem("yan", ignored)).toEqual({ result: "reject", reason: "expired" });
+
+    const trail = (await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}`, t.apiKeys.auditor)).json.items.filter(
+      (item: { details: { challengeId?: string; method?: string } | null }) => item.details?.method === "radius" && item.details.challengeId === approved,
+    );
+    expect(trail.map((item: { action: string; reason: string | null }) => [item.action, item.reason]).reverse()).toEqual([
+      ["auth.reject", "unknown_challenge"],
+      ["auth.reject", "unknown_challenge"],
+      ["auth.reject", "unknown_challenge"],
+      ["auth.reject", "unknown_challenge"],
+      ["auth.accept", null],
+      ["auth.reject", "redeemed"],
+    ]);
   });
 
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {

@@ -231,6 +231,7 @@ export function createPushService(
         created_at: now,
         expires_at: now + CHALLENGE_TTL_MS,
         answered_at: null,
+        redeemed_at: null,
       };
       // Counted and opened in one transaction: on SQLite, with its one writer, requests
       // that arrive together stop exactly at the limit; on PostgreSQL they may pass it
@@ -249,15 +250,17 @@ export function createPushService(
 
     /**
      * The challenge's state, waiting up to `waitMs` for it to leave "pending"; null, at
-     * once, when there is no such challenge or another application opened it.
+     * once, when there is no such challenge, another application opened it, or (when
+     * `userPk` is given) it is another user's.
      */
-    async outcome(challengeId: string, waitMs: number, applicationId: string): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
+    async outcome(challengeId: string, waitMs: number, applicationId: string, userPk?: string): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
       const read = async () => {
         const row = await readChallenge(challengeId);
         return row ? { row, status: statusOf(row, clock.nowMs()) } : null;
       };
       const current = await read();
       if (!current || current.row.application_id !== applicationId) return null;
+      if (userPk !== undefined && current.row.user_pk !== userPk) return null;
       if (current.status !== "pending" || waitMs <= 0) return current;
       const settled = await hub.waitUntil(`challenge:${challengeId}`, waitMs, async () => {
         const now = await read();
