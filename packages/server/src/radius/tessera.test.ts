@@ -45,6 +45,23 @@ describe("RADIUS in the running server, checked by radclient", () => {
     expect(replayed.stdout).toContain("Received Access-Reject");
   });
 
+  it("takes the client whose matching range is the most specific, not the one with the narrowest entry anywhere", async () => {
+    const vsId = (await server.services.storage.db.selectFrom("virtual_servers").select("id").executeTakeFirstOrThrow()).id;
+    const wide = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "wide", kind: "radius", radiusAddresses: ["192.0.2.7", "127.0.0.0/12"], radiusSecret: "the-wide-ranges-shared-secret" });
+    const narrow = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "narrow", kind: "radius", radiusAddresses: ["127.0.0.0/16"], radiusSecret: "the-narrow-ranges-shared-secret" });
+    await server.refreshRadiusClients();
+    try {
+      // 127.0.0.1 is in both ranges; the /16 is narrower than the /12 (192.0.2.7 is a /32, but not this source's).
+      const narrowAnswer = await radclient(server.radius!.port, "the-narrow-ranges-shared-secret", `${request("000000")}Response-Packet-Type = Access-Reject\n`);
+      expect(narrowAnswer.stdout).toContain("Received Access-Reject");
+      const wideAnswer = await radclient(server.radius!.port, "the-wide-ranges-shared-secret", request("000000"));
+      expect(`${wideAnswer.stdout}${wideAnswer.stderr}`).toMatch(/no reply/i);
+    } finally {
+      for (const application of [wide, narrow]) await server.services.applications.delete(installerPrincipal, application.id);
+      await server.refreshRadiusClients();
+    }
+  });
+
   it("stays silent to a wrong shared secret", async () => {
     const run = await radclient(server.radius!.port, "not-the-secret", request("123456"));
     expect(run.exitCode).not.toBe(0);

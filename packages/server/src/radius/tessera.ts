@@ -4,12 +4,12 @@ import { asksForPush } from "../modules/auth/service.js";
 import type { ApplicationRow } from "../storage/schema.js";
 import { createRadiusServer, type RadiusClient, type RadiusLogger, type RadiusServer } from "./server.js";
 
+/** One address or range of a RADIUS application's list. */
 interface ClientEntry {
   matches: (address: string) => boolean;
-  /** Longest prefix of the entry that matched first: the most specific client wins. */
+  /** The entry's prefix length (32 or 128 for one address): the most specific entry wins. */
   specificity: number;
   client: RadiusClient;
-  application: ApplicationRow;
 }
 
 /** How often the table of RADIUS clients is read again from the applications. */
@@ -17,8 +17,8 @@ const CLIENT_TABLE_REFRESH_MS = 10_000;
 /** How long a RADIUS request waits for a push answer: the challenge's own lifetime. */
 const PUSH_WAIT_MS = 60_000;
 
-function specificityOf(entries: string[]): number {
-  return Math.max(...entries.map((entry) => (entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32)));
+function specificityOf(entry: string): number {
+  return entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32;
 }
 
 /**
@@ -31,6 +31,7 @@ function specificityOf(entries: string[]): number {
  */
 export async function startTesseraRadius(services: Services, options: { host: string; port: number; logger?: RadiusLogger }): Promise<RadiusServer & { refreshClients(): Promise<void> }> {
   let table: ClientEntry[] = [];
+  let applications = new Map<string, ApplicationRow>();
   // Reads may overlap (a change notified during the periodic read): the newest read wins.
   let started = 0;
   let applied = 0;
@@ -39,12 +40,16 @@ export async function startTesseraRadius(services: Services, options: { host: st
     const rows = await services.storage.db.selectFrom("applications").selectAll().where("kind", "=", "radius").execute();
     if (turn < applied) return;
     applied = turn;
+    // Where ranges of two applications overlap, the entry with the longer prefix that
+    // holds the source decides: 10.1.0.0/16 of one wins over 10.0.0.0/8 of another, even
+    // when the other also lists a single address elsewhere.
     table = rows
-      .map((row) => {
-        const entries = JSON.parse(row.radius_addresses ?? "[]") as string[];
-        return { matches: addressMatcher(entries), specificity: specificityOf(entries), client: { id: row.id, secret: services.applications.radiusSecretOf(row) }, application: row };
+      .flatMap((row) => {
+        const client = { id: row.id, secret: services.applications.radiusSecretOf(row) };
+        return (JSON.parse(row.radius_addresses ?? "[]") as string[]).map((entry) => ({ matches: addressMatcher([entry]), specificity: specificityOf(entry), client }));
       })
       .sort((a, b) => b.specificity - a.specificity);
+    applications = new Map(rows.map((row) => [row.id, row]));
   };
   await refreshClients();
   const refresh = () => void refreshClients().catch((error: unknown) => options.logger?.error({ err: error }, "RADIUS client table refresh failed"));
@@ -59,9 +64,9 @@ export async function startTesseraRadius(services: Services, options: { host: st
     logger: options.logger,
     findClient: (address) => table.find((entry) => entry.matches(address))?.client ?? null,
     async authenticate(request) {
-      const entry = table.find((candidate) => candidate.client.id === request.clientId);
-      if (!entry) return { result: "reject", replyMessage: "Access denied" };
-      const asked = { application: entry.application, userId: request.userName, source: request.callingStationId ?? request.source.address, method: "radius" as const };
+      const application = applications.get(request.clientId);
+      if (!application) return { result: "reject", replyMessage: "Access denied" };
+      const asked = { application, userId: request.userName, source: request.callingStationId ?? request.source.address, method: "radius" as const };
       // An answer to our Access-Challenge: the State names the push login, which lets this
       // user in once it is approved, and only once. A passcode typed in the answer instead
       // (the phone is offline, say) is checked as any passcode.
@@ -71,11 +76,11 @@ export async function startTesseraRadius(services: Services, options: { host: st
       }
       const outcome = await services.auth.authenticate({ ...asked, passcode: request.password });
       if (outcome.result === "pending") {
-        if (entry.application.push_mode === "challenge") {
+        if (application.push_mode === "challenge") {
           return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: 60 };
         }
         // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
-        const decided = await services.auth.challengeOutcome(entry.application, outcome.challengeId, PUSH_WAIT_MS);
+        const decided = await services.auth.challengeOutcome(application, outcome.challengeId, PUSH_WAIT_MS);
         return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" ? "No answer from your phone" : "Access denied" };
       }
       return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };
