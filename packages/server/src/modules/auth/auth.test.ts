@@ -322,6 +322,12 @@ describeEachDatabase("passcode authentication", (kind) => {
     // The trail keeps the address as it came.
     const last = await core.storage.db.selectFrom("audit_log").select("details").where("action", "=", "auth.reject").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
     expect(JSON.parse(last.details!)).toMatchObject({ source: "2001:db8:5:7::1" });
+    // Each virtual server counts its own: another organisation's clients (whose
+    // Calling-Station-Id is only their claim) cannot spend this one's limits.
+    const elsewhere = await core.services.virtualServers.create(installerPrincipal, { name: "Elsewhere" });
+    const other = await core.services.applications.create(installerPrincipal, { virtualServerId: elsewhere.id, name: "other-portal", kind: "rest" });
+    const otherApplication = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", other.id).executeTakeFirstOrThrow();
+    expect(await core.services.auth.authenticate({ application: otherApplication, userId: "ghost6-z", passcode: "000000", source: "2001:db8:5:6::99", method: "rest" })).toMatchObject({ reason: "user_unknown" });
     expect(["::ffff:192.0.2.1", "192.0.2.1", "2001:db8::1", "2001:db8:0:0:1::", "00:11:22:33:44:55", "+15555550100"].map(sourceLimitKey)).toEqual([
       "192.0.2.1",
       "192.0.2.1",

@@ -241,9 +241,10 @@ export function createAuthService(
       const impossibleUser = request.userId.includes("\0");
       const userId = impossibleUser ? request.userId.replaceAll("\0", "\\0") : request.userId;
       const source = request.source.replaceAll("\0", "\\0");
-      // Counted by its /64 when it is an IPv6 address; audited as it came.
-      const sourceKey = sourceLimitKey(source);
       const vsId = application.virtual_server_id;
+      // Counted by its /64 when it is an IPv6 address, and within the virtual server:
+      // another organisation's clients cannot spend this one's limits. Audited as it came.
+      const sourceKey = `${vsId}:${sourceLimitKey(source)}`;
       // The id of a virtual server has no colon: the pair is unambiguous.
       const userKey = `${vsId}:${userId}`;
       const principal = authPrincipal(application);
