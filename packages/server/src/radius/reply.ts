@@ -22,6 +22,17 @@ const CODES: Record<AccessDecision["result"], ResponseCode> = {
 };
 
 /**
+ * Whether any answer to a request with these Proxy-States fits in one packet: the
+ * largest State and a Session-Timeout besides them (a Reply-Message is cut to fit).
+ * Asked before the request is authenticated, so that a request we could not answer
+ * changes nothing.
+ */
+export function answerFits(proxyStates: readonly Buffer[]): boolean {
+  const largest = HEADER_LENGTH + 2 + MESSAGE_AUTHENTICATOR_LENGTH + 2 + MAX_ATTRIBUTE_VALUE_LENGTH + 2 + 4;
+  return largest + proxyStates.reduce((sum, value) => sum + 2 + value.length, 0) <= MAX_PACKET_LENGTH;
+}
+
+/**
  * The response's code and attributes, Message-Authenticator aside (signResponse puts it first).
  * Throws RangeError only when the decision itself is a bug (an empty or oversized State, a
  * Session-Timeout that is not a 32-bit count of seconds).

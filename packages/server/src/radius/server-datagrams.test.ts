@@ -121,6 +121,23 @@ describe("RADIUS server over raw UDP", () => {
     expect(calls[0]).toMatchObject({ callingStationId: "198.51.100.7", nasIdentifier: null, state: null });
   });
 
+  it("drops, before authenticating, a request whose Proxy-States leave no room for any answer", async () => {
+    const { port, calls, server } = await startTestServer();
+    const nas = await createTestNas(port);
+    const proxyStates = (total: number) => Array.from({ length: Math.ceil(total / 253) }, (_, i) => ({ type: Attribute.ProxyState, value: Buffer.alloc(Math.min(253, total - i * 253), i) }));
+    // 14 Proxy-States of 253 octets and one of 225 (3,797 octets with headers): any
+    // answer (header, Message-Authenticator, the largest State, a Session-Timeout: 299
+    // octets) still fits in 4,096 octets. One octet more, and none would.
+    const fits = alice({ attributes: proxyStates(3_767) });
+    await nas.send(fits);
+    expect(allAttributes(checkedReply(await nas.nextReply(2000), fits), Attribute.ProxyState)).toHaveLength(15);
+    const tooMany = alice({ attributes: proxyStates(3_768) });
+    await nas.send(tooMany);
+    expect(await nas.nextReply(300)).toBeNull();
+    expect(calls).toHaveLength(1);
+    expect(server.stats()).toMatchObject({ requests: 2, accepts: 1, malformed: 1, dropped: 1, errors: 0 });
+  });
+
   it("survives authenticate throwing, counts it, and tries again on the retransmission", async () => {
     let attempts = 0;
     const { port, server } = await startTestServer({

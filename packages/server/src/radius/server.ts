@@ -5,7 +5,7 @@ import { Attribute, Code } from "./attributes.js";
 import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
 import { signResponse, verifyRequestMessageAuthenticator } from "./crypto.js";
 import { createDuplicateCache, duplicateKey } from "./duplicates.js";
-import { replyFor, type AccessDecision } from "./reply.js";
+import { answerFits, replyFor, type AccessDecision } from "./reply.js";
 import { readPapRequest, REJECTED_FAILURES } from "./request.js";
 
 /**
@@ -174,6 +174,11 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     const signed = verifyRequestMessageAuthenticator(packet.bytes, client.secret);
     if (!signed.ok) return drop("badAuthenticator", { source: source.address, clientId: client.id, problem: signed.reason });
 
+    // Proxy-States are copied into the answer: when they leave no room for it, the request
+    // is dropped before it is authenticated, not after (a passcode spent, no answer sent).
+    const proxyStates = allAttributes(packet, Attribute.ProxyState);
+    if (!answerFits(proxyStates)) return drop("malformed", { source: source.address, clientId: client.id, problem: "proxy-state leaves no room for an answer" });
+
     const key = duplicateKey(source, packet.identifier, packet.authenticator);
     const claim = cache.claim(key);
     if (claim.kind === "answered") {
@@ -190,7 +195,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         cache.abandon(key);
         return drop("malformed", { source: source.address, clientId: client.id, problem: "user-password" });
       }
-      const { code, attributes } = replyFor(decision, allAttributes(packet, Attribute.ProxyState));
+      const { code, attributes } = replyFor(decision, proxyStates);
       const response = signResponse({ code, identifier: packet.identifier, attributes }, packet.authenticator, client.secret);
       cache.complete(key, response);
       if (decision.result === "accept") counters.accepts++;
