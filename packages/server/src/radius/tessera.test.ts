@@ -41,8 +41,15 @@ describe("RADIUS in the running server, checked by radclient", () => {
     expect(accepted.stdout).toContain("Received Access-Accept");
     expect(accepted.stdout).toMatch(/Message-Authenticator = 0x[0-9a-f]{32}/);
     expect(`${accepted.stdout}${accepted.stderr}`).not.toMatch(/invalid|verification failed/i);
-    const replayed = await radclient(port, SECRET, `${request(passcode)}Response-Packet-Type = Access-Reject\n`);
+    const replayed = await radclient(port, SECRET, `${request(passcode)}NAS-Identifier = "vpn-gw-2"\nCalling-Station-Id = "203.0.113.50"\nResponse-Packet-Type = Access-Reject\n`);
     expect(replayed.stdout).toContain("Received Access-Reject");
+    // The trail names the end user's address, the RADIUS client's and the NAS.
+    const last = await server.services.storage.db.selectFrom("audit_log").select(["action", "reason", "details"]).where("action", "like", "auth.%").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
+    expect({ ...last, details: JSON.parse(last.details!) }).toMatchObject({
+      action: "auth.reject",
+      reason: "replayed",
+      details: { method: "radius", userId: "alice", source: "203.0.113.50", client: "127.0.0.1", nasIdentifier: "vpn-gw-2" },
+    });
   });
 
   it("takes the client whose matching range is the most specific, not the one with the narrowest entry anywhere", async () => {

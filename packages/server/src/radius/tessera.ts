@@ -66,7 +66,13 @@ export async function startTesseraRadius(services: Services, options: { host: st
     async authenticate(request) {
       const application = applications.get(request.clientId);
       if (!application) return { result: "reject", replyMessage: "Access denied" };
-      const asked = { application, userId: request.userName, source: request.callingStationId ?? request.source.address, method: "radius" as const };
+      const asked = {
+        application,
+        userId: request.userName,
+        source: request.callingStationId ?? request.source.address,
+        method: "radius" as const,
+        client: { address: request.source.address, nasIdentifier: request.nasIdentifier },
+      };
       // An answer to our Access-Challenge: the State names the push login, which lets this
       // user in once it is approved, and only once. A passcode typed in the answer instead
       // (the phone is offline, say) is checked as any passcode.

@@ -379,6 +379,8 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect((await api.call("POST", "/api/v1/auth", apiKey, { userId: "resty" })).status).toBe(400);
     const trail = await core.storage.db.selectFrom("audit_log").selectAll().where("action", "like", "auth.%").where("token_serial", "=", serial).execute();
     expect(trail.length).toBeGreaterThanOrEqual(1);
+    // Who asked: the caller's own address (here also the source, as no sourceAddress came).
+    expect(JSON.parse(trail[0]!.details!)).toMatchObject({ method: "rest", userId: "resty", source: expect.any(String), client: expect.any(String) });
     expect(JSON.stringify(await core.storage.db.selectFrom("audit_log").selectAll().where("action", "like", "auth.%").execute())).not.toContain(passcode);
   });
 

@@ -46,6 +46,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         passcode: request.body.passcode,
         source: request.body.sourceAddress ?? request.ip,
         method: "rest",
+        client: { address: request.ip },
       });
       if (outcome.result === "accept") return { result: "accept" as const, serial: outcome.serial };
       if (outcome.result === "pending") {

@@ -32,6 +32,25 @@ export interface AuthRequest {
    */
   source: string;
   method: "rest" | "radius";
+  /**
+   * Who asked, for the audit trail: the RADIUS client's (or REST caller's) own address,
+   * and the NAS-Identifier a RADIUS client gives.
+   */
+  client?: { address: string; nasIdentifier?: string | null };
+}
+
+/** The audit details that say who asked and from where. */
+function requestDetails(request: Pick<AuthRequest, "application" | "method" | "client">, source: string, userId: string) {
+  const { application, method, client } = request;
+  return {
+    application: application.name,
+    applicationId: application.id,
+    method,
+    source,
+    userId,
+    ...(client ? { client: client.address } : {}),
+    ...(client?.nasIdentifier != null ? { nasIdentifier: client.nasIdentifier } : {}),
+  };
 }
 
 const messages: Record<RejectReason, string> = {
@@ -218,7 +237,7 @@ export function createAuthService(
             tokenSerial: serial,
             userPk: user?.id ?? null,
             reason: result.result === "reject" ? result.reason : null,
-            details: { application: application.name, applicationId: application.id, method, source, userId, push: true, challengeId: challengeId ?? request.challengeId.replaceAll("\0", "\\0") },
+            details: { ...requestDetails(request, source, userId), push: true, challengeId: challengeId ?? request.challengeId.replaceAll("\0", "\\0") },
           },
         ]);
         return result;
@@ -235,7 +254,7 @@ export function createAuthService(
     },
 
     async decide(request: AuthRequest): Promise<AuthResult> {
-      const { application, passcode, method } = request;
+      const { application, passcode } = request;
       // A RADIUS attribute or a JSON string may hold NUL, which PostgreSQL text cannot:
       // what is stored and counted has it written as \0. No user id holds one.
       const impossibleUser = request.userId.includes("\0");
@@ -261,7 +280,7 @@ export function createAuthService(
             tokenSerial: serial,
             userPk,
             reason: result.result === "reject" ? result.reason : null,
-            details: { application: application.name, applicationId: application.id, method, source, userId, push: asksForPush(passcode) },
+            details: { ...requestDetails(request, source, userId), push: asksForPush(passcode) },
           },
         ]);
 
