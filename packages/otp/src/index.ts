@@ -6,6 +6,7 @@ export type {
   OtpAlgorithm,
   OtpDigits,
   HotpOptions,
+  HotpGenerator,
   TotpOptions,
   VerifyTotpOptions,
   VerifyTotpResult,

@@ -1,5 +1,6 @@
 import { verifyHotp, verifyTotp, type OtpAlgorithm, type OtpDigits } from "@tessera/otp";
 import type { TokenRow } from "../../storage/schema.js";
+import { nodeHotp } from "./hotp-node.js";
 
 /** What a passcode check concluded for one token; the caller stores the new state with a compare-and-set. */
 export type PasscodeVerdict =
@@ -20,7 +21,7 @@ export const MAX_DRIFT_STEPS = 120;
  * HOTP (RFC 4226) with a look-ahead of ten.
  */
 export function verifyPasscode(token: Pick<TokenRow, "otp_mode" | "digits" | "algorithm" | "period_seconds" | "last_totp_step" | "drift_steps" | "hotp_counter">, key: Uint8Array, passcode: string, atMs: number): PasscodeVerdict {
-  const params = { digits: Number(token.digits) as OtpDigits, algorithm: token.algorithm as OtpAlgorithm };
+  const params = { digits: Number(token.digits) as OtpDigits, algorithm: token.algorithm as OtpAlgorithm, generate: nodeHotp };
   if (token.otp_mode === "hotp") {
     const verdict = verifyHotp(key, passcode, { ...params, counter: Number(token.hotp_counter), lookAhead: 10 });
     return verdict.ok ? { ok: true, mode: "hotp", nextCounter: verdict.nextCounter } : verdict;
