@@ -1,4 +1,7 @@
+import { sql } from "kysely";
 import { expect, it } from "vitest";
+import { createServices } from "../../core.js";
+import { openStorage } from "../../storage/database.js";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
@@ -20,7 +23,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
 
   useTestApp(kind, "Push", async (setting) => {
     ({ core, api, t } = setting);
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 12 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 16 });
     pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
     plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
   });
@@ -170,5 +173,26 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "reject", reason: "rate_limited" });
     core.clock.advance(CHALLENGE_TTL_MS);
     expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "pending" });
+  });
+
+  it("keeps to three waiting sign-ins when push requests for one user arrive together on two nodes", async () => {
+    await enrolledUser("yue", true);
+    const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const other = openStorage(core.database.target);
+    try {
+      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
+      if (kind === "postgres") {
+        // Connections opened beforehand, or the first requests would run alone while the pools connect.
+        const busy = sql`select pg_sleep(0.05)`;
+        await Promise.all([core.storage.db, other.db].flatMap((db) => Array.from({ length: 8 }, () => busy.execute(db))));
+      }
+      const results = await Promise.all(
+        Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? core.services.auth : node2.auth).authenticate({ application, userId: "yue", passcode: "", source: `198.51.100.${i + 1}`, method: "rest" })),
+      );
+      expect(results.filter((result) => result.result === "pending")).toHaveLength(MAX_OPEN_CHALLENGES_PER_USER);
+      expect(results.filter((result) => result.result === "reject" && result.reason === "rate_limited")).toHaveLength(12 - MAX_OPEN_CHALLENGES_PER_USER);
+    } finally {
+      await other.close();
+    }
   });
 });

@@ -141,7 +141,7 @@ function deviceIdPattern(deviceId: string): string {
  * one, replay included.
  */
 export function createPushService(
-  deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & {
+  deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & {
     hub: ChallengeHub;
     verifySigned: EnrollmentEngine["verifySigned"];
     /** Wakes devices whose app is not running; without it only the live connection and the poll deliver. */
@@ -234,9 +234,11 @@ export function createPushService(
         redeemed_at: null,
       };
       // Counted and opened in one transaction: on SQLite, with its one writer, requests
-      // that arrive together stop exactly at the limit; on PostgreSQL they may pass it
-      // by those counted at the same moment.
+      // that arrive together stop exactly at the limit. On PostgreSQL they would all count
+      // before any inserts, on connections and nodes of their own: the user's row is
+      // locked first, so they count one after another.
       const opened = await db.transaction().execute(async (trx) => {
+        if (deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", input.userPk).forUpdate().execute();
         const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now }))).rows[0];
         if (Number(open?.open ?? 0) >= MAX_OPEN_CHALLENGES_PER_USER) return false;
         await trx.insertInto("challenges").values(row).execute();
