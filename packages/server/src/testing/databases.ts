@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { sql } from "kysely";
 import pg from "pg";
 import { describe } from "vitest";
 import { fixedClock, type Clock } from "../clock.js";
@@ -112,6 +113,21 @@ export async function createTestCore(kind: DatabaseKind, options: Pick<ServiceOp
       await database.drop();
     },
   };
+}
+
+/**
+ * A second node over the test core's database: its own storage (connections, and on
+ * SQLite its own group commit), services and the same keyring and clock. On
+ * PostgreSQL its pool and the first node's are connected beforehand (eight each), so
+ * that requests started together run together rather than one by one as pools connect.
+ */
+export async function openSecondNode(core: TestCore): Promise<{ services: Services; close(): Promise<void> }> {
+  const storage = openStorage(core.database.target);
+  if (storage.kind === "postgres") {
+    const busy = sql`select pg_sleep(0.05)`;
+    await Promise.all([core.storage.db, storage.db].flatMap((db) => Array.from({ length: 8 }, () => busy.execute(db))));
+  }
+  return { services: createServices(storage, core.services.keyring, { clock: core.clock }), close: () => storage.close() };
 }
 
 /** Runs the same suite on SQLite and on PostgreSQL. */

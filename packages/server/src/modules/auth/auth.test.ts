@@ -1,11 +1,8 @@
 import { hotp, totp } from "@tessera/otp";
-import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
-import { createTestCore, describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { createTestCore, describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
-import { createServices } from "../../core.js";
-import { openStorage } from "../../storage/database.js";
 import { verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
 import { endedWindowSweeper, memoryGuessingLimits, sourceLimitKey, type GuessingLimits } from "./limits.js";
@@ -64,10 +61,9 @@ describeEachDatabase("passcode authentication", (kind) => {
     // A second node: its own services, connection(s) and group commit over the same
     // database. On PostgreSQL checks on both nodes read the token before either writes,
     // so the compare-and-set on the stored step is what keeps a second one from accepting.
-    const other = openStorage(core.database.target);
+    const node2 = await openSecondNode(core);
     try {
-      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
-      const attempts = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? login : (userId: string, passcode: string) => node2.auth.authenticate({ application, userId, passcode, source: "192.0.2.10", method: "rest" }))("two-nodes", passcode));
+      const attempts = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? login : (userId: string, passcode: string) => node2.services.auth.authenticate({ application, userId, passcode, source: "192.0.2.10", method: "rest" }))("two-nodes", passcode));
       const results = await Promise.all(attempts);
       expect(results.filter((r) => r.result === "accept")).toHaveLength(1);
       // The others are replays; past the lock threshold (3) they have locked the token.
@@ -77,7 +73,7 @@ describeEachDatabase("passcode authentication", (kind) => {
       expect(reasons.filter((reason) => reason === "replayed").length).toBeGreaterThanOrEqual(3);
       expect((await verifyAuditChain(core.storage.db)).ok).toBe(true);
     } finally {
-      await other.close();
+      await node2.close();
     }
   });
 
@@ -119,17 +115,10 @@ describeEachDatabase("passcode authentication", (kind) => {
     const wrong = code() === "000000" ? "111111" : "000000";
     // On PostgreSQL these run on connections of their own and all read the count as 0
     // before any writes: a count written as read plus one would end at 1, unlocked.
-    const other = openStorage(core.database.target);
+    const node2 = await openSecondNode(core);
     try {
-      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
-      if (kind === "postgres") {
-        // Connections opened beforehand, or the first guesses would run alone while the
-        // pools connect.
-        const busy = sql`select pg_sleep(0.05)`;
-        await Promise.all([core.storage.db, other.db].flatMap((db) => Array.from({ length: 8 }, () => busy.execute(db))));
-      }
       const guesses = Array.from({ length: 8 }, (_, i) =>
-        i % 2 === 0 ? login("swarm", wrong, `198.51.100.${100 + i}`) : node2.auth.authenticate({ application, userId: "swarm", passcode: wrong, source: `198.51.100.${100 + i}`, method: "rest" }),
+        i % 2 === 0 ? login("swarm", wrong, `198.51.100.${100 + i}`) : node2.services.auth.authenticate({ application, userId: "swarm", passcode: wrong, source: `198.51.100.${100 + i}`, method: "rest" }),
       );
       const results = await Promise.all(guesses);
       expect(results.every((result) => result.result === "reject")).toBe(true);
@@ -137,7 +126,7 @@ describeEachDatabase("passcode authentication", (kind) => {
       const locks = await core.storage.db.selectFrom("audit_log").select("seq").where("action", "=", "token.lock").where("token_serial", "=", serial).execute();
       expect(locks).toHaveLength(1);
     } finally {
-      await other.close();
+      await node2.close();
     }
   });
 
@@ -211,11 +200,10 @@ describeEachDatabase("passcode authentication", (kind) => {
     // Locking is not what this is about: the token takes a hundred failures.
     await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("serial", "=", serial).execute();
     core.clock.advance(30_000);
-    const other = openStorage(core.database.target);
+    const node2 = await openSecondNode(core);
     try {
-      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
       const onNode = (node: number, passcode: string, source: string) =>
-        (node === 1 ? core.services : node2).auth.authenticate({ application, userId: "spread", passcode, source, method: "rest" });
+        (node === 1 ? core.services : node2.services).auth.authenticate({ application, userId: "spread", passcode, source, method: "rest" });
       const wrong = code() === "000000" ? "111111" : "000000";
       // Ten failures, five on each node, each from its own address: the user's limit.
       for (let i = 0; i < 10; i++) expect(await onNode(1 + (i % 2), wrong, `198.51.100.${i + 1}`)).toMatchObject({ result: "reject", reason: "wrong" });
@@ -233,7 +221,7 @@ describeEachDatabase("passcode authentication", (kind) => {
       await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("serial", "=", serial).execute();
       for (let i = 0; i < 9; i++) expect(await onNode(1, wrong, "198.51.100.51")).toMatchObject({ reason: "wrong" });
     } finally {
-      await other.close();
+      await node2.close();
     }
   });
 

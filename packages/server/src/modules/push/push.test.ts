@@ -1,9 +1,6 @@
-import { sql } from "kysely";
 import { expect, it } from "vitest";
-import { createServices } from "../../core.js";
-import { openStorage } from "../../storage/database.js";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
-import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
+import { describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
 import { type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "../operators/access.js";
@@ -178,21 +175,15 @@ describeEachDatabase("Push OTP over REST", (kind) => {
   it("keeps to three waiting sign-ins when push requests for one user arrive together on two nodes", async () => {
     await enrolledUser("yue", true);
     const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
-    const other = openStorage(core.database.target);
+    const node2 = await openSecondNode(core);
     try {
-      const node2 = createServices(other, core.services.keyring, { clock: core.clock });
-      if (kind === "postgres") {
-        // Connections opened beforehand, or the first requests would run alone while the pools connect.
-        const busy = sql`select pg_sleep(0.05)`;
-        await Promise.all([core.storage.db, other.db].flatMap((db) => Array.from({ length: 8 }, () => busy.execute(db))));
-      }
       const results = await Promise.all(
-        Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? core.services.auth : node2.auth).authenticate({ application, userId: "yue", passcode: "", source: `198.51.100.${i + 1}`, method: "rest" })),
+        Array.from({ length: 12 }, (_, i) => (i % 2 === 0 ? core.services.auth : node2.services.auth).authenticate({ application, userId: "yue", passcode: "", source: `198.51.100.${i + 1}`, method: "rest" })),
       );
       expect(results.filter((result) => result.result === "pending")).toHaveLength(MAX_OPEN_CHALLENGES_PER_USER);
       expect(results.filter((result) => result.result === "reject" && result.reason === "rate_limited")).toHaveLength(12 - MAX_OPEN_CHALLENGES_PER_USER);
     } finally {
-      await other.close();
+      await node2.close();
     }
   });
 });
