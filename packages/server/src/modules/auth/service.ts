@@ -3,6 +3,7 @@ import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
 import { createWriteBatcher, separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
+import type { AuditEntry } from "../audit/service.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -39,17 +40,36 @@ export interface AuthRequest {
   client?: { address: string; nasIdentifier?: string | null };
 }
 
-/** The audit details that say who asked and from where. */
-function requestDetails(request: Pick<AuthRequest, "application" | "method" | "client">, source: string, userId: string) {
+/**
+ * The audit record of one login decision, as the application that asked: for whom, how
+ * it ended, the end user's source, the client's own address and NAS; never the passcode.
+ * `userId` and `source` come with any NUL written as \0.
+ */
+function loginRecord(
+  request: Pick<AuthRequest, "application" | "method" | "client">,
+  ended: AuthResult | RedeemResult,
+  who: { userId: string; source: string; userPk: string | null; serial: string | null },
+  details: Record<string, unknown>,
+): AuditEntry {
   const { application, method, client } = request;
   return {
-    application: application.name,
-    applicationId: application.id,
-    method,
-    source,
-    userId,
-    ...(client ? { client: client.address } : {}),
-    ...(client?.nasIdentifier != null ? { nasIdentifier: client.nasIdentifier } : {}),
+    action: `auth.${ended.result}`,
+    virtualServerId: application.virtual_server_id,
+    targetType: who.serial ? "token" : "user",
+    targetId: who.serial ?? who.userId,
+    tokenSerial: who.serial,
+    userPk: who.userPk,
+    reason: ended.result === "reject" ? ended.reason : null,
+    details: {
+      application: application.name,
+      applicationId: application.id,
+      method,
+      source: who.source,
+      userId: who.userId,
+      ...(client ? { client: client.address } : {}),
+      ...(client?.nasIdentifier != null ? { nasIdentifier: client.nasIdentifier } : {}),
+      ...details,
+    },
   };
 }
 
@@ -176,6 +196,47 @@ export function createAuthService(
     return result;
   }
 
+  /** Reports each decision's result, reason and time to the metrics. */
+  async function measured<R extends AuthResult | RedeemResult>(method: AuthRequest["method"], decide: () => Promise<R>): Promise<R> {
+    const started = process.hrtime.bigint();
+    const result = await decide();
+    deps.metrics?.authentication(method, result.result, result.result === "reject" ? result.reason : undefined, Number(process.hrtime.bigint() - started) / 1e9);
+    return result;
+  }
+
+  async function redeem(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
+    if (!deps.push) throw new Error("push is not configured");
+    const { application } = request;
+    const vsId = application.virtual_server_id;
+    const userId = request.userId.replaceAll("\0", "\\0");
+    const source = request.source.replaceAll("\0", "\\0");
+    // A State holding NUL is none we gave (ids are ASCII), and no user id holds one;
+    // PostgreSQL text could not hold it.
+    const impossible = request.challengeId.includes("\0") || request.userId.includes("\0");
+    const user = impossible ? undefined : (await db.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
+    // The user is checked before the wait: nobody waits on, or learns of, another's login.
+    const outcome = user ? await deps.push.outcome(request.challengeId, waitMs, application.id, user.id) : null;
+    return writes.run(async (trx): Promise<RedeemResult> => {
+      const now = clock.nowMs();
+      let result: RedeemResult;
+      if (!outcome) result = { result: "reject", reason: "unknown_challenge" };
+      else if (outcome.status === "approved") {
+        // Compare-and-set: of two requests with the same State, on one node or two, one gets in.
+        const redeemed = await trx
+          .updateTable("challenges")
+          .set({ redeemed_at: now })
+          .where("id", "=", outcome.row.id)
+          .where("status", "=", "approved")
+          .where("redeemed_at", "is", null)
+          .executeTakeFirst();
+        result = Number(redeemed.numUpdatedRows) === 1 ? { result: "accept", serial: outcome.row.answered_serial ?? "", userId } : { result: "reject", reason: "redeemed" };
+      } else result = { result: "reject", reason: outcome.status === "pending" ? "no_answer" : outcome.status === "fraud" ? "denied" : outcome.status };
+      const who = { userId, source, userPk: user?.id ?? null, serial: result.result === "accept" ? result.serial : null };
+      await audit.append(trx, authPrincipal(application), [loginRecord(request, result, who, { push: true, challengeId: request.challengeId.replaceAll("\0", "\\0") })]);
+      return result;
+    });
+  }
+
   const service = {
     /** Where a push login stands, waiting up to `waitMs` for the user's answer. */
     async challengeOutcome(application: Pick<ApplicationRow, "id">, challengeId: string, waitMs: number): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
@@ -201,56 +262,11 @@ export function createAuthService(
      * is audited like a login. Waits up to `waitMs` while the user has not answered.
      */
     async redeemChallenge(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
-      if (!deps.push) throw new Error("push is not configured");
-      const started = process.hrtime.bigint();
-      const { application, method } = request;
-      const vsId = application.virtual_server_id;
-      const userId = request.userId.replaceAll("\0", "\\0");
-      const source = request.source.replaceAll("\0", "\\0");
-      // A State holding NUL is none we gave (ids are ASCII); PostgreSQL text could not hold it.
-      const challengeId = request.challengeId.includes("\0") ? null : request.challengeId;
-      const user = challengeId === null || request.userId.includes("\0") ? undefined : (await db.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
-      // The user is checked before the wait: nobody waits on, or learns of, another's login.
-      const outcome = user && challengeId !== null ? await deps.push.outcome(challengeId, waitMs, application.id, user.id) : null;
-      const result = await writes.run(async (trx): Promise<RedeemResult> => {
-        const now = clock.nowMs();
-        let result: RedeemResult;
-        if (!outcome) result = { result: "reject", reason: "unknown_challenge" };
-        else if (outcome.status === "approved") {
-          // Compare-and-set: of two requests with the same State, on one node or two, one gets in.
-          const redeemed = await trx
-            .updateTable("challenges")
-            .set({ redeemed_at: now })
-            .where("id", "=", outcome.row.id)
-            .where("status", "=", "approved")
-            .where("redeemed_at", "is", null)
-            .executeTakeFirst();
-          result = Number(redeemed.numUpdatedRows) === 1 ? { result: "accept", serial: outcome.row.answered_serial ?? "", userId } : { result: "reject", reason: "redeemed" };
-        } else result = { result: "reject", reason: outcome.status === "pending" ? "no_answer" : outcome.status === "fraud" ? "denied" : outcome.status };
-        const serial = result.result === "accept" ? result.serial : null;
-        await audit.append(trx, authPrincipal(application), [
-          {
-            action: `auth.${result.result}`,
-            virtualServerId: vsId,
-            targetType: serial ? "token" : "user",
-            targetId: serial ?? userId,
-            tokenSerial: serial,
-            userPk: user?.id ?? null,
-            reason: result.result === "reject" ? result.reason : null,
-            details: { ...requestDetails(request, source, userId), push: true, challengeId: challengeId ?? request.challengeId.replaceAll("\0", "\\0") },
-          },
-        ]);
-        return result;
-      });
-      deps.metrics?.authentication(method, result.result, result.result === "reject" ? result.reason : undefined, Number(process.hrtime.bigint() - started) / 1e9);
-      return result;
+      return measured(request.method, () => redeem(request, waitMs));
     },
 
     async authenticate(request: AuthRequest): Promise<AuthResult> {
-      const started = process.hrtime.bigint();
-      const result = await service.decide(request);
-      deps.metrics?.authentication(request.method, result.result, result.result === "reject" ? result.reason : undefined, Number(process.hrtime.bigint() - started) / 1e9);
-      return result;
+      return measured(request.method, () => service.decide(request));
     },
 
     async decide(request: AuthRequest): Promise<AuthResult> {
@@ -271,18 +287,7 @@ export function createAuthService(
       const reject = (reason: RejectReason): AuthResult => ({ result: "reject", reason, message: messages[reason] });
 
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
-        audit.append(trx, principal, [
-          {
-            action: `auth.${result.result}`,
-            virtualServerId: vsId,
-            targetType: serial ? "token" : "user",
-            targetId: serial ?? userId,
-            tokenSerial: serial,
-            userPk,
-            reason: result.result === "reject" ? result.reason : null,
-            details: { ...requestDetails(request, source, userId), push: asksForPush(passcode) },
-          },
-        ]);
+        audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push: asksForPush(passcode) })]);
 
       // The limits are read and counted inside the login's own transaction. On SQLite
       // the logins of a group commit run one after another, so each sees the failures
