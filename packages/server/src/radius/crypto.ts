@@ -1,4 +1,4 @@
-import { createHash, createHmac, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac } from "node:crypto";
 import { Attribute, AUTHENTICATOR_LENGTH, HEADER_LENGTH, MESSAGE_AUTHENTICATOR_LENGTH, type ResponseCode } from "./attributes.js";
 import { decodePacket, encodePacket, type RadiusAttribute, type RadiusPacket } from "./codec.js";
 
@@ -8,11 +8,30 @@ import { decodePacket, encodePacket, type RadiusAttribute, type RadiusPacket } f
  * and HMAC-MD5 are what the protocol fixes; node:crypto provides both.
  */
 
-const md5 = (...parts: Uint8Array[]): Buffer => {
+/**
+ * Digests come out as "binary" (latin1) strings, one character an octet, copied into the
+ * packet or compared from there: a digest returned as a Buffer costs more than the hash
+ * itself (its memory made natively and later freed by the garbage collector), and every
+ * request takes four of them.
+ */
+const md5 = (...parts: Uint8Array[]): string => {
   const hash = createHash("md5");
   for (const part of parts) hash.update(part);
-  return hash.digest();
+  return hash.digest("binary");
 };
+
+/** Writes a digest (a latin1 string, as md5 and computeMessageAuthenticator give it) into `target` at `offset`. */
+function writeDigest(target: Buffer, offset: number, digest: string): void {
+  target.write(digest, offset, digest.length, "latin1");
+}
+
+/** Whether the octets of `given` are those of the latin1 `digest`, compared in constant time. */
+function digestEquals(digest: string, given: Uint8Array): boolean {
+  if (digest.length !== given.length) return false;
+  let difference = 0;
+  for (let i = 0; i < given.length; i++) difference |= digest.charCodeAt(i) ^ given[i]!;
+  return difference === 0;
+}
 
 /** RFC 2865 section 5.2: the hidden password is 16 to 128 octets, a multiple of 16. */
 const PASSWORD_BLOCK = 16;
@@ -36,7 +55,7 @@ export function decryptUserPassword(
   for (let offset = 0; offset < encrypted.length; offset += PASSWORD_BLOCK) {
     const block = encrypted.subarray(offset, offset + PASSWORD_BLOCK);
     const pad = md5(secret, previous);
-    for (let i = 0; i < PASSWORD_BLOCK; i++) plain[offset + i] = block[i]! ^ pad[i]!;
+    for (let i = 0; i < PASSWORD_BLOCK; i++) plain[offset + i] = block[i]! ^ pad.charCodeAt(i);
     previous = block;
   }
   let end = plain.length;
@@ -54,7 +73,7 @@ export function encryptUserPassword(password: Uint8Array | string, secret: Uint8
   let previous: Uint8Array = requestAuthenticator;
   for (let offset = 0; offset < padded.length; offset += PASSWORD_BLOCK) {
     const pad = md5(secret, previous);
-    for (let i = 0; i < PASSWORD_BLOCK; i++) hidden[offset + i] = padded[offset + i]! ^ pad[i]!;
+    for (let i = 0; i < PASSWORD_BLOCK; i++) hidden[offset + i] = padded[offset + i]! ^ pad.charCodeAt(i);
     previous = hidden.subarray(offset, offset + PASSWORD_BLOCK);
   }
   return hidden;
@@ -66,6 +85,10 @@ export function encryptUserPassword(password: Uint8Array | string, secret: Uint8
  * the request's.
  */
 export function responseAuthenticator(response: Uint8Array, requestAuthenticator: Uint8Array, secret: Uint8Array): Buffer {
+  return Buffer.from(responseAuthenticatorDigest(response, requestAuthenticator, secret), "latin1");
+}
+
+function responseAuthenticatorDigest(response: Uint8Array, requestAuthenticator: Uint8Array, secret: Uint8Array): string {
   return md5(response.subarray(0, 4), requestAuthenticator, response.subarray(HEADER_LENGTH), secret);
 }
 
@@ -80,11 +103,15 @@ function messageAuthenticatorOffsets(packet: RadiusPacket): { offset: number; le
   return found;
 }
 
+const ZERO_MESSAGE_AUTHENTICATOR = new Uint8Array(MESSAGE_AUTHENTICATOR_LENGTH);
+
 /** RFC 3579 section 3.2: HMAC-MD5 keyed by the secret over the packet, its Message-Authenticator value as 16 zero octets. */
-function computeMessageAuthenticator(packet: Uint8Array, valueOffset: number, secret: Uint8Array): Buffer {
-  const zeroed = Buffer.from(packet);
-  zeroed.fill(0, valueOffset, valueOffset + MESSAGE_AUTHENTICATOR_LENGTH);
-  return createHmac("md5", secret).update(zeroed).digest();
+function computeMessageAuthenticator(packet: Uint8Array, valueOffset: number, secret: Uint8Array): string {
+  return createHmac("md5", secret)
+    .update(packet.subarray(0, valueOffset))
+    .update(ZERO_MESSAGE_AUTHENTICATOR)
+    .update(packet.subarray(valueOffset + MESSAGE_AUTHENTICATOR_LENGTH))
+    .digest("binary");
 }
 
 export type MessageAuthenticatorFailure =
@@ -109,14 +136,19 @@ export function verifyRequestMessageAuthenticator(
 ): { ok: true } | { ok: false; reason: MessageAuthenticatorFailure } {
   const decoded = decodePacket(packetBytes);
   if (!decoded.ok) return { ok: false, reason: "malformed" };
-  const found = messageAuthenticatorOffsets(decoded.packet);
+  return verifyPacketMessageAuthenticator(decoded.packet, secret);
+}
+
+/** The same check on a packet already decoded (the server decodes each datagram once). */
+export function verifyPacketMessageAuthenticator(packet: RadiusPacket, secret: Uint8Array): { ok: true } | { ok: false; reason: MessageAuthenticatorFailure } {
+  const found = messageAuthenticatorOffsets(packet);
   if (found.length === 0) return { ok: false, reason: "missing" };
   if (found.length > 1) return { ok: false, reason: "repeated" };
   const { offset, length } = found[0]!;
   if (length !== MESSAGE_AUTHENTICATOR_LENGTH) return { ok: false, reason: "wrong-length" };
-  const expected = computeMessageAuthenticator(decoded.packet.bytes, offset, secret);
-  const given = decoded.packet.bytes.subarray(offset, offset + MESSAGE_AUTHENTICATOR_LENGTH);
-  return timingSafeEqual(expected, given) ? { ok: true } : { ok: false, reason: "mismatch" };
+  const expected = computeMessageAuthenticator(packet.bytes, offset, secret);
+  const given = packet.bytes.subarray(offset, offset + MESSAGE_AUTHENTICATOR_LENGTH);
+  return digestEquals(expected, given) ? { ok: true } : { ok: false, reason: "mismatch" };
 }
 
 export interface ResponseToSign {
@@ -143,8 +175,8 @@ export function signResponse(response: ResponseToSign, requestAuthenticator: Uin
   ];
   const bytes = encodePacket({ code: response.code, identifier: response.identifier, authenticator: requestAuthenticator, attributes });
   const valueOffset = HEADER_LENGTH + 2;
-  bytes.set(computeMessageAuthenticator(bytes, valueOffset, secret), valueOffset);
-  bytes.set(responseAuthenticator(bytes, requestAuthenticator, secret), 4);
+  writeDigest(bytes, valueOffset, computeMessageAuthenticator(bytes, valueOffset, secret));
+  writeDigest(bytes, 4, responseAuthenticatorDigest(bytes, requestAuthenticator, secret));
   return bytes;
 }
 
@@ -162,8 +194,7 @@ export function verifyResponse(
   const decoded = decodePacket(responseBytes);
   if (!decoded.ok) return { ok: false, reason: "malformed" };
   const { packet } = decoded;
-  const expected = responseAuthenticator(packet.bytes, requestAuthenticator, secret);
-  if (!timingSafeEqual(expected, packet.authenticator)) return { ok: false, reason: "bad-response-authenticator" };
+  if (!digestEquals(responseAuthenticatorDigest(packet.bytes, requestAuthenticator, secret), packet.authenticator)) return { ok: false, reason: "bad-response-authenticator" };
   const asSigned = Buffer.from(packet.bytes);
   asSigned.set(requestAuthenticator, 4);
   const messageAuthenticator = verifyRequestMessageAuthenticator(asSigned, secret);

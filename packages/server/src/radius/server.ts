@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import { systemClock, type Clock } from "../clock.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
-import { signResponse, verifyRequestMessageAuthenticator } from "./crypto.js";
+import { signResponse, verifyPacketMessageAuthenticator } from "./crypto.js";
 import { createDuplicateCache, duplicateKey } from "./duplicates.js";
 import { answerFits, replyFor, type AccessDecision } from "./reply.js";
 import { readPapRequest, REJECTED_FAILURES } from "./request.js";
@@ -171,7 +171,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     const client = await findClient(source.address);
     if (!client) return drop("unknownClient", { source: source.address });
     // BlastRADIUS: without a verified Message-Authenticator an Access-Request could be forged.
-    const signed = verifyRequestMessageAuthenticator(packet.bytes, client.secret);
+    const signed = verifyPacketMessageAuthenticator(packet, client.secret);
     if (!signed.ok) return drop("badAuthenticator", { source: source.address, clientId: client.id, problem: signed.reason });
 
     // Proxy-States are copied into the answer: when they leave no room for it, the request

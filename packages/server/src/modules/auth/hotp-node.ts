@@ -14,7 +14,10 @@ export const nodeHotp: HotpGenerator = (key, { counter, digits, algorithm }) => 
   const moving = Buffer.alloc(8);
   moving.writeUInt32BE(Math.floor(counter / 0x1_0000_0000), 0);
   moving.writeUInt32BE(counter >>> 0, 4);
-  const digest = createHmac(HASHES[algorithm], key).update(moving).digest();
-  const offset = digest[digest.length - 1]! & 0x0f;
-  return String((digest.readUInt32BE(offset) & 0x7fffffff) % MODULUS[digits]).padStart(digits, "0");
+  // As a "binary" (latin1) string, one character an octet: a digest returned as a Buffer costs
+  // more than the HMAC itself (a backing store made natively, and freed by the GC).
+  const digest = createHmac(HASHES[algorithm], key).update(moving).digest("binary");
+  const offset = digest.charCodeAt(digest.length - 1) & 0x0f;
+  const truncated = ((digest.charCodeAt(offset) & 0x7f) << 24) | (digest.charCodeAt(offset + 1) << 16) | (digest.charCodeAt(offset + 2) << 8) | digest.charCodeAt(offset + 3);
+  return String(truncated % MODULUS[digits]).padStart(digits, "0");
 };
