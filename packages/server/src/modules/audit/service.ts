@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { sql, type Kysely, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { fail } from "../../errors.js";
@@ -46,7 +46,9 @@ export function hashAuditRecord(prevHash: string, record: AuditFields): string {
     record.reason,
     record.details,
   ]);
-  return createHash("sha256").update(prevHash).update("\n").update(canonical).digest("hex");
+  // One call (crypto.hash): every login appends a record, and a Hash object per record
+  // cost more than the hashing.
+  return hash("sha256", `${prevHash}\n${canonical}`, "hex");
 }
 
 export interface AuditLog {

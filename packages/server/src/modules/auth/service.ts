@@ -122,16 +122,28 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
 }
 
 /**
+ * What a login reads of each token that may answer: its state, its key, and what the
+ * passcode check needs. Only these columns: better-sqlite3 builds an object per row, and
+ * the whole row made the read half again as dear.
+ */
+const LOGIN_TOKEN_COLUMNS = [
+  "serial", "virtual_server_id", "user_pk", "state", "locked_until", "key_ciphertext", "key_id",
+  "otp_mode", "digits", "algorithm", "period_seconds", "last_totp_step", "drift_steps", "hotp_counter",
+] as const satisfies readonly (keyof TokenRow)[];
+
+type LoginToken = Pick<TokenRow, (typeof LOGIN_TOKEN_COLUMNS)[number]>;
+
+/**
  * The statements every passcode check runs, compiled once. The user and the tokens that
  * may answer come in one query: a user without such tokens is one row of nulls.
  */
 export function preparePasscodeQueries(db: Kysely<Database>) {
   return {
-    userTokens: prepareQuery<{ virtualServerId: string; userId: string }, { holder_pk: string } & { [K in keyof TokenRow]: TokenRow[K] | null }>(db, (db, param) =>
+    userTokens: prepareQuery<{ virtualServerId: string; userId: string }, { holder_pk: string } & { [K in keyof LoginToken]: LoginToken[K] | null }>(db, (db, param) =>
       db
         .selectFrom("users")
         .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
-        .selectAll("tokens")
+        .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
         .select("users.id as holder_pk")
         .where("users.virtual_server_id", "=", param("virtualServerId"))
         .where("users.user_id", "=", param("userId"))
@@ -173,8 +185,8 @@ export function createAuthService(
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
-  async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: TokenRow[], now: number): Promise<TokenRow[]> {
-    const result: TokenRow[] = [];
+  async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: LoginToken[], now: number): Promise<LoginToken[]> {
+    const result: LoginToken[] = [];
     for (const token of tokens) {
       if (token.state === "locked" && token.locked_until !== null && token.locked_until <= now) {
         const unlocked = await trx
@@ -187,7 +199,7 @@ export function createAuthService(
           await audit.append(trx, principal, [
             { action: "token.unlock", virtualServerId: token.virtual_server_id, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: token.user_pk, fromState: "locked", toState: "active", reason: "lock duration passed" },
           ]);
-          result.push({ ...token, state: "active", failures: 0, locked_until: null });
+          result.push({ ...token, state: "active", locked_until: null });
           continue;
         }
       }
@@ -359,7 +371,7 @@ export function createAuthService(
         const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
         if (rows.length === 0) return refused(tx, reject("user_unknown"));
         const user = { id: rows[0]!.holder_pk };
-        const held = rows.filter((row) => row.serial !== null) as TokenRow[];
+        const held = rows.filter((row) => row.serial !== null) as LoginToken[];
         const tokens = await unlockExpired(trx, principal, held, now);
         const active = tokens.filter((token) => token.state === "active" && token.key_ciphertext !== null);
         if (active.length === 0) {
