@@ -142,6 +142,41 @@ describe("the tessera-authenticator CLI against a running server", () => {
     expect(replayed.stdout).toContain("Received Access-Reject");
   });
 
+  it("challenges last the application's push timeout; a passcode typed in answer to the Access-Challenge closes the challenge", async () => {
+    await server.services.applications.update(installerPrincipal, vpnId, { pushMode: "challenge", pushTimeoutSeconds: 25 });
+    await server.refreshRadiusClients();
+    const port = server.radius!.port;
+    const challenged = await radclientWaiting(port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Challenge\n`);
+    expect(challenged.stdout).toContain("Session-Timeout = 25");
+    const state = /State = 0x([0-9a-f]+)/.exec(challenged.stdout)![1]!;
+    const challengeId = Buffer.from(state, "hex").toString("utf8");
+    const { db } = server.services.storage;
+    const opened = await db.selectFrom("challenges").selectAll().where("id", "=", challengeId).executeTakeFirstOrThrow();
+    expect(opened.expires_at - opened.created_at).toBe(25_000);
+
+    // The phone is offline: the user types the passcode from the app instead (the push
+    // approvals before this spent the current step: the record is stepped back).
+    const serial = (await db.selectFrom("tokens").innerJoin("users", "users.id", "tokens.user_pk").select("tokens.serial").where("users.user_id", "=", "cli-ann").where("tokens.state", "=", "active").executeTakeFirstOrThrow()).serial;
+    await db.updateTable("tokens").set({ last_totp_step: null }).where("serial", "=", serial).execute();
+    const code = await appJson<{ passcode: string }>("code", serial);
+    const typed = await radclientWaiting(port, `User-Name = "cli-ann"\nUser-Password = "${code.passcode}"\nState = 0x${state}\nMessage-Authenticator = 0x00\n`);
+    expect(typed.stdout).toContain("Received Access-Accept");
+    expect(await db.selectFrom("challenges").select("status").where("id", "=", challengeId).executeTakeFirstOrThrow()).toEqual({ status: "cancelled" });
+    const trail = await db.selectFrom("audit_log").select(["action", "reason"]).where("details", "like", `%${challengeId}%`).orderBy("seq").execute();
+    expect(trail).toContainEqual({ action: "auth.push_cancelled", reason: "the user typed the passcode instead" });
+  });
+
+  it("holds a RADIUS request no longer than the application's push timeout", async () => {
+    await server.services.applications.update(installerPrincipal, vpnId, { pushMode: "hold", pushTimeoutSeconds: 10 });
+    await server.refreshRadiusClients();
+    const started = Date.now();
+    // Nobody answers on the phone: the NAS hears after 10 seconds, not 60.
+    const reply = await radclientWaiting(server.radius!.port, `User-Name = "cli-ann"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
+    expect(reply.stdout).toContain("Received Access-Reject");
+    expect(reply.stdout).toContain('Reply-Message = "No answer from your phone"');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(9_500);
+  });
+
   it("refuses a link without an enrollment code", async () => {
     const run = await app("enroll", "https://example.test/nothing-here");
     expect(run.code).toBe(1);

@@ -12,10 +12,11 @@ interface ClientEntry {
   client: RadiusClient;
 }
 
+/** The Reply-Message when the user did not answer on the phone before the challenge ended. */
+const NO_ANSWER = "No answer from your phone";
+
 /** How often the table of RADIUS clients is read again from the applications. */
 const CLIENT_TABLE_REFRESH_MS = 10_000;
-/** How long a RADIUS request waits for a push answer: the challenge's own lifetime. */
-const PUSH_WAIT_MS = 60_000;
 
 function specificityOf(entry: string): number {
   return entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32;
@@ -58,6 +59,18 @@ export async function startTesseraRadius(services: Services, options: { host: st
   // A change on any node (a new client, a new secret, a deleted application) applies at once.
   const stopListening = services.pushHub.onApplicationsChanged(refresh);
 
+  /** Closes the push challenge a State names, if it is this application's and this user's; the login's answer goes out whatever happens here. */
+  async function cancelChallenge(state: Buffer, application: ApplicationRow, userName: string): Promise<void> {
+    const challengeId = state.toString("utf8");
+    // Our States are challenge ids (ASCII); PostgreSQL text holds no NUL.
+    if (challengeId.includes("\0") || userName.includes("\0")) return;
+    try {
+      await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, userName);
+    } catch (error) {
+      options.logger?.error({ err: error }, "RADIUS: closing the push challenge of a typed passcode failed");
+    }
+  }
+
   const server = await createRadiusServer({
     host: options.host,
     port: options.port,
@@ -73,21 +86,28 @@ export async function startTesseraRadius(services: Services, options: { host: st
         method: "radius" as const,
         client: { address: request.source.address, nasIdentifier: request.nasIdentifier },
       };
+      // A RADIUS request waits for a push answer as long as the challenge lives: the
+      // application's push timeout.
+      const pushWaitMs = application.push_timeout_seconds * 1000;
       // An answer to our Access-Challenge: the State names the push login, which lets this
       // user in once it is approved, and only once. A passcode typed in the answer instead
       // (the phone is offline, say) is checked as any passcode.
       if (request.state && asksForPush(request.password)) {
-        const redeemed = await services.auth.redeemChallenge({ ...asked, challengeId: request.state.toString("utf8") }, PUSH_WAIT_MS);
-        return redeemed.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: redeemed.reason === "no_answer" ? "No answer from your phone" : "Access denied" };
+        const redeemed = await services.auth.redeemChallenge({ ...asked, challengeId: request.state.toString("utf8") }, pushWaitMs);
+        return redeemed.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: redeemed.reason === "no_answer" || redeemed.reason === "expired" ? NO_ANSWER : "Access denied" };
       }
       const outcome = await services.auth.authenticate({ ...asked, passcode: request.password });
+      // A passcode typed in answer to our Access-Challenge ends that login either way (the
+      // NAS does not come back with the State after Access-Reject): the push challenge is
+      // closed, so that the phone cannot approve what nobody waits for any more.
+      if (request.state && outcome.result !== "pending") await cancelChallenge(request.state, application, request.userName);
       if (outcome.result === "pending") {
         if (application.push_mode === "challenge") {
-          return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: 60 };
+          return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: application.push_timeout_seconds };
         }
         // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
-        const decided = await services.auth.challengeOutcome(application, outcome.challengeId, PUSH_WAIT_MS);
-        return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" ? "No answer from your phone" : "Access denied" };
+        const decided = await services.auth.challengeOutcome(application, outcome.challengeId, pushWaitMs);
+        return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" || decided.reason === "expired" ? NO_ANSWER : "Access denied" };
       }
       return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };
     },

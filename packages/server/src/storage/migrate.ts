@@ -9,6 +9,7 @@ import { guessingLimitsMigration } from "./migrations/006-guessing-limits.js";
 import { userSearchMigration } from "./migrations/007-user-search.js";
 import { unkeyedUsersMigration } from "./migrations/008-unkeyed-users.js";
 import { challengeRedemptionMigration } from "./migrations/009-challenge-redemption.js";
+import { pushTimeoutMigration } from "./migrations/010-push-timeout.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -23,6 +24,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "007-user-search": userSearchMigration(storage.kind),
     "008-unkeyed-users": unkeyedUsersMigration(),
     "009-challenge-redemption": challengeRedemptionMigration(storage.kind),
+    "010-push-timeout": pushTimeoutMigration(),
   };
 }
 

@@ -226,6 +226,8 @@ export interface ApplicationsTable {
   resource_name: string;
   push_otp: number;
   push_mode: string;
+  /** How long a push login here waits for the user: the challenge's lifetime (10 to 300). */
+  push_timeout_seconds: number;
   radius_addresses: string | null;
   radius_secret_ciphertext: string | null;
   radius_secret_key_id: string | null;

@@ -31,7 +31,7 @@ describeEachDatabase("applications", (kind) => {
   it("creates a RADIUS client with a made-up secret shown once and kept encrypted", async () => {
     const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "vpn", pushOtp: true, radiusAddresses: ["10.0.0.0/8"] });
     expect(created.status).toBe(201);
-    expect(created.json).toMatchObject({ kind: "radius", resourceName: "vpn", pushOtp: true, pushMode: "hold", radiusAddresses: ["10.0.0.0/8"] });
+    expect(created.json).toMatchObject({ kind: "radius", resourceName: "vpn", pushOtp: true, pushMode: "hold", pushTimeoutSeconds: 60, radiusAddresses: ["10.0.0.0/8"] });
     expect(created.json.radiusSecret).toMatch(/^[A-Za-z0-9_-]{32}$/);
     const row = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", created.json.id).executeTakeFirstOrThrow();
     expect(JSON.stringify(row)).not.toContain(created.json.radiusSecret);
@@ -77,6 +77,29 @@ describeEachDatabase("applications", (kind) => {
     expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "twice" })).json.error.code).toBe("APPLICATION_NAME_TAKEN");
     const names = (await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.admin)).json.items.map((a: { name: string }) => a.name);
     expect(names.filter((name: string) => name === "bad" || name === "twice")).toEqual(["twice"]);
+  });
+
+  it("sets how long a push login waits, from 10 to 300 whole seconds, refusing anything else and changing nothing", async () => {
+    const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "asa", radiusAddresses: ["10.9.0.1"], pushTimeoutSeconds: 25 });
+    expect(created.json).toMatchObject({ pushTimeoutSeconds: 25 });
+    for (const bad of [9, 301, 12.5, "30"]) {
+      const refused = await api.call("PATCH", `/api/v1/applications/${created.json.id}`, t.apiKeys.admin, { pushTimeoutSeconds: bad });
+      expect(refused.json.error.code, String(bad)).toBe("VALIDATION_FAILED");
+      expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: `bad-${bad}`, pushTimeoutSeconds: bad })).json.error.code).toBe("VALIDATION_FAILED");
+    }
+    // The service refuses it too, for callers other than the API (the CLI), as it refuses
+    // bad addresses, short secrets and empty names.
+    const service = core.services.applications;
+    await expect(service.update(t.principals.admin, created.json.id, { pushTimeoutSeconds: 0 })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    await expect(service.update(t.principals.admin, created.json.id, { radiusAddresses: ["vpn.example.com"] })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    await expect(service.update(t.principals.admin, created.json.id, { radiusAddresses: [] })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    await expect(service.update(t.principals.admin, created.json.id, { radiusSecret: "short" })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    await expect(service.create(t.principals.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "  " })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    const updated = await api.call("PATCH", `/api/v1/applications/${created.json.id}`, t.apiKeys.admin, { pushTimeoutSeconds: 300 });
+    expect(updated.json).toMatchObject({ pushTimeoutSeconds: 300 });
+    const listed = (await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.admin)).json.items;
+    expect(listed.filter((a: { name: string }) => a.name.startsWith("bad-"))).toEqual([]);
+    expect(listed.find((a: { id: string }) => a.id === created.json.id)).toMatchObject({ pushTimeoutSeconds: 300 });
   });
 
   it("leaves applications to admins, and hides them from other tenants", async () => {

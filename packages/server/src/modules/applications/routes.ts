@@ -4,6 +4,7 @@ import type { Services } from "../../core.js";
 import { principalOf } from "../../http/app.js";
 import { commonErrors } from "../../http/schemas.js";
 import { addressProblem } from "./addresses.js";
+import { PUSH_TIMEOUT_SECONDS } from "./service.js";
 
 const address = z.string().min(2).max(64).refine((entry) => addressProblem(entry) === null, { message: "an IPv4 or IPv6 address or CIDR range" });
 const radiusSecret = z.string().min(16, "at least 16 characters (RFC 2865 section 3 advises long, random secrets)").max(128);
@@ -17,6 +18,7 @@ const applicationSchema = z
     resourceName: z.string(),
     pushOtp: z.boolean(),
     pushMode: z.enum(["hold", "challenge"]),
+    pushTimeoutSeconds: z.number().int(),
     radiusAddresses: z.array(z.string()).nullable(),
     createdAt: z.string(),
     updatedAt: z.string(),
@@ -24,6 +26,14 @@ const applicationSchema = z
     apiKey: z.string().optional(),
   })
   .meta({ id: "Application" });
+
+/** How long a push login waits for the user (the challenge's lifetime; a RADIUS request in hold mode is held as long). */
+const pushTimeoutSeconds = z
+  .number()
+  .int()
+  .min(PUSH_TIMEOUT_SECONDS.min)
+  .max(PUSH_TIMEOUT_SECONDS.max)
+  .describe(`Seconds a push login waits for the user's answer (default ${PUSH_TIMEOUT_SECONDS.default}); keep it below the NAS's own timeout`);
 
 const idParam = z.strictObject({ applicationId: z.string().min(1).max(64) });
 
@@ -42,6 +52,7 @@ export const applicationRoutes: FastifyPluginAsyncZod<{ services: Services }> = 
             resourceName: z.string().trim().min(1).max(128).optional(),
             pushOtp: z.boolean().optional(),
             pushMode: z.enum(["hold", "challenge"]).optional(),
+            pushTimeoutSeconds: pushTimeoutSeconds.optional(),
             radiusAddresses: z.array(address).min(1).max(256),
             radiusSecret: radiusSecret.optional(),
           }),
@@ -51,6 +62,7 @@ export const applicationRoutes: FastifyPluginAsyncZod<{ services: Services }> = 
             name: z.string().trim().min(1).max(128),
             resourceName: z.string().trim().min(1).max(128).optional(),
             pushOtp: z.boolean().optional(),
+            pushTimeoutSeconds: pushTimeoutSeconds.optional(),
           }),
         ]),
         response: { 201: applicationSchema, ...commonErrors },
@@ -76,13 +88,14 @@ export const applicationRoutes: FastifyPluginAsyncZod<{ services: Services }> = 
     {
       schema: {
         operationId: "updateApplication",
-        summary: "Rename, change the resource name, Push OTP and push mode, RADIUS addresses and secret, or rotate a REST API key",
+        summary: "Rename, change the resource name, Push OTP, push mode and timeout, RADIUS addresses and secret, or rotate a REST API key",
         params: idParam,
         body: z.strictObject({
           name: z.string().trim().min(1).max(128).optional(),
           resourceName: z.string().trim().min(1).max(128).optional(),
           pushOtp: z.boolean().optional(),
           pushMode: z.enum(["hold", "challenge"]).optional(),
+          pushTimeoutSeconds: pushTimeoutSeconds.optional(),
           radiusAddresses: z.array(address).min(1).max(256).optional(),
           radiusSecret: radiusSecret.optional(),
           rotateApiKey: z.boolean().optional(),

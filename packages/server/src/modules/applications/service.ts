@@ -7,6 +7,7 @@ import { newId, newSecret, pooledRandomBytes } from "../../ids.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database } from "../../storage/schema.js";
 import { canSee, type Principal } from "../operators/access.js";
+import { addressProblem } from "./addresses.js";
 import { findVisibleVirtualServer } from "../virtual-servers/service.js";
 
 export interface Application {
@@ -18,6 +19,8 @@ export interface Application {
   pushOtp: boolean;
   /** RADIUS push: hold the request until the user answers, or answer Access-Challenge. */
   pushMode: "hold" | "challenge";
+  /** How long a push login here waits for the user's answer, in seconds. */
+  pushTimeoutSeconds: number;
   radiusAddresses: string[] | null;
   createdAt: string;
   updatedAt: string;
@@ -30,6 +33,7 @@ export interface ApplicationInput {
   resourceName?: string;
   pushOtp?: boolean;
   pushMode?: "hold" | "challenge";
+  pushTimeoutSeconds?: number;
   radiusAddresses?: string[];
   /** A RADIUS shared secret to use; without one Tessera makes one and shows it once. */
   radiusSecret?: string;
@@ -40,6 +44,7 @@ export interface ApplicationUpdate {
   resourceName?: string;
   pushOtp?: boolean;
   pushMode?: "hold" | "challenge";
+  pushTimeoutSeconds?: number;
   radiusAddresses?: string[];
   radiusSecret?: string;
   /** Replace a REST application's API key: the old one stops working at once. */
@@ -47,6 +52,36 @@ export interface ApplicationUpdate {
 }
 
 const API_KEY_PREFIX = "tak_";
+
+/**
+ * A push login waits this long for the user by default (DESIGN section 4), and at least
+ * and at most these: time to take the phone out, and no longer than anyone waits at a
+ * login screen. The challenge ends then, so the phone never offers a login whose NAS
+ * has given up; set it below the NAS's own timeout (its retries included).
+ */
+export const PUSH_TIMEOUT_SECONDS = { default: 60, min: 10, max: 300 } as const;
+
+/**
+ * The rules the API's schemas state, held here as well for every other caller (the CLI):
+ * an application that reached the database with a bad address or a short secret would
+ * answer every VPN login wrongly.
+ */
+function checkInput(input: ApplicationUpdate): void {
+  const problems: string[] = [];
+  for (const [field, value] of [["name", input.name], ["resourceName", input.resourceName]] as const) {
+    if (value !== undefined && (value.trim().length === 0 || value.length > 128)) problems.push(`${field}: 1 to 128 characters`);
+  }
+  const seconds = input.pushTimeoutSeconds;
+  if (seconds !== undefined && (!Number.isInteger(seconds) || seconds < PUSH_TIMEOUT_SECONDS.min || seconds > PUSH_TIMEOUT_SECONDS.max)) {
+    problems.push(`pushTimeoutSeconds: a whole number of seconds from ${PUSH_TIMEOUT_SECONDS.min} to ${PUSH_TIMEOUT_SECONDS.max}`);
+  }
+  if (input.radiusAddresses !== undefined) {
+    if (input.radiusAddresses.length === 0 || input.radiusAddresses.length > 256) problems.push("radiusAddresses: 1 to 256 addresses or ranges");
+    for (const entry of input.radiusAddresses) if (addressProblem(entry) !== null) problems.push(`radiusAddresses: ${entry} is not an IPv4 or IPv6 address or CIDR range`);
+  }
+  if (input.radiusSecret !== undefined && (input.radiusSecret.length < 16 || input.radiusSecret.length > 128)) problems.push("radiusSecret: 16 to 128 characters");
+  if (problems.length > 0) throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+}
 
 /**
  * How long a REST application found by its API key is kept before it is read again.
@@ -67,6 +102,7 @@ function toApplication(row: ApplicationRow): Application {
     resourceName: row.resource_name,
     pushOtp: row.push_otp === 1,
     pushMode: row.push_mode as Application["pushMode"],
+    pushTimeoutSeconds: row.push_timeout_seconds,
     radiusAddresses: row.radius_addresses === null ? null : (JSON.parse(row.radius_addresses) as string[]),
     createdAt: new Date(row.created_at).toISOString(),
     updatedAt: new Date(row.updated_at).toISOString(),
@@ -129,6 +165,7 @@ export function createApplicationService(
   return {
     /** Creates an application; a made-up RADIUS secret or a REST API key is in the answer, once. */
     async create(principal: Principal, input: ApplicationInput): Promise<Application & { radiusSecret?: string; apiKey?: string }> {
+      checkInput(input);
       const created = await db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, input.virtualServerId, "applications.manage");
         await nameFree(trx, input.virtualServerId, input.name);
@@ -155,6 +192,7 @@ export function createApplicationService(
           resource_name: input.resourceName ?? input.name,
           push_otp: input.pushOtp ? 1 : 0,
           push_mode: input.pushMode ?? "hold",
+          push_timeout_seconds: input.pushTimeoutSeconds ?? PUSH_TIMEOUT_SECONDS.default,
           radius_addresses: null,
           radius_secret_ciphertext: null,
           radius_secret_key_id: null,
@@ -182,6 +220,7 @@ export function createApplicationService(
     },
 
     async update(principal: Principal, id: string, input: ApplicationUpdate): Promise<Application & { apiKey?: string }> {
+      checkInput(input);
       const updated = await db.transaction().execute(async (trx) => {
         const row = await findVisible(trx, principal, id);
         await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
@@ -192,6 +231,7 @@ export function createApplicationService(
         if (input.resourceName !== undefined) changes.resource_name = input.resourceName;
         if (input.pushOtp !== undefined) changes.push_otp = input.pushOtp ? 1 : 0;
         if (input.pushMode !== undefined) changes.push_mode = input.pushMode;
+        if (input.pushTimeoutSeconds !== undefined) changes.push_timeout_seconds = input.pushTimeoutSeconds;
         if (row.kind === "radius") {
           if (input.radiusAddresses !== undefined) changes.radius_addresses = JSON.stringify(input.radiusAddresses);
           if (input.radiusSecret !== undefined) Object.assign(changes, sealRadiusSecret(id, input.radiusSecret));
@@ -208,7 +248,10 @@ export function createApplicationService(
             virtualServerId: row.virtual_server_id,
             targetType: "virtual_server",
             targetId: id,
-            details: { changed: Object.keys(input).filter((key) => key !== "radiusSecret"), radiusSecretChanged: input.radiusSecret !== undefined },
+            details: {
+              changed: Object.entries(input).flatMap(([key, value]) => (value === undefined || key === "radiusSecret" ? [] : [key])),
+              radiusSecretChanged: input.radiusSecret !== undefined,
+            },
           },
         ]);
         return { ...toApplication({ ...row, ...changes }), ...shown };

@@ -21,10 +21,10 @@ export type AuthResult =
 /** How the answer to an Access-Challenge ends; `no_answer`: the user did not answer in time. */
 export type RedeemResult =
   | { result: "accept"; serial: string; userId: string }
-  | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" };
+  | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" | "cancelled" };
 
 export interface AuthRequest {
-  application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name">;
+  application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name" | "push_timeout_seconds">;
   userId: string;
   passcode: string;
   /**
@@ -343,7 +343,9 @@ export function createAuthService(
           return { userPk: user.rows[0].id };
         });
         if ("result" in found) return found.result;
-        const challenge = deps.push ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source }) : null;
+        const challenge = deps.push
+          ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source, timeoutMs: application.push_timeout_seconds * 1000 })
+          : null;
         // A user with three sign-ins waiting on the phone already: too many attempts.
         const result: AuthResult =
           challenge === "busy"

@@ -6,6 +6,7 @@ import type { Services } from "../../core.js";
 import { bodyDigest } from "../../crypto/device-signatures.js";
 import { fail, TesseraError } from "../../errors.js";
 import { errorResponse } from "../../http/schemas.js";
+import { CHALLENGE_STATUSES } from "../push/service.js";
 import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, possessionPage } from "./page.js";
 import { detectPlatform } from "./platform.js";
 import type { SignedRequest } from "./service.js";
@@ -318,7 +319,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
     numberToMatch: z.string(),
     createdAt: z.string(),
     expiresAt: z.string(),
-    status: z.enum(["pending", "approved", "denied", "fraud", "expired"]),
+    status: z.enum(CHALLENGE_STATUSES),
   });
 
   app.get(
@@ -343,7 +344,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
         summary: "Approve (with the current passcode: autosend), deny, or deny and report fraud; signed with the device key",
         params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
         body: z.strictObject({ decision: z.enum(["approve", "deny", "fraud"]), serial: z.string().min(1).max(64).optional(), otp: z.string().min(1).max(16).optional() }),
-        response: { 200: z.object({ status: z.enum(["pending", "approved", "denied", "fraud", "expired"]) }), ...deviceErrors },
+        response: { 200: z.object({ status: z.enum(CHALLENGE_STATUSES) }), ...deviceErrors },
       },
     },
     async (request) => services.push.answer(request.params.challengeId, await signedRequestOf(request), request.body),

@@ -70,6 +70,44 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
   });
 
+  it("lets a challenge live as long as its application's push timeout says", async () => {
+    await enrolledUser("nia", true);
+    const quickKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "kiosk", kind: "rest", pushOtp: true, pushTimeoutSeconds: 20 })).apiKey!;
+    const started = core.clock.nowMs();
+    const pending = await authenticate(quickKey, "nia");
+    expect(Date.parse(pending.json.expiresAt) - started).toBe(20_000);
+    core.clock.advance(19_000);
+    expect((await outcome(quickKey, pending.json.challengeId)).json).toEqual({ status: "pending" });
+    core.clock.advance(1_000);
+    expect((await outcome(quickKey, pending.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
+  });
+
+  it("closes a challenge whose login ended with a typed passcode: only the application's own, for that user, still open", async () => {
+    const { device, serial } = await enrolledUser("oda", true);
+    await enrolledUser("pim", true);
+    const pending = await authenticate(pushKey, "oda");
+    const id = pending.json.challengeId as string;
+    const portal = (await core.services.storage.db.selectFrom("applications").select(["id", "virtual_server_id"]).where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow());
+    const legacy = (await core.services.storage.db.selectFrom("applications").select("id").where("name", "=", "legacy").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow());
+    // Another user's name, another application, a made-up id: nothing closes.
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "pim")).toBe(false);
+    expect(await core.services.push.cancel(id, { id: legacy.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
+    expect(await core.services.push.cancel("chl_nothing", { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
+    expect((await outcome(pushKey, id)).json).toEqual({ status: "pending" });
+
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(true);
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
+    expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
+    expect((await device.poll()).json.items).toEqual([]);
+    expect((await device.answer(id, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_cancelled`, t.apiKeys.auditor);
+    expect(trail.json.items).toEqual([expect.objectContaining({ reason: "the user typed the passcode instead", details: expect.objectContaining({ challengeId: id, result: "reject" }) })]);
+    // Nor does the sweep of expired challenges touch it later.
+    core.clock.advance(61_000);
+    await core.services.push.closeExpired();
+    expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
+  });
+
   it("refuses an approval whose passcode is wrong, and one signed by another device", async () => {
     const { device, serial } = await enrolledUser("rae", true);
     const other = await enrolledUser("sol", true);

@@ -12,7 +12,7 @@ import { systemPrincipal } from "../operators/access.js";
 import type { ChallengeHub } from "./hub.js";
 import type { WebPush } from "./web-push.js";
 
-/** How long a push login waits for the user (DESIGN section 4). */
+/** How long a push login waits for the user unless its application says otherwise (DESIGN section 4). */
 export const CHALLENGE_TTL_MS = 60_000;
 
 /** How long a challenge is kept after it expired; the audit trail keeps how it ended. */
@@ -28,12 +28,13 @@ export const MAX_OPEN_CHALLENGES_PER_USER = 3;
 /** Challenges a prune deletes in one statement. */
 const PRUNE_BATCH = 1000;
 
-const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "expired"] as const;
+export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "expired", "cancelled"] as const;
 
 /** Expired challenges closed (and audited) in one transaction. */
 const EXPIRE_BATCH = 500;
 
-export type ChallengeStatus = "pending" | "approved" | "denied" | "fraud" | "expired";
+/** `cancelled`: the login ended another way before anyone answered (the user typed the passcode). */
+export type ChallengeStatus = (typeof CHALLENGE_STATUSES)[number];
 
 export interface ChallengeView {
   id: string;
@@ -206,7 +207,7 @@ export function createPushService(
      * Opens a challenge for the user's push-capable devices; null when they have none,
      * "busy" when the user has MAX_OPEN_CHALLENGES_PER_USER open already.
      */
-    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string }): Promise<ChallengeView | "busy" | null> {
+    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string; timeoutMs?: number }): Promise<ChallengeView | "busy" | null> {
       const rows = (await db.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
       // One device may hold several of the user's tokens: it is asked once.
       const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
@@ -229,7 +230,7 @@ export function createPushService(
         status: "pending",
         answered_serial: null,
         created_at: now,
-        expires_at: now + CHALLENGE_TTL_MS,
+        expires_at: now + (input.timeoutMs ?? CHALLENGE_TTL_MS),
         answered_at: null,
         redeemed_at: null,
       };
@@ -387,6 +388,45 @@ export function createPushService(
         pruned += deleted;
         if (deleted < PRUNE_BATCH) return pruned;
       }
+    },
+
+    /**
+     * Ends a push login that ended another way: the user typed the passcode in answer to
+     * the RADIUS Access-Challenge instead of answering on the phone. The phone can no
+     * longer approve it (the app says it is no longer waiting) and the trail says how it
+     * ended (`auth.push_cancelled`). Only a challenge this application opened for this
+     * user, still open; returns whether one was closed.
+     */
+    async cancel(challengeId: string, application: { id: string; virtualServerId: string }, userId: string): Promise<boolean> {
+      const now = clock.nowMs();
+      const closed = await db.transaction().execute(async (trx) => {
+        const row = await trx
+          .selectFrom("challenges")
+          .innerJoin("users", "users.id", "challenges.user_pk")
+          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "challenges.resource_name", "challenges.source"])
+          .where("challenges.id", "=", challengeId)
+          .where("challenges.application_id", "=", application.id)
+          .where("users.virtual_server_id", "=", application.virtualServerId)
+          .where("users.user_id", "=", userId)
+          .executeTakeFirst();
+        if (!row) return false;
+        const updated = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status: "cancelled", now, serial: null }));
+        if (Number(updated.numAffectedRows) !== 1) return false;
+        await audit.append(trx, systemPrincipal, [
+          {
+            action: "auth.push_cancelled",
+            virtualServerId: row.virtual_server_id,
+            targetType: "user",
+            targetId: userId,
+            userPk: row.user_pk,
+            reason: "the user typed the passcode instead",
+            details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
+          },
+        ]);
+        return true;
+      });
+      if (closed) hub.challengeChanged(challengeId);
+      return closed;
     },
 
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
