@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,7 +9,7 @@ import { createServices, type Services } from "../core.js";
 import { createKeyring, parseMasterKey } from "../crypto/keyring.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { openStorage } from "../storage/database.js";
-import { bin, cliEnvironment, collect, masterKeyHex, singleJsonObject, tessera, tesseraJson, type CliRun } from "../testing/cli.js";
+import { cliEnvironment, collect, masterKeyHex, singleJsonObject, startServe, tessera, tesseraJson } from "../testing/cli.js";
 import { createTestDatabase, describeEachDatabase, type TestDatabase } from "../testing/databases.js";
 
 /**
@@ -89,22 +89,6 @@ interface ChainVerdict {
   problem?: string;
 }
 
-/** `tessera serve` on a free port; resolves with its URL once it says it is listening. */
-async function startServe(env: NodeJS.ProcessEnv): Promise<{ url: string; child: ChildProcess; exit: Promise<CliRun> }> {
-  const child = spawn(process.execPath, [bin, "serve"], { env: { ...env, TESSERA_HTTP_PORT: "0" }, stdio: ["ignore", "pipe", "pipe"] });
-  const exit = collect(child);
-  const url = await new Promise<string>((resolve, reject) => {
-    let seen = "";
-    child.stdout!.on("data", (chunk: string) => {
-      seen += chunk;
-      const match = /Tessera is listening on (http:\/\/\S+)/.exec(seen);
-      if (match) resolve(match[1]!);
-    });
-    void exit.then((run) => reject(new Error(`tessera serve exited (${run.code ?? run.signal}) before listening: ${run.stderr}`)));
-  });
-  return { url, child, exit };
-}
-
 const seedCsvFile = (...rows: string[]) => `serial,seed,type,digits,period\n${rows.join("\n")}\n`;
 
 /** RFC 6030 Figure 2: one HOTP key with its secret in plain, 8 decimal digits, counter 0. */
@@ -144,7 +128,7 @@ describe("tessera CLI without a database", () => {
       spawn("npx", ["--no-install", "tessera", "--help"], { cwd: repositoryRoot, env: process.env, stdio: ["ignore", "pipe", "pipe"] }),
     );
     expect(run.code).toBe(0);
-    for (const command of ["serve", "migrate", "bootstrap", "users", "tokens", "audit", "keys"]) {
+    for (const command of ["serve", "migrate", "bootstrap", "users", "tokens", "applications", "audit", "keys"]) {
       expect(run.stdout).toMatch(new RegExp(`^\\s+${command}\\b`, "m"));
     }
   });

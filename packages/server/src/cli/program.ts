@@ -14,6 +14,7 @@ import { parseSeedFile } from "../modules/tokens/seed-import.js";
 import { generatedTokenTypes, tokenTypeIds } from "../modules/tokens/types.js";
 import { openStorage } from "../storage/database.js";
 import { migrateToLatest } from "../storage/migrate.js";
+import { registerApplicationCommands } from "./applications.js";
 import { bootstrap } from "./bootstrap.js";
 import { ensureDemo } from "./demo.js";
 import { createProgress } from "./progress.js";
@@ -275,6 +276,7 @@ export function buildProgram(): Command {
     );
 
   registerProvisioningCommands(program, { withServices, resolveVirtualServer, print });
+  registerApplicationCommands(program, { withServices, resolveVirtualServer, print });
   registerMailCommands(program, { withServices, resolveVirtualServer, print });
 
   const keys = program.command("keys").description("the master key");

@@ -62,3 +62,24 @@ export function singleJsonObject<T>(stdout: string): T {
   return value as T;
 }
 
+
+/**
+ * `tessera serve` on a free HTTP port (and RADIUS on a free one, as cliEnvironment sets);
+ * resolves once it says it is listening, with its URL and its RADIUS port (null when off).
+ */
+export async function startServe(env: NodeJS.ProcessEnv): Promise<{ url: string; radiusPort: number | null; child: ChildProcess; exit: Promise<CliRun> }> {
+  const child = spawn(process.execPath, [bin, "serve"], { env: { ...env, TESSERA_HTTP_PORT: "0" }, stdio: ["ignore", "pipe", "pipe"] });
+  const exit = collect(child);
+  const started = await new Promise<{ url: string; radiusPort: number | null }>((resolve, reject) => {
+    let seen = "";
+    child.stdout!.on("data", (chunk: string) => {
+      seen += chunk;
+      // It prints "Tessera is listening on URL", then "  RADIUS     udp HOST:PORT" (or "off").
+      const url = /Tessera is listening on (http:\/\/\S+)/.exec(seen);
+      const radius = /^\s*RADIUS\s+(?:udp \S+:(\d+)|off)/m.exec(seen);
+      if (url && radius) resolve({ url: url[1]!, radiusPort: radius[1] ? Number(radius[1]) : null });
+    });
+    void exit.then((run) => reject(new Error(`tessera serve exited (${run.code ?? run.signal}) before listening: ${run.stderr}`)));
+  });
+  return { ...started, child, exit };
+}

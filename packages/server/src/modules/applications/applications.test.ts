@@ -97,6 +97,11 @@ describeEachDatabase("applications", (kind) => {
     await expect(service.create(t.principals.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "  " })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
     const updated = await api.call("PATCH", `/api/v1/applications/${created.json.id}`, t.apiKeys.admin, { pushTimeoutSeconds: 300 });
     expect(updated.json).toMatchObject({ pushTimeoutSeconds: 300 });
+    // The audit record names what was given, not the fields a caller left undefined.
+    await service.update(t.principals.admin, created.json.id, { name: undefined, pushOtp: true, pushTimeoutSeconds: 30, radiusSecret: "a-new-secret-of-enough-length" });
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=application.update`, t.apiKeys.auditor);
+    expect(trail.json.items[0].details).toEqual({ changed: ["pushOtp", "pushTimeoutSeconds"], radiusSecretChanged: true });
+    await service.update(t.principals.admin, created.json.id, { pushTimeoutSeconds: 300 });
     const listed = (await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, t.apiKeys.admin)).json.items;
     expect(listed.filter((a: { name: string }) => a.name.startsWith("bad-"))).toEqual([]);
     expect(listed.find((a: { id: string }) => a.id === created.json.id)).toMatchObject({ pushTimeoutSeconds: 300 });
