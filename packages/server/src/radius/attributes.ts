@@ -9,6 +9,8 @@ export const Code = {
   AccessAccept: 2,
   AccessReject: 3,
   AccessChallenge: 11,
+  /** RFC 5997: is the server up? Answered with Access-Accept on the authentication port. */
+  StatusServer: 12,
 } as const;
 
 export type ResponseCode = typeof Code.AccessAccept | typeof Code.AccessReject | typeof Code.AccessChallenge;

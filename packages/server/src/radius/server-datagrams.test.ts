@@ -84,12 +84,39 @@ describe("RADIUS server over raw UDP", () => {
     expect(server.stats()).toMatchObject({ requests: 1, unknownClient: 1, dropped: 1 });
   });
 
-  it("drops codes other than Access-Request, even when signed", async () => {
+  it("drops codes other than Access-Request and Status-Server, even when signed", async () => {
     const { port, server } = await startTestServer();
     const nas = await createTestNas(port);
-    for (const code of [Code.AccessAccept, Code.AccessChallenge, 4 /* Accounting-Request */, 12 /* Status-Server */]) await nas.send(alice({ code }));
+    for (const code of [Code.AccessAccept, Code.AccessChallenge, 4 /* Accounting-Request */, 13 /* Status-Client */]) await nas.send(alice({ code }));
     expect(await nas.nextReply(300)).toBeNull();
     expect(server.stats()).toMatchObject({ requests: 4, unexpectedCode: 4, dropped: 4 });
+  });
+
+  it("answers Status-Server (RFC 5997) with a signed Access-Accept while ready, each time, without authenticating anyone", async () => {
+    let ready = true;
+    const { port, server, calls } = await startTestServer({ ready: async () => ready });
+    const nas = await createTestNas(port);
+    const proxyState = { type: Attribute.ProxyState, value: Buffer.from("proxy-1") };
+    const status = accessRequest({ secret, code: Code.StatusServer, attributes: [proxyState] });
+    for (let asked = 0; asked < 2; asked++) {
+      await nas.send(status);
+      const answer = checkedReply(await nas.nextReply(2000), status);
+      expect(answer.code).toBe(Code.AccessAccept);
+      expect(textAttribute(answer, Attribute.ReplyMessage)).toBe("Tessera is up");
+      expect(allAttributes(answer, Attribute.ProxyState)).toEqual([Buffer.from("proxy-1")]);
+    }
+    // Unsigned, signed with another secret, or from a stranger: silence, as for logins.
+    await nas.send(accessRequest({ secret, code: Code.StatusServer, messageAuthenticator: "none" }));
+    await nas.send(accessRequest({ secret: Buffer.from("another-secret"), code: Code.StatusServer }));
+    const stranger = await createTestNas(port, "127.0.0.2");
+    await stranger.send(status);
+    // Not ready (the database does not answer): silence, so the NAS asks another server.
+    ready = false;
+    await nas.send(accessRequest({ secret, code: Code.StatusServer }));
+    expect(await nas.nextReply(300)).toBeNull();
+    expect(await stranger.nextReply(100)).toBeNull();
+    expect(calls).toEqual([]);
+    expect(server.stats()).toMatchObject({ requests: 6, statusAnswers: 2, badAuthenticator: 2, unknownClient: 1, notReady: 1, dropped: 4, accepts: 0 });
   });
 
   it("accepts Message-Authenticator anywhere in the request, and padding after Length", async () => {

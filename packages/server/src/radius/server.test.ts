@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { Attribute } from "./attributes.js";
 import { decodePacket, firstAttribute } from "./codec.js";
 import { decryptUserPassword, verifyRequestMessageAuthenticator } from "./crypto.js";
-import { radclient, startTestServer, TEST_SECRET, type RadclientRun } from "./testing.js";
+import { radclient, radclientStatus, startTestServer, TEST_SECRET, type RadclientRun } from "./testing.js";
 
 /**
  * The server against FreeRADIUS's radclient (Debian's freeradius-utils): a real NAS
@@ -36,6 +36,16 @@ describe("RADIUS server with radclient", () => {
     expect(reply?.attributes).toContain('Reply-Message = "Welcome, alice"');
     expect(reply?.attributes).toContain("Session-Timeout = 3600");
     expect(calls).toMatchObject([{ clientId: "vpn", userName: "alice", password: "123456", nasIdentifier: "vpn-1", source: { address: "127.0.0.1" } }]);
+  });
+
+  it("answers radclient's Status-Server with Access-Accept", async () => {
+    const { port, server } = await startTestServer();
+    const run = await radclientStatus(port, TEST_SECRET);
+    expectNoComplaint(run);
+    expect(run.exitCode).toBe(0);
+    expect(received(run)?.code).toBe("Access-Accept");
+    expect(received(run)?.attributes.split("\n")[0]).toMatch(/^\tMessage-Authenticator = 0x[0-9a-f]{32}$/);
+    expect(server.stats()).toMatchObject({ requests: 1, statusAnswers: 1, accepts: 0 });
   });
 
   it("answers a wrong password with Access-Reject", async () => {

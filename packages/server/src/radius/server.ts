@@ -13,11 +13,16 @@ import { readPapRequest, REJECTED_FAILURES } from "./request.js";
  * checks first; a datagram failing a check is dropped silently (RFC 2865 section 3) and
  * counted:
  *
- *   decode -> Access-Request? -> known client (by source address) -> Message-Authenticator
- *   (required, BlastRADIUS) -> retransmission? (answered from the cache, or dropped while
- *   the first copy is in flight: see duplicates.ts) -> read PAP (CHAP and the like get
- *   Access-Reject "PAP only") -> authenticate -> sign (Message-Authenticator first) -> cache
- *   -> send.
+ *   decode -> Access-Request (or Status-Server)? -> known client (by source address) ->
+ *   Message-Authenticator (required, BlastRADIUS) -> retransmission? (answered from the
+ *   cache, or dropped while the first copy is in flight: see duplicates.ts) -> read PAP
+ *   (CHAP and the like get Access-Reject "PAP only") -> authenticate -> sign
+ *   (Message-Authenticator first) -> cache -> send.
+ *
+ * Status-Server (RFC 5997), which NASes and proxies send to learn whether a server is
+ * up before they send it logins, is answered with Access-Accept after the same client and
+ * Message-Authenticator checks, while `ready` says the server can decide logins (its
+ * database answers); otherwise it gets no answer, so the NAS turns to another server.
  *
  * No datagram can crash it: each is handled in its own promise whose failure is counted
  * as an error and logged.
@@ -59,6 +64,8 @@ export interface RadiusServerOptions {
   findClient(address: string): Promise<RadiusClient | null> | RadiusClient | null;
   /** Decides one PAP request; may take as long as a push takes (the NAS retransmits meanwhile). */
   authenticate(request: AccessRequest): Promise<AccessDecision>;
+  /** Whether Status-Server is answered: the server can decide logins now. @default always */
+  ready?(): Promise<boolean>;
   /** How long an answer is kept to answer retransmissions. @default 30000 */
   duplicateCacheMs?: number;
   /** The most answers kept for retransmissions, and the most requests in flight. @default 100000 */
@@ -69,9 +76,9 @@ export interface RadiusServerOptions {
 }
 
 /**
- * Counters since start. requests = accepts + rejects + challenges + resent + dropped once
- * nothing is in flight. Each drop also counts under the first check it failed, in the
- * pipeline's order: junk from a stranger is "malformed", not "unknownClient".
+ * Counters since start. requests = accepts + rejects + challenges + statusAnswers + resent +
+ * dropped once nothing is in flight. Each drop also counts under the first check it
+ * failed, in the pipeline's order: junk from a stranger is "malformed", not "unknownClient".
  */
 export type RadiusStats = {
   /** Datagrams received. */
@@ -79,6 +86,8 @@ export type RadiusStats = {
   accepts: number;
   rejects: number;
   challenges: number;
+  /** Status-Server requests answered (RFC 5997). */
+  statusAnswers: number;
   /** Retransmissions recognised: resent from the cache, or dropped while the first is in flight. */
   duplicates: number;
   /** Retransmissions answered from the cache. */
@@ -94,6 +103,8 @@ export type RadiusStats = {
   unexpectedCode: number;
   /** Refused because duplicateCacheMaxEntries requests were in flight. */
   overloaded: number;
+  /** Status-Server while the server could not decide logins (`ready` said no, or failed). */
+  notReady: number;
   /** Thrown by findClient or authenticate, a bad decision, or a failed send. */
   errors: number;
   /** Now, not since start: requests being authenticated, answers cached. */
@@ -108,7 +119,7 @@ export interface RadiusServer {
   stats(): RadiusStats;
 }
 
-type DropReason = "unknownClient" | "badAuthenticator" | "malformed" | "unexpectedCode" | "overloaded" | "duplicates";
+type DropReason = "unknownClient" | "badAuthenticator" | "malformed" | "unexpectedCode" | "overloaded" | "duplicates" | "notReady";
 
 /** One warning per reason per this many milliseconds: a flood of junk must not flood the log. */
 const DROP_LOG_INTERVAL_MS = 10_000;
@@ -123,8 +134,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     clock,
   });
   const counters = {
-    requests: 0, accepts: 0, rejects: 0, challenges: 0, duplicates: 0, resent: 0, dropped: 0,
-    unknownClient: 0, badAuthenticator: 0, malformed: 0, unexpectedCode: 0, overloaded: 0, errors: 0,
+    requests: 0, accepts: 0, rejects: 0, challenges: 0, statusAnswers: 0, duplicates: 0, resent: 0, dropped: 0,
+    unknownClient: 0, badAuthenticator: 0, malformed: 0, unexpectedCode: 0, overloaded: 0, notReady: 0, errors: 0,
   };
   const lastDropLogMs = new Map<DropReason, { atMs: number; suppressed: number }>();
   const socket = createSocket({ type: isIP(options.host) === 6 ? "udp6" : "udp4" });
@@ -160,12 +171,25 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     return replyMessage === undefined ? null : { result: "reject", replyMessage };
   }
 
+  /**
+   * RFC 5997: Access-Accept, signed like every answer, each time it is asked (the answer
+   * costs less than a cache, and a client checks liveness with each one).
+   */
+  async function answerStatus(packet: RadiusPacket, client: RadiusClient, remote: RemoteInfo, proxyStates: Buffer[]) {
+    const ready = options.ready ? await options.ready().catch(() => false) : true;
+    if (!ready) return drop("notReady", { source: remote.address, clientId: client.id });
+    const { code, attributes } = replyFor({ result: "accept", replyMessage: "Tessera is up" }, proxyStates);
+    counters.statusAnswers++;
+    send(signResponse({ code, identifier: packet.identifier, attributes }, packet.authenticator, client.secret), remote);
+  }
+
   async function handle(datagram: Buffer, remote: RemoteInfo) {
     const decoded = decodePacket(datagram);
     if (!decoded.ok) return drop("malformed", { source: remote.address, problem: decoded.reason });
     const packet = decoded.packet;
-    // RFC 2865 section 3: a server only receives Access-Request; Tessera does no accounting.
-    if (packet.code !== Code.AccessRequest) return drop("unexpectedCode", { source: remote.address, code: packet.code });
+    // RFC 2865 section 3: a server only receives Access-Request (and, RFC 5997,
+    // Status-Server); Tessera does no accounting.
+    if (packet.code !== Code.AccessRequest && packet.code !== Code.StatusServer) return drop("unexpectedCode", { source: remote.address, code: packet.code });
 
     const source = { address: plainAddress(remote.address), port: remote.port };
     const client = await findClient(source.address);
@@ -178,6 +202,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     // is dropped before it is authenticated, not after (a passcode spent, no answer sent).
     const proxyStates = allAttributes(packet, Attribute.ProxyState);
     if (!answerFits(proxyStates)) return drop("malformed", { source: source.address, clientId: client.id, problem: "proxy-state leaves no room for an answer" });
+
+    if (packet.code === Code.StatusServer) return answerStatus(packet, client, remote, proxyStates);
 
     const key = duplicateKey(source, packet.identifier, packet.authenticator);
     const claim = cache.claim(key);

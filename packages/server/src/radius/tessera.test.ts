@@ -6,7 +6,7 @@ import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 import { placeTokenInState } from "../testing/fixtures.js";
-import { radclient } from "./testing.js";
+import { radclient, radclientStatus } from "./testing.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
 const KEY = Buffer.alloc(20, 1);
@@ -67,6 +67,14 @@ describe("RADIUS in the running server, checked by radclient", () => {
       for (const application of [wide, narrow]) await server.services.applications.delete(installerPrincipal, application.id);
       await server.refreshRadiusClients();
     }
+  });
+
+  it("answers Status-Server while its database answers", async () => {
+    const run = await radclientStatus(server.radius!.port, SECRET);
+    expect(run.exitCode, run.stderr).toBe(0);
+    expect(run.stdout).toMatch(/Received Access-Accept[^\n]*\n\tMessage-Authenticator = 0x[0-9a-f]{32}\n\tReply-Message = "Tessera is up"/);
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/^tessera_radius_packets\{counter="statusAnswers"\} 1$/m);
   });
 
   it("stays silent to a wrong shared secret", async () => {

@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import type { Services } from "../core.js";
 import { addressMatcher } from "../modules/applications/addresses.js";
 import { asksForPush } from "../modules/auth/service.js";
@@ -14,6 +15,9 @@ interface ClientEntry {
 
 /** The Reply-Message when the user did not answer on the phone before the challenge ended. */
 const NO_ANSWER = "No answer from your phone";
+
+/** How long Status-Server waits for the database before it stays silent. */
+const STATUS_TIMEOUT_MS = 2_000;
 
 /** How often the table of RADIUS clients is read again from the applications. */
 const CLIENT_TABLE_REFRESH_MS = 10_000;
@@ -75,6 +79,17 @@ export async function startTesseraRadius(services: Services, options: { host: st
     host: options.host,
     port: options.port,
     logger: options.logger,
+    // Status-Server is answered while the database answers within two seconds: a NAS
+    // that asks is told the truth about whether logins can be decided here.
+    async ready() {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STATUS_TIMEOUT_MS)));
+      try {
+        return await Promise.race([sql`select 1`.execute(services.storage.db).then(() => true), late]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     findClient: (address) => table.find((entry) => entry.matches(address))?.client ?? null,
     async authenticate(request) {
       const application = applications.get(request.clientId);
