@@ -296,10 +296,15 @@ export function createAuthenticator(options: AuthenticatorOptions) {
 
     /**
      * The live connection while the app runs: a signed event stream per server that
-     * delivers each push login as it comes. Reconnects after a break; where the stream
-     * cannot be had, falls back to the signed poll. Runs until `signal` aborts.
+     * delivers each push login as it comes, and `onEnded` when one it delivered was
+     * answered (here or on another device), expired or was cancelled. Reconnects after a
+     * break; where the stream cannot be had, falls back to the signed poll. Runs until
+     * `signal` aborts.
      */
-    async watchChallenges(onChallenge: (challenge: PushChallenge) => Promise<void> | void, watch: { signal?: AbortSignal } = {}): Promise<void> {
+    async watchChallenges(
+      onChallenge: (challenge: PushChallenge) => Promise<void> | void,
+      watch: { signal?: AbortSignal; onEnded?: (ended: { id: string; server: string }) => void } = {},
+    ): Promise<void> {
       const state = await options.store.load();
       const signing = await signingKey(state);
       const servers = Object.entries(state.device.deviceIds).filter(([server]) => state.tokens.some((token) => token.server === server));
@@ -330,6 +335,7 @@ export function createAuthenticator(options: AuthenticatorOptions) {
                   buffer = buffer.slice(end + 2);
                   const data = block.split("\n").find((line) => line.startsWith("data: "));
                   if (block.includes("event: challenge") && data) await onChallenge({ ...(JSON.parse(data.slice(6)) as Omit<PushChallenge, "server">), server });
+                  else if (block.includes("event: ended") && data) watch.onEnded?.({ id: (JSON.parse(data.slice(6)) as { id: string }).id, server });
                 }
               }
             } catch (error) {

@@ -5,6 +5,8 @@ import { errorNotice } from "./errors.ts";
 
 /** Push logins the app has heard of and not yet answered, by challenge id. */
 const waiting = new Map<string, PushChallenge>();
+/** Those being answered here now: their end, which the answer itself causes, is no news. */
+const answering = new Set<string>();
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -31,14 +33,25 @@ export function startPushWatcher(context: AppContext): void {
           await sleep(2_000);
           continue;
         }
-        await context.core.watchChallenges((challenge) => {
-          if (waiting.has(challenge.id)) return;
-          waiting.set(challenge.id, challenge);
-          // Opened from its notification, the app may show this request's screen before
-          // the request itself has arrived: show it again now that it has.
-          const screen = `#/push/${encodeURIComponent(challenge.id)}`;
-          if (!location.hash.startsWith("#/push/") || location.hash === screen) context.navigate(screen);
-        });
+        await context.core.watchChallenges(
+          (challenge) => {
+            if (waiting.has(challenge.id)) return;
+            waiting.set(challenge.id, challenge);
+            // Opened from its notification, the app may show this request's screen before
+            // the request itself has arrived: show it again now that it has.
+            const screen = `#/push/${encodeURIComponent(challenge.id)}`;
+            if (!location.hash.startsWith("#/push/") || location.hash === screen) context.navigate(screen);
+          },
+          {
+            // Answered on another device, expired, or the user typed the passcode instead:
+            // its screen says it is no longer waiting, and Approve is gone.
+            onEnded: ({ id }) => {
+              if (answering.has(id) || !waiting.delete(id)) return;
+              const screen = `#/push/${encodeURIComponent(id)}`;
+              if (location.hash === screen) context.navigate(screen);
+            },
+          },
+        );
       } catch (error) {
         console.warn("push: cannot reach the server for sign-in requests", error);
       }
@@ -62,6 +75,7 @@ export function pushScreen(context: AppContext, id: string): View {
   const buttons = h("div", { class: "actions" });
   const answer = async (decision: "approve" | "deny" | "fraud") => {
     for (const button of buttons.querySelectorAll("button")) button.setAttribute("disabled", "");
+    answering.add(id);
     try {
       const result = await context.core.answerChallenge(challenge, decision);
       waiting.delete(id);
@@ -77,6 +91,8 @@ export function pushScreen(context: AppContext, id: string): View {
     } catch (error) {
       outcome.replaceChildren(errorNotice(error));
       for (const button of buttons.querySelectorAll("button")) button.removeAttribute("disabled");
+    } finally {
+      answering.delete(id);
     }
   };
   buttons.append(

@@ -227,8 +227,9 @@ describe("the tessera web app against a running server", () => {
     await reopened.locator(`[data-token="${serial}"]`).waitFor();
   }, 180_000);
 
-  it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it", async () => {
-    const pushKey = (await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "intranet", resourceName: "Company intranet", kind: "rest", pushOtp: true })).apiKey!;
+  it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it, an ended one leaves", async () => {
+    const intranet = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "intranet", resourceName: "Company intranet", kind: "rest", pushOtp: true });
+    const pushKey = intranet.apiKey!;
     const { page } = await enrolledAllowingNotifications("web-cy", IPHONE);
     await page.getByRole("button", { name: "Show my passcode" }).click();
 
@@ -260,6 +261,14 @@ describe("the tessera web app against a running server", () => {
     await page.getByRole("button", { name: "Deny and report" }).click();
     await page.locator('[data-push-outcome="fraud"]').waitFor();
     expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
+
+    // A login that ends without the phone (the user typed the passcode instead) leaves
+    // the screen: the app hears of its end over the live connection.
+    const third = await login();
+    await page.locator(`[data-number-to-match="${third.numberToMatch}"]`).waitFor();
+    expect(await server.services.push.cancel(third.challengeId, { id: intranet.id, virtualServerId: vsId }, "web-cy")).toBe(true);
+    await page.getByText("No longer waiting").waitFor();
+    expect(await page.getByRole("button", { name: "Approve" }).count()).toBe(0);
   }, 180_000);
 
   it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, and stays quiet while it is in front", async () => {

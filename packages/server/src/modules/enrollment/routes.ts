@@ -355,7 +355,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
     {
       schema: {
         operationId: "liveChallenges",
-        summary: "The live connection while the app runs: a signed event stream (text/event-stream) of push logins for this device",
+        summary: "The live connection while the app runs: a signed event stream (text/event-stream) of push logins for this device (`challenge` events) and their ends (`ended`, with the id)",
         params: z.strictObject({ deviceId: z.string().min(1).max(64) }),
         response: { 200: z.string(), ...deviceErrors },
       },
@@ -372,7 +372,15 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
       const keepalive = setInterval(() => reply.raw.write(": keepalive\n\n"), 15_000);
       reply.raw.on("close", () => close());
       try {
-        await services.push.live(request.params.deviceId, (challenge) => reply.raw.write(`event: challenge\ndata: ${JSON.stringify(challenge)}\n\n`), closed);
+        await services.push.live(
+          request.params.deviceId,
+          {
+            challenge: (challenge) => reply.raw.write(`event: challenge\ndata: ${JSON.stringify(challenge)}\n\n`),
+            // Answered, expired or cancelled: the app stops offering it.
+            ended: (id) => reply.raw.write(`event: ended\ndata: ${JSON.stringify({ id })}\n\n`),
+          },
+          closed,
+        );
       } finally {
         clearInterval(keepalive);
         reply.raw.end();

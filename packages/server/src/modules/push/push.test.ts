@@ -108,6 +108,32 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
   });
 
+  it("tells a device on the live connection of each new challenge and of the end of each it was told of", async () => {
+    const { device, serial } = await enrolledUser("liv", true);
+    const events: string[] = [];
+    let stop = () => {};
+    const stopped = new Promise<void>((resolve) => (stop = resolve));
+    const streaming = core.services.push.live(device.deviceId, { challenge: (challenge) => events.push(`challenge ${challenge.id}`), ended: (id) => events.push(`ended ${id}`) }, stopped);
+    const seen = async (event: string) => expect.poll(() => events, { timeout: 5_000 }).toContain(event);
+    try {
+      const approved = (await authenticate(pushKey, "liv")).json.challengeId as string;
+      await seen(`challenge ${approved}`);
+      await device.answer(approved, "approve", serial, device.passcode());
+      await seen(`ended ${approved}`);
+
+      const portal = await core.services.storage.db.selectFrom("applications").select("id").where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+      const cancelled = (await authenticate(pushKey, "liv")).json.challengeId as string;
+      await seen(`challenge ${cancelled}`);
+      await core.services.push.cancel(cancelled, { id: portal.id, virtualServerId: t.virtualServerId }, "liv");
+      await seen(`ended ${cancelled}`);
+      // Each once, in order.
+      expect(events).toEqual([`challenge ${approved}`, `ended ${approved}`, `challenge ${cancelled}`, `ended ${cancelled}`]);
+    } finally {
+      stop();
+      await streaming;
+    }
+  });
+
   it("refuses an approval whose passcode is wrong, and one signed by another device", async () => {
     const { device, serial } = await enrolledUser("rae", true);
     const other = await enrolledUser("sol", true);

@@ -296,17 +296,25 @@ export function createPushService(
       await db.updateTable("devices").set({ last_seen_at: clock.nowMs(), live_capable: 1 }).where("device_id", "=", deviceId).execute();
     },
 
-    /** After authorizeLive: streams the device's challenges through `send` until `closed` resolves. */
-    async live(deviceId: string, send: (challenge: ChallengeView) => void, closed: Promise<void>): Promise<void> {
+    /**
+     * After authorizeLive: streams the device's challenges through `send` until `closed`
+     * resolves, each new one as it opens and, once one it was sent is no longer open
+     * (answered here or on another device, expired, cancelled), its end, so that the app
+     * stops offering it.
+     */
+    async live(deviceId: string, send: { challenge(challenge: ChallengeView): void; ended(id: string): void }, closed: Promise<void>): Promise<void> {
       // The open challenges already sent: those that closed are dropped at each look, so
       // a connection kept for days holds no more than the challenges open at once.
       let sent = new Set<string>();
       const deliver = async () => {
         const now = clock.nowMs();
         const open = await openChallengesFor(deviceId, now);
+        const openIds = new Set(open.map((row) => row.id));
         const fresh = open.filter((row) => !sent.has(row.id));
-        sent = new Set(open.map((row) => row.id));
-        for (const challenge of await forDevice(deviceId, fresh, now)) send(challenge);
+        const ended = [...sent].filter((id) => !openIds.has(id));
+        sent = openIds;
+        for (const id of ended) send.ended(id);
+        for (const challenge of await forDevice(deviceId, fresh, now)) send.challenge(challenge);
       };
       let queue = deliver();
       const wake = () => {
@@ -403,15 +411,15 @@ export function createPushService(
         const row = await trx
           .selectFrom("challenges")
           .innerJoin("users", "users.id", "challenges.user_pk")
-          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "challenges.resource_name", "challenges.source"])
+          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "challenges.resource_name", "challenges.source", "challenges.device_ids"])
           .where("challenges.id", "=", challengeId)
           .where("challenges.application_id", "=", application.id)
           .where("users.virtual_server_id", "=", application.virtualServerId)
           .where("users.user_id", "=", userId)
           .executeTakeFirst();
-        if (!row) return false;
+        if (!row) return null;
         const updated = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status: "cancelled", now, serial: null }));
-        if (Number(updated.numAffectedRows) !== 1) return false;
+        if (Number(updated.numAffectedRows) !== 1) return null;
         await audit.append(trx, systemPrincipal, [
           {
             action: "auth.push_cancelled",
@@ -423,10 +431,13 @@ export function createPushService(
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
-        return true;
+        return JSON.parse(row.device_ids) as string[];
       });
-      if (closed) hub.challengeChanged(challengeId);
-      return closed;
+      if (!closed) return false;
+      hub.challengeChanged(challengeId);
+      // The phones showing it hear that it ended.
+      hub.deviceHasWork(closed);
+      return true;
     },
 
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
@@ -474,6 +485,8 @@ export function createPushService(
         return { status };
       });
       hub.challengeChanged(challengeId);
+      // The user's other devices showing it hear that it was answered.
+      hub.deviceHasWork(deviceIds);
       return result;
     },
   };
