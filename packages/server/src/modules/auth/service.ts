@@ -7,7 +7,7 @@ import type { AuditEntry } from "../audit/service.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
-import type { PushService } from "../push/service.js";
+import type { OpenedChallenge, PushService } from "../push/service.js";
 import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
@@ -323,10 +323,11 @@ export function createAuthService(
       }
       if (asksForPush(passcode)) {
         // Push OTP: a challenge for the user's push-capable devices, or the advice to type
-        // the passcode. The limits and the user are looked at in a transaction like a
-        // passcode's, so a burst of push requests cannot learn which user ids exist past
-        // the limit; the challenge (which reaches devices) is started once that is done.
-        const found = await writes.run(async (trx, scope): Promise<{ result: AuthResult } | { userPk: string }> => {
+        // the passcode. The limits, the user, the challenge and the login's audit record
+        // are one transaction (on SQLite within a group commit), so a burst of push
+        // requests cannot learn which user ids exist past the limit, and a push login
+        // costs one commit. The devices hear of the challenge once it has committed.
+        const opened = await writes.run(async (trx, scope): Promise<{ result: AuthResult; challenge?: OpenedChallenge }> => {
           const tx = { trx, scope };
           const limit = await limits.check(tx, sourceKey, userKey);
           if (limit.over) {
@@ -338,23 +339,23 @@ export function createAuthService(
           // application and the audit) differs, the words an end user sees do not.
           const unknown = (): AuthResult => ({ result: "reject", reason: "user_unknown", message: messages.push_unavailable });
           if (impossibleUser) return { result: await refused(tx, unknown()) };
-          const user = await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }));
-          if (!user.rows[0]) return { result: await refused(tx, unknown()) };
-          return { userPk: user.rows[0].id };
+          const user = (await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
+          if (!user) return { result: await refused(tx, unknown()) };
+          const challenge = deps.push
+            ? await deps.push.open(trx, { virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source, timeoutMs: application.push_timeout_seconds * 1000 })
+            : null;
+          // A user with three sign-ins waiting on the phone already: too many attempts.
+          const result: AuthResult =
+            challenge === "busy"
+              ? reject("rate_limited")
+              : challenge
+                ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
+                : reject("push_unavailable");
+          await record(trx, result, user.id, null);
+          return challenge && challenge !== "busy" ? { result, challenge } : { result };
         });
-        if ("result" in found) return found.result;
-        const challenge = deps.push
-          ? await deps.push.start({ virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: found.userPk, source, timeoutMs: application.push_timeout_seconds * 1000 })
-          : null;
-        // A user with three sign-ins waiting on the phone already: too many attempts.
-        const result: AuthResult =
-          challenge === "busy"
-            ? reject("rate_limited")
-            : challenge
-              ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
-              : reject("push_unavailable");
-        await writes.run((trx) => record(trx, result, found.userPk, null));
-        return result;
+        if (opened.challenge) deps.push?.announce(opened.challenge);
+        return opened.result;
       }
 
       // Passcode checks arriving together share a transaction (group commit).

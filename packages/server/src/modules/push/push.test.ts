@@ -118,15 +118,16 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     try {
       const approved = (await authenticate(pushKey, "liv")).json.challengeId as string;
       await seen(`challenge ${approved}`);
+      // The device that answers hears of the end at its connection's next look (here,
+      // when the next challenge comes); the others (cancel below) at once.
       await device.answer(approved, "approve", serial, device.passcode());
-      await seen(`ended ${approved}`);
 
       const portal = await core.services.storage.db.selectFrom("applications").select("id").where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
       const cancelled = (await authenticate(pushKey, "liv")).json.challengeId as string;
       await seen(`challenge ${cancelled}`);
       await core.services.push.cancel(cancelled, { id: portal.id, virtualServerId: t.virtualServerId }, "liv");
       await seen(`ended ${cancelled}`);
-      // Each once, in order.
+      // Each once, in order: the end of the first before the second challenge.
       expect(events).toEqual([`challenge ${approved}`, `ended ${approved}`, `challenge ${cancelled}`, `ended ${cancelled}`]);
     } finally {
       stop();

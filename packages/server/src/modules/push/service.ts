@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
-import type { Kysely } from "kysely";
+import type { Kysely, Transaction } from "kysely";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { verifyPasscode } from "../auth/verify.js";
@@ -48,6 +48,14 @@ export interface ChallengeView {
   status: ChallengeStatus;
 }
 
+const CHALLENGE_COLUMNS = [
+  "id", "virtual_server_id", "application_id", "user_pk", "device_ids", "resource_name", "source", "number_to_match",
+  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at",
+] as const satisfies readonly (keyof ChallengeRow)[];
+
+/** A challenge `open` made, for `announce` once its transaction has committed. */
+export type OpenedChallenge = ChallengeView & { row: ChallengeRow; devices: Array<{ device_id: string; push_subscription: string | null }> };
+
 export function statusOf(row: Pick<ChallengeRow, "status" | "expires_at">, nowMs: number): ChallengeStatus {
   return row.status === "pending" && row.expires_at <= nowMs ? "expired" : (row.status as ChallengeStatus);
 }
@@ -89,6 +97,9 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("user_pk", "=", param("userPk"))
         .where("status", "=", "pending")
         .where("expires_at", ">", param("now")),
+    ),
+    insertChallenge: prepareQuery<ChallengeRow, never>(db, (db, param) =>
+      db.insertInto("challenges").values(Object.fromEntries(CHALLENGE_COLUMNS.map((column) => [column, param(column)])) as unknown as ChallengeRow),
     ),
     /** Open challenges naming the device; `pattern` is the device id quoted as in the JSON list, between `%`. */
     openForDevice: prepareQuery<{ now: number; pattern: string }, ChallengeRow>(db, (db, param) =>
@@ -204,11 +215,22 @@ export function createPushService(
 
   return {
     /**
-     * Opens a challenge for the user's push-capable devices; null when they have none,
-     * "busy" when the user has MAX_OPEN_CHALLENGES_PER_USER open already.
+     * Opens a challenge for the user's push-capable devices inside the login's own
+     * transaction (so that the login's checks, the challenge and its audit record take
+     * one commit); null when they have none, "busy" when the user has
+     * MAX_OPEN_CHALLENGES_PER_USER open already. Nothing leaves the transaction: once it
+     * has committed, `announce` tells the devices.
      */
-    async start(input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string; timeoutMs?: number }): Promise<ChallengeView | "busy" | null> {
-      const rows = (await db.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
+    async open(
+      trx: Transaction<Database>,
+      input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string; timeoutMs?: number },
+    ): Promise<OpenedChallenge | "busy" | null> {
+      // Counted and opened in one transaction: on SQLite, with its one writer, requests
+      // that arrive together stop exactly at the limit. On PostgreSQL they would all count
+      // before any inserts, on connections and nodes of their own: the user's row is
+      // locked first, so they count one after another.
+      if (deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", input.userPk).forUpdate().execute();
+      const rows = (await trx.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
       // One device may hold several of the user's tokens: it is asked once.
       const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
       for (const row of rows) {
@@ -218,6 +240,8 @@ export function createPushService(
       const devices = [...byDevice.values()];
       if (devices.length === 0) return null;
       const now = clock.nowMs();
+      const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now }))).rows[0];
+      if (Number(open?.open ?? 0) >= MAX_OPEN_CHALLENGES_PER_USER) return "busy";
       const row: ChallengeRow = {
         id: newId("chl"),
         virtual_server_id: input.virtualServerId,
@@ -234,21 +258,14 @@ export function createPushService(
         answered_at: null,
         redeemed_at: null,
       };
-      // Counted and opened in one transaction: on SQLite, with its one writer, requests
-      // that arrive together stop exactly at the limit. On PostgreSQL they would all count
-      // before any inserts, on connections and nodes of their own: the user's row is
-      // locked first, so they count one after another.
-      const opened = await db.transaction().execute(async (trx) => {
-        if (deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", input.userPk).forUpdate().execute();
-        const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now }))).rows[0];
-        if (Number(open?.open ?? 0) >= MAX_OPEN_CHALLENGES_PER_USER) return false;
-        await trx.insertInto("challenges").values(row).execute();
-        return true;
-      });
-      if (!opened) return "busy";
-      hub.deviceHasWork(devices.map((d) => d.device_id));
-      wake(devices, row);
-      return view(row, now);
+      await trx.executeQuery(queries.insertChallenge(row));
+      return { ...view(row, now), row, devices };
+    },
+
+    /** After the transaction that opened it committed: the devices hear of the challenge (live connection, signed poll, Web Push). */
+    announce(opened: OpenedChallenge): void {
+      hub.deviceHasWork(opened.devices.map((d) => d.device_id));
+      wake(opened.devices, opened.row);
     },
 
     /**
@@ -485,8 +502,10 @@ export function createPushService(
         return { status };
       });
       hub.challengeChanged(challengeId);
-      // The user's other devices showing it hear that it was answered.
-      hub.deviceHasWork(deviceIds);
+      // The user's other devices showing it hear that it was answered (the one that
+      // answered knows; it hears of the end at its connection's next look).
+      const others = deviceIds.filter((deviceId) => deviceId !== signed.deviceId);
+      if (others.length > 0) hub.deviceHasWork(others);
       return result;
     },
   };
