@@ -69,7 +69,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
     // Our States are challenge ids (ASCII); PostgreSQL text holds no NUL.
     if (challengeId.includes("\0") || userName.includes("\0")) return;
     try {
-      await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, userName);
+      await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, { by: "typed", userId: userName });
     } catch (error) {
       options.logger?.error({ err: error }, "RADIUS: closing the push challenge of a typed passcode failed");
     }

@@ -80,6 +80,29 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
     },
   );
 
+  app.delete(
+    "/auth/challenges/:challengeId",
+    {
+      config: { public: true },
+      schema: {
+        operationId: "cancelAuthChallenge",
+        summary: "Withdraw a push login nobody has answered yet (the user types the passcode instead, or left): the phone stops offering it",
+        params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
+        response: { 204: z.null(), 401: errorResponse, 404: errorResponse, 409: errorResponse },
+      },
+    },
+    async (request, reply) => {
+      const header = request.headers.authorization;
+      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
+      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      const { challengeId } = request.params;
+      const outcome = await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, { by: "withdrawn" });
+      if (outcome === "not_found") throw fail("CHALLENGE_NOT_FOUND", { id: challengeId });
+      if (outcome === "closed") throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered or expired" });
+      return reply.status(204).send(null);
+    },
+  );
+
   app.post(
     "/tokens/:serial/resync",
     {

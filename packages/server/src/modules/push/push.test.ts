@@ -20,7 +20,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
 
   useTestApp(kind, "Push", async (setting) => {
     ({ core, api, t } = setting);
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 16 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 32 });
     pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
     plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
   });
@@ -90,13 +90,14 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     const portal = (await core.services.storage.db.selectFrom("applications").select(["id", "virtual_server_id"]).where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow());
     const legacy = (await core.services.storage.db.selectFrom("applications").select("id").where("name", "=", "legacy").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow());
     // Another user's name, another application, a made-up id: nothing closes.
-    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "pim")).toBe(false);
-    expect(await core.services.push.cancel(id, { id: legacy.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
-    expect(await core.services.push.cancel("chl_nothing", { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
+    const typedBy = (userId: string) => ({ by: "typed" as const, userId });
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, typedBy("pim"))).toBe("not_found");
+    expect(await core.services.push.cancel(id, { id: legacy.id, virtualServerId: t.virtualServerId }, typedBy("oda"))).toBe("not_found");
+    expect(await core.services.push.cancel("chl_nothing", { id: portal.id, virtualServerId: t.virtualServerId }, typedBy("oda"))).toBe("not_found");
     expect((await outcome(pushKey, id)).json).toEqual({ status: "pending" });
 
-    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(true);
-    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, "oda")).toBe(false);
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, typedBy("oda"))).toBe("cancelled");
+    expect(await core.services.push.cancel(id, { id: portal.id, virtualServerId: t.virtualServerId }, typedBy("oda"))).toBe("closed");
     expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
     expect((await device.poll()).json.items).toEqual([]);
     expect((await device.answer(id, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
@@ -106,6 +107,23 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     core.clock.advance(61_000);
     await core.services.push.closeExpired();
     expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
+  });
+
+  it("lets the application withdraw its own open push login over REST, and no other", async () => {
+    const { device, serial } = await enrolledUser("wren", true);
+    const pending = await authenticate(pushKey, "wren");
+    const id = pending.json.challengeId as string;
+    const withdraw = (key: string, challengeId: string) => api.call("DELETE", `/api/v1/auth/challenges/${challengeId}`, key);
+    expect((await withdraw(plainKey, id)).json.error.code).toBe("CHALLENGE_NOT_FOUND");
+    expect((await withdraw(pushKey, "chl_nothing")).json.error.code).toBe("CHALLENGE_NOT_FOUND");
+    expect((await withdraw("tak_bogus", id)).status).toBe(401);
+    expect((await outcome(pushKey, id)).json).toEqual({ status: "pending" });
+    expect((await withdraw(pushKey, id)).status).toBe(204);
+    expect((await withdraw(pushKey, id)).json.error.code).toBe("CHALLENGE_CLOSED");
+    expect((await outcome(pushKey, id)).json).toMatchObject({ status: "reject", reason: "cancelled" });
+    expect((await device.answer(id, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_cancelled`, t.apiKeys.auditor);
+    expect(trail.json.items.find((item: { details: { challengeId: string } }) => item.details.challengeId === id)).toMatchObject({ reason: "the application withdrew the sign-in request", targetId: "wren" });
   });
 
   it("tells a device on the live connection of each new challenge and of the end of each it was told of", async () => {
@@ -125,7 +143,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
       const portal = await core.services.storage.db.selectFrom("applications").select("id").where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
       const cancelled = (await authenticate(pushKey, "liv")).json.challengeId as string;
       await seen(`challenge ${cancelled}`);
-      await core.services.push.cancel(cancelled, { id: portal.id, virtualServerId: t.virtualServerId }, "liv");
+      await core.services.push.cancel(cancelled, { id: portal.id, virtualServerId: t.virtualServerId }, { by: "typed", userId: "liv" });
       await seen(`ended ${cancelled}`);
       // Each once, in order: the end of the first before the second challenge.
       expect(events).toEqual([`challenge ${approved}`, `ended ${approved}`, `challenge ${cancelled}`, `ended ${cancelled}`]);

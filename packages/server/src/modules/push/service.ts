@@ -416,45 +416,51 @@ export function createPushService(
     },
 
     /**
-     * Ends a push login that ended another way: the user typed the passcode in answer to
-     * the RADIUS Access-Challenge instead of answering on the phone. The phone can no
-     * longer approve it (the app says it is no longer waiting) and the trail says how it
-     * ended (`auth.push_cancelled`). Only a challenge this application opened for this
-     * user, still open; returns whether one was closed.
+     * Ends a push login that ended another way before anyone answered on the phone: the
+     * user typed the passcode in answer to the RADIUS Access-Challenge (`typed`), or the
+     * application withdrew it (`withdrawn`: the user chose to type the passcode, or left
+     * the login page). The phone can no longer approve it (the app says it is no longer
+     * waiting, at once over the live connection) and the trail says how it ended
+     * (`auth.push_cancelled`). Only a challenge this application opened, for this user
+     * when `userId` is given; `not_found` otherwise, `closed` when it has ended already.
      */
-    async cancel(challengeId: string, application: { id: string; virtualServerId: string }, userId: string): Promise<boolean> {
+    async cancel(
+      challengeId: string,
+      application: { id: string; virtualServerId: string },
+      why: { by: "typed"; userId: string } | { by: "withdrawn" },
+    ): Promise<"cancelled" | "not_found" | "closed"> {
       const now = clock.nowMs();
-      const closed = await db.transaction().execute(async (trx) => {
-        const row = await trx
+      const ended = await db.transaction().execute(async (trx) => {
+        let query = trx
           .selectFrom("challenges")
           .innerJoin("users", "users.id", "challenges.user_pk")
-          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "challenges.resource_name", "challenges.source", "challenges.device_ids"])
+          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "users.user_id", "challenges.resource_name", "challenges.source", "challenges.device_ids"])
           .where("challenges.id", "=", challengeId)
           .where("challenges.application_id", "=", application.id)
-          .where("users.virtual_server_id", "=", application.virtualServerId)
-          .where("users.user_id", "=", userId)
-          .executeTakeFirst();
-        if (!row) return null;
+          .where("users.virtual_server_id", "=", application.virtualServerId);
+        if (why.by === "typed") query = query.where("users.user_id", "=", why.userId);
+        const row = await query.executeTakeFirst();
+        if (!row) return "not_found" as const;
         const updated = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status: "cancelled", now, serial: null }));
-        if (Number(updated.numAffectedRows) !== 1) return null;
+        if (Number(updated.numAffectedRows) !== 1) return "closed" as const;
         await audit.append(trx, systemPrincipal, [
           {
             action: "auth.push_cancelled",
             virtualServerId: row.virtual_server_id,
             targetType: "user",
-            targetId: userId,
+            targetId: row.user_id,
             userPk: row.user_pk,
-            reason: "the user typed the passcode instead",
+            reason: why.by === "typed" ? "the user typed the passcode instead" : "the application withdrew the sign-in request",
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
         return JSON.parse(row.device_ids) as string[];
       });
-      if (!closed) return false;
+      if (typeof ended === "string") return ended;
       hub.challengeChanged(challengeId);
       // The phones showing it hear that it ended.
-      hub.deviceHasWork(closed);
-      return true;
+      hub.deviceHasWork(ended);
+      return "cancelled";
     },
 
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
