@@ -46,6 +46,7 @@ export function startPushWatcher(context: AppContext): void {
             // Answered on another device, expired, or the user typed the passcode instead:
             // its screen says it is no longer waiting, and Approve is gone.
             onEnded: ({ id }) => {
+              void closeNotification(id);
               if (answering.has(id) || !waiting.delete(id)) return;
               const screen = `#/push/${encodeURIComponent(id)}`;
               if (location.hash === screen) context.navigate(screen);
@@ -59,6 +60,19 @@ export function startPushWatcher(context: AppContext): void {
     }
   };
   void loop();
+}
+
+/**
+ * Takes a login's notification (shown by the service worker while the app was in the
+ * background, tagged with the challenge id) out of the tray once the login has ended.
+ */
+async function closeNotification(id: string): Promise<void> {
+  try {
+    const registration = await navigator.serviceWorker?.getRegistration();
+    for (const notification of (await registration?.getNotifications({ tag: id })) ?? []) notification.close();
+  } catch {
+    // No service worker or no notifications here: nothing to take away.
+  }
 }
 
 /** `#/push/{id}`: who wants in where, the number to match, and Approve, Deny, Deny and report. */

@@ -266,10 +266,17 @@ describe("the tessera web app against a running server", () => {
     // the passcode instead) leaves the screen: the app hears of it over the live connection.
     const third = await login();
     await page.locator(`[data-number-to-match="${third.numberToMatch}"]`).waitFor();
+    // As the service worker would have shown it while the app was in the background.
+    const registration = `navigator.serviceWorker.getRegistration("/app/")`;
+    await page.evaluate(`${registration}.then((r) => r.showNotification("Sign in to Company intranet?", { tag: ${JSON.stringify(third.challengeId)}, requireInteraction: true }))`);
+    const tray = () => page.evaluate(`${registration}.then((r) => r.getNotifications()).then((shown) => shown.map((n) => n.tag))`) as Promise<string[]>;
+    expect(await tray()).toEqual([third.challengeId]);
     const withdrawn = await fetch(`${server.url}/api/v1/auth/challenges/${third.challengeId}`, { method: "DELETE", headers: { authorization: `Bearer ${pushKey}` } });
     expect(withdrawn.status).toBe(204);
     await page.getByText("No longer waiting").waitFor();
     expect(await page.getByRole("button", { name: "Approve" }).count()).toBe(0);
+    // Its notification leaves the tray too.
+    await expect.poll(tray, { timeout: UI_TIMEOUT_MS }).toEqual([]);
   }, 180_000);
 
   it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, and stays quiet while it is in front", async () => {
