@@ -336,3 +336,54 @@ export function startTesseraServe({ dir, env = {}, profileDir, logLevel = "silen
     });
   });
 }
+
+/** @param {string} url @param {string} database */
+function withDatabase(url, database) {
+  const parsed = new URL(url);
+  parsed.pathname = `/${database}`;
+  return parsed.toString();
+}
+
+/** @param {string} url */
+const redact = (url) => url.replace(/\/\/([^:@/]+):[^@/]+@/, "//$1:***@");
+
+/**
+ * The database a benchmark runs on: a temp SQLite file, or (with `postgresUrl`, an admin
+ * connection such as postgres://postgres@127.0.0.1:5432/postgres) a fresh PostgreSQL
+ * database made for the run, which `drop` drops (`keep` only says so in `describe`).
+ * @param {{ label: string, postgresUrl: string | null, keep?: boolean }} options
+ * @returns {Promise<{ target: import("../packages/server/dist/storage/database.js").DatabaseTarget, describe: string, drop: () => Promise<void> }>}
+ */
+export async function createBenchDatabase({ label, postgresUrl, keep = false }) {
+  if (!postgresUrl) {
+    const dir = tempDir(label);
+    const file = path.join(dir, "tessera.db");
+    return { target: { kind: "sqlite", file }, describe: `SQLite ${file} (WAL)`, drop: async () => removeDir(dir) };
+  }
+  const pg = (await import("pg")).default;
+  const name = `tessera_bench_${randomSuffix()}`;
+  const admin = new pg.Client({ connectionString: postgresUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const url = withDatabase(postgresUrl, name);
+  let dropped = false;
+  return {
+    target: { kind: "postgres", url },
+    describe: `PostgreSQL ${redact(url)} (created for this run${keep ? ", kept afterwards (--keep)" : ", dropped at the end"})`,
+    async drop() {
+      if (dropped) return;
+      dropped = true;
+      const client = new pg.Client({ connectionString: postgresUrl });
+      await client.connect();
+      try {
+        await client.query(`drop database if exists ${name} with (force)`);
+      } finally {
+        await client.end();
+      }
+    },
+  };
+}

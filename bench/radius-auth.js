@@ -4,7 +4,10 @@
 // as many requests per second as FreeRADIUS at the same concurrency (64 outstanding), with
 // a p99 no worse, although FreeRADIUS neither refuses replays nor audits and Tessera does both.
 //
-//   node bench/radius-auth.js [--users 50000] [--requests 100000] [--outstanding 64] [--profile=DIR]
+//   node bench/radius-auth.js [--users 50000] [--requests 100000] [--outstanding 64] [--profile=DIR] [--pg]
+//
+// Tessera on SQLite by default; --pg (or BENCH_DATABASE_URL, an admin connection) runs it
+// on a PostgreSQL database made for the run and dropped after it.
 //
 // Three processes, one server at a time: this one seeds Tessera's database, writes
 // FreeRADIUS's configuration and starts and stops the servers; the server under test; and
@@ -28,7 +31,7 @@ import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
 const FREERADIUS_BIN = "/usr/sbin/freeradius";
@@ -403,14 +406,14 @@ function ensureFreeradius() {
 }
 
 /**
- * Seeds Tessera's SQLite database: users user0..user{count-1}, each with an active TOTP
- * token, and the RADIUS application the load comes through.
- * @param {string} dir
+ * Seeds Tessera's database: users user0..user{count-1}, each with an active TOTP token,
+ * and the RADIUS application the load comes through.
+ * @param {import("../packages/server/dist/storage/database.js").DatabaseTarget} target
  * @param {number} count
  * @returns {Promise<{ radiusSecret: string }>}
  */
-async function seedTessera(dir, count) {
-  const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
+async function seedTessera(target, count) {
+  const storage = openStorage(target);
   try {
     await migrateToLatest(storage);
     const services = createServices(storage, createKeyring([benchMasterKey]));
@@ -426,16 +429,18 @@ async function seedTessera(dir, count) {
 }
 
 /**
- * Starts `tessera serve` with RADIUS on a free loopback port (HTTP on a free port too).
+ * Starts `tessera serve` with RADIUS on a free loopback port (HTTP on a free port too), on
+ * the SQLite file in `dir` or the PostgreSQL database of `target`.
  * @param {string} dir
+ * @param {import("../packages/server/dist/storage/database.js").DatabaseTarget} target
  * @param {string | undefined} profileDir
  * @returns {Promise<{ port: number, child: import("node:child_process").ChildProcess }>}
  */
-async function startTessera(dir, profileDir) {
+async function startTessera(dir, target, profileDir) {
   const started = await startTesseraServe({
     dir,
     profileDir,
-    env: { TESSERA_RADIUS_HOST: "127.0.0.1", TESSERA_RADIUS_PORT: "0" },
+    env: { TESSERA_RADIUS_HOST: "127.0.0.1", TESSERA_RADIUS_PORT: "0", ...(target.kind === "postgres" ? { DATABASE_URL: target.url } : {}) },
     // Problems only (a dropped datagram is logged at most every 10 s), as FreeRADIUS here.
     logLevel: "warn",
     timeoutMs: START_TIMEOUT_MS,
@@ -633,6 +638,9 @@ async function main() {
   const freeradiusDir = path.join(dir, "freeradius");
   mkdirSync(tesseraDir);
   mkdirSync(freeradiusDir);
+  const postgresUrl = flags.pg === true || process.env.BENCH_DATABASE_URL ? (process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres") : null;
+  // On SQLite the file goes in Tessera's data directory, where `tessera serve` finds it.
+  const database = postgresUrl ? await createBenchDatabase({ label: "radius-auth", postgresUrl }) : { target: /** @type {const} */ ({ kind: "sqlite", file: path.join(tesseraDir, "tessera.db") }), describe: "SQLite (WAL)", drop: async () => undefined };
   /** @type {import("node:child_process").ChildProcess | undefined} */
   let server;
   // SIGKILL: nothing of theirs is worth keeping, and FreeRADIUS 3.2.1 can hang in its
@@ -642,13 +650,13 @@ async function main() {
     // One more user than the load takes: the probe of checkServerAnswers.
     const probeUser = userCount;
     const seedStarted = Date.now();
-    const { radiusSecret } = await seedTessera(tesseraDir, userCount + 1);
+    const { radiusSecret } = await seedTessera(database.target, userCount + 1);
     const freeradiusPort = await freeUdpPort();
     writeFreeradiusConfig({ dir: freeradiusDir, port: freeradiusPort, secret: radiusSecret, users: userCount + 1 });
     console.log(`seeded in ${fmt((Date.now() - seedStarted) / 1000, 1)} s (not measured)`);
     console.log(
       `inputs: ${fmt(userCount)} users with TOTP tokens (SHA1, 6 digits, 30 s), ${fmt(WARMUP_REQUESTS)} warm-up + ${fmt(requests)} timed Access-Requests ` +
-        `(PAP, Message-Authenticator) a server, ${outstanding} outstanding, over loopback; Tessera on SQLite; FreeRADIUS with ${FREERADIUS_THREADS} worker threads`,
+        `(PAP, Message-Authenticator) a server, ${outstanding} outstanding, over loopback; Tessera on ${database.describe}; FreeRADIUS with ${FREERADIUS_THREADS} worker threads`,
     );
     const load = { users: userCount, warmup: WARMUP_REQUESTS, requests, outstanding, secret: radiusSecret };
     /**
@@ -669,7 +677,7 @@ async function main() {
     const baseline = await measure("freeradius", server, freeradiusPort);
     await stop(server);
 
-    const tessera = await startTessera(tesseraDir, profileDir);
+    const tessera = await startTessera(tesseraDir, database.target, profileDir);
     server = tessera.child;
     const measured = await measure("tessera", server, tessera.port);
     await stop(server);
@@ -696,7 +704,7 @@ async function main() {
     reportResult({
       name: "radius-auth",
       machine: machineInfo,
-      inputs: { users: userCount, warmup: WARMUP_REQUESTS, requests, outstanding, database: "sqlite", freeradius: freeradiusVersion, freeradiusThreads: FREERADIUS_THREADS },
+      inputs: { users: userCount, warmup: WARMUP_REQUESTS, requests, outstanding, database: database.target.kind, freeradius: freeradiusVersion, freeradiusThreads: FREERADIUS_THREADS },
       figures: [
         {
           name: "RADIUS PAP+TOTP throughput",
@@ -724,6 +732,7 @@ async function main() {
     });
   } finally {
     await stop(server);
+    await database.drop();
     removeDir(dir);
     stopWatching();
   }

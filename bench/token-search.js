@@ -10,7 +10,6 @@
 // in a database tessera_bench_<random> created for the run and dropped afterwards.
 import { Buffer } from "node:buffer";
 import { statSync } from "node:fs";
-import path from "node:path";
 import process from "node:process";
 import SQLite from "better-sqlite3";
 import pg from "pg";
@@ -24,6 +23,7 @@ import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
 import {
   benchMasterKey,
+  createBenchDatabase,
   elapsedMs,
   fmt,
   generateUsers,
@@ -35,11 +35,8 @@ import {
   pick,
   printHeader,
   printTable,
-  randomSuffix,
-  removeDir,
   reportResult,
   seededRandom,
-  tempDir,
 } from "./lib.js";
 
 const TARGET_P95_MS = 20;
@@ -77,53 +74,6 @@ function weightedPick(random, weighted) {
     if (roll < 0) return value;
   }
   return /** @type {string} */ (weighted.at(-1)?.[0]);
-}
-
-/** @param {string} url @param {string} database */
-function withDatabase(url, database) {
-  const parsed = new URL(url);
-  parsed.pathname = `/${database}`;
-  return parsed.toString();
-}
-
-/** @param {string} url */
-const redact = (url) => url.replace(/\/\/([^:@/]+):[^@/]+@/, "//$1:***@");
-
-/**
- * The database under test: a temp SQLite file, or a fresh PostgreSQL database.
- * @returns {Promise<{ target: import("../packages/server/dist/storage/database.js").DatabaseTarget, describe: string, drop: () => Promise<void> }>}
- */
-async function createDatabase() {
-  if (!usePostgres) {
-    const dir = tempDir("token-search");
-    const file = path.join(dir, "tessera.db");
-    return { target: { kind: "sqlite", file }, describe: `SQLite ${file} (WAL)`, drop: async () => removeDir(dir) };
-  }
-  const name = `tessera_bench_${randomSuffix()}`;
-  const admin = new pg.Client({ connectionString: adminPgUrl });
-  await admin.connect();
-  try {
-    await admin.query(`create database ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = withDatabase(adminPgUrl, name);
-  let dropped = false;
-  return {
-    target: { kind: "postgres", url },
-    describe: `PostgreSQL ${redact(url)} (created for this run${keep ? ", kept afterwards (--keep)" : ", dropped at the end"})`,
-    async drop() {
-      if (dropped) return;
-      dropped = true;
-      const client = new pg.Client({ connectionString: adminPgUrl });
-      await client.connect();
-      try {
-        await client.query(`drop database if exists ${name} with (force)`);
-      } finally {
-        await client.end();
-      }
-    },
-  };
 }
 
 /**
@@ -528,7 +478,7 @@ async function explainShapes(raw, shapes, params) {
 }
 
 async function main() {
-  const database = await createDatabase();
+  const database = await createBenchDatabase({ label: "token-search", postgresUrl: usePostgres ? adminPgUrl : null, keep });
   let storage;
   let raw;
   const interrupted = async () => {
