@@ -7,6 +7,13 @@ import { commonErrors, errorResponse } from "../../http/schemas.js";
 
 /** REST authentication for applications: `POST /api/v1/auth` with the application's API key. */
 export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
+  /** The REST application whose API key the Authorization header carries; UNAUTHENTICATED otherwise. */
+  const restApplicationOf = async (authorization: string | undefined) => {
+    const application = authorization?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(authorization.slice(7).trim()) : null;
+    if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+    return application;
+  };
+
   app.post(
     "/auth",
     {
@@ -37,9 +44,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       },
     },
     async (request) => {
-      const header = request.headers.authorization;
-      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
-      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      const application = await restApplicationOf(request.headers.authorization);
       const outcome = await services.auth.authenticate({
         application,
         userId: request.body.userId,
@@ -73,9 +78,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       },
     },
     async (request) => {
-      const header = request.headers.authorization;
-      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
-      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      const application = await restApplicationOf(request.headers.authorization);
       return services.auth.challengeOutcome(application, request.params.challengeId, request.query.wait * 1000);
     },
   );
@@ -92,9 +95,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       },
     },
     async (request, reply) => {
-      const header = request.headers.authorization;
-      const application = header?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(header.slice(7).trim()) : null;
-      if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
+      const application = await restApplicationOf(request.headers.authorization);
       const { challengeId } = request.params;
       const outcome = await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, { by: "withdrawn" });
       if (outcome === "not_found") throw fail("CHALLENGE_NOT_FOUND", { id: challengeId });
