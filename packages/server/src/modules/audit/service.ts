@@ -3,7 +3,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { fail } from "../../errors.js";
 import type { DatabaseKind } from "../../storage/database.js";
-import { prepareQuery } from "../../storage/prepared.js";
+import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { AuditRow, Database } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 
@@ -132,9 +132,10 @@ function prepareTail(db: Kysely<Database>) {
   return prepareQuery<Record<string, never>, Pick<AuditRow, "seq" | "hash">>(db, (db) => db.selectFrom("audit_log").select(["seq", "hash"]).orderBy("seq", "desc").limit(sql.lit(1)));
 }
 
+const AUDIT_COLUMNS = ["seq", "at", "actor", "operator_id", "action", "virtual_server_id", "target_type", "target_id", "token_serial", "user_pk", "from_state", "to_state", "reason", "details", "prev_hash", "hash"] as const;
+
 function prepareInsertOne(db: Kysely<Database>) {
-  const columns = ["seq", "at", "actor", "operator_id", "action", "virtual_server_id", "target_type", "target_id", "token_serial", "user_pk", "from_state", "to_state", "reason", "details", "prev_hash", "hash"] as const;
-  return prepareQuery<AuditRow, never>(db, (db, param) => db.insertInto("audit_log").values(Object.fromEntries(columns.map((column) => [column, param(column)])) as unknown as AuditRow));
+  return prepareInsert<"audit_log", AuditRow>(db, "audit_log", AUDIT_COLUMNS);
 }
 
 export type ChainVerdict =

@@ -3,7 +3,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
 import type { Kysely, Transaction } from "kysely";
-import { prepareQuery } from "../../storage/prepared.js";
+import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
@@ -33,7 +33,7 @@ export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "ex
 /** Expired challenges closed (and audited) in one transaction. */
 const EXPIRE_BATCH = 500;
 
-/** `cancelled`: the login ended another way before anyone answered (the user typed the passcode). */
+/** `cancelled`: the login ended another way before anyone answered (the passcode was typed, or the application withdrew it). */
 export type ChallengeStatus = (typeof CHALLENGE_STATUSES)[number];
 
 export interface ChallengeView {
@@ -98,9 +98,7 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("status", "=", "pending")
         .where("expires_at", ">", param("now")),
     ),
-    insertChallenge: prepareQuery<ChallengeRow, never>(db, (db, param) =>
-      db.insertInto("challenges").values(Object.fromEntries(CHALLENGE_COLUMNS.map((column) => [column, param(column)])) as unknown as ChallengeRow),
-    ),
+    insertChallenge: prepareInsert<"challenges", ChallengeRow>(db, "challenges", CHALLENGE_COLUMNS),
     /** Open challenges naming the device; `pattern` is the device id quoted as in the JSON list, between `%`. */
     openForDevice: prepareQuery<{ now: number; pattern: string }, ChallengeRow>(db, (db, param) =>
       db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", param("now")).where("device_ids", "like", param("pattern")).orderBy("created_at"),
@@ -421,8 +419,9 @@ export function createPushService(
      * application withdrew it (`withdrawn`: the user chose to type the passcode, or left
      * the login page). The phone can no longer approve it (the app says it is no longer
      * waiting, at once over the live connection) and the trail says how it ended
-     * (`auth.push_cancelled`). Only a challenge this application opened, for this user
-     * when `userId` is given; `not_found` otherwise, `closed` when it has ended already.
+     * (`auth.push_cancelled`). Only a challenge this application opened (and, for a typed
+     * passcode, for the user who typed it); `not_found` otherwise, `closed` when it has
+     * ended already.
      */
     async cancel(
       challengeId: string,
