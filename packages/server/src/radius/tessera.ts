@@ -1,7 +1,7 @@
-import { sql } from "kysely";
 import type { Services } from "../core.js";
 import { addressMatcher } from "../modules/applications/addresses.js";
 import { asksForPush } from "../modules/auth/service.js";
+import { isMigrated } from "../storage/migrate.js";
 import type { ApplicationRow } from "../storage/schema.js";
 import { createRadiusServer, type RadiusClient, type RadiusLogger, type RadiusServer } from "./server.js";
 
@@ -16,7 +16,7 @@ interface ClientEntry {
 /** The Reply-Message when the user did not answer on the phone before the challenge ended. */
 const NO_ANSWER = "No answer from your phone";
 
-/** How long Status-Server waits for the database before it stays silent. */
+/** How long Status-Server waits for the readiness check before it stays silent. */
 const STATUS_TIMEOUT_MS = 2_000;
 
 /** How often the table of RADIUS clients is read again from the applications. */
@@ -79,13 +79,14 @@ export async function startTesseraRadius(services: Services, options: { host: st
     host: options.host,
     port: options.port,
     logger: options.logger,
-    // Status-Server is answered while the database answers within two seconds: a NAS
-    // that asks is told the truth about whether logins can be decided here.
+    // Status-Server is answered when the node is ready as GET /readyz says it (database
+    // reachable and migrated) within two seconds: a NAS that asks is told the truth about
+    // whether logins can be decided here.
     async ready() {
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), STATUS_TIMEOUT_MS)));
       try {
-        return await Promise.race([sql`select 1`.execute(services.storage.db).then(() => true), late]);
+        return await Promise.race([isMigrated(services.storage), late]);
       } finally {
         clearTimeout(timer);
       }
