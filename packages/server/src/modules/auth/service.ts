@@ -297,9 +297,10 @@ export function createAuthService(
       const principal = authPrincipal(application);
       const now = clock.nowMs();
       const reject = (reason: RejectReason): AuthResult => ({ result: "reject", reason, message: messages[reason] });
+      const push = asksForPush(passcode);
 
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
-        audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push: asksForPush(passcode) })]);
+        audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push })]);
 
       // The limits are read and counted inside the login's own transaction. On SQLite
       // the logins of a group commit run one after another, so each sees the failures
@@ -314,14 +315,14 @@ export function createAuthService(
         return result;
       };
 
-      if (asksForPush(passcode) && application.push_otp !== 1) {
+      if (push && application.push_otp !== 1) {
         // Push is off at this application: said before any user is looked up, the same
         // for every user id, so the answer tells nothing of who exists.
         const result = reject("push_unavailable");
         await writes.run((trx) => record(trx, result, null, null));
         return result;
       }
-      if (asksForPush(passcode)) {
+      if (push) {
         // Push OTP: a challenge for the user's push-capable devices, or the advice to type
         // the passcode. The limits, the user, the challenge and the login's audit record
         // are one transaction (on SQLite within a group commit), so a burst of push
