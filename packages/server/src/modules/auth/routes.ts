@@ -99,7 +99,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       const { challengeId } = request.params;
       const outcome = await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, { by: "withdrawn" });
       if (outcome === "not_found") throw fail("CHALLENGE_NOT_FOUND", { id: challengeId });
-      if (outcome === "closed") throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered or expired" });
+      if (outcome === "closed") throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "no longer open" });
       return reply.status(204).send(null);
     },
   );
