@@ -348,6 +348,18 @@ function withDatabase(url, database) {
 const redact = (url) => url.replace(/\/\/([^:@/]+):[^@/]+@/, "//$1:***@");
 
 /**
+ * The PostgreSQL admin connection a benchmark runs on when `--pg` is given or
+ * BENCH_DATABASE_URL names one (default postgres://postgres@127.0.0.1:5432/postgres);
+ * null for SQLite.
+ * @param {Record<string, string | boolean>} flags
+ * @returns {string | null}
+ */
+export function benchPostgresUrl(flags) {
+  if (flags.pg !== true && !process.env.BENCH_DATABASE_URL) return null;
+  return process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+}
+
+/**
  * The database a benchmark runs on: a temp SQLite file, or (with `postgresUrl`, an admin
  * connection such as postgres://postgres@127.0.0.1:5432/postgres) a fresh PostgreSQL
  * database made for the run, which `drop` drops (`keep` only says so in `describe`).

@@ -31,7 +31,7 @@ import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
+import { benchMasterKey, benchPostgresUrl, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
 const FREERADIUS_BIN = "/usr/sbin/freeradius";
@@ -634,13 +634,12 @@ async function main() {
   }
 
   const dir = tempDir("radius-auth");
-  const tesseraDir = path.join(dir, "tessera");
   const freeradiusDir = path.join(dir, "freeradius");
-  mkdirSync(tesseraDir);
   mkdirSync(freeradiusDir);
-  const postgresUrl = flags.pg === true || process.env.BENCH_DATABASE_URL ? (process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres") : null;
-  // On SQLite the file goes in Tessera's data directory, where `tessera serve` finds it.
-  const database = postgresUrl ? await createBenchDatabase({ label: "radius-auth", postgresUrl }) : { target: /** @type {const} */ ({ kind: "sqlite", file: path.join(tesseraDir, "tessera.db") }), describe: "SQLite (WAL)", drop: async () => undefined };
+  const database = await createBenchDatabase({ label: "radius-auth", postgresUrl: benchPostgresUrl(flags) });
+  // Tessera's data directory: on SQLite the one holding its file, where `tessera serve` finds it.
+  const tesseraDir = database.target.kind === "sqlite" ? path.dirname(database.target.file) : path.join(dir, "tessera");
+  mkdirSync(tesseraDir, { recursive: true });
   /** @type {import("node:child_process").ChildProcess | undefined} */
   let server;
   // SIGKILL: nothing of theirs is worth keeping, and FreeRADIUS 3.2.1 can hang in its

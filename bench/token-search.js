@@ -23,6 +23,7 @@ import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
 import {
   benchMasterKey,
+  benchPostgresUrl,
   createBenchDatabase,
   elapsedMs,
   fmt,
@@ -53,8 +54,7 @@ const warmupCount = intFlag(flags, "warmup", 300);
 const seedBudgetSeconds = intFlag(flags, "seed-budget", 180);
 /** Leaves the database (and temp dir) behind for inspection, and says where. */
 const keep = flags.keep === true;
-const usePostgres = flags.pg === true || Boolean(process.env.BENCH_DATABASE_URL);
-const adminPgUrl = process.env.BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const postgresUrl = benchPostgresUrl(flags);
 
 /** Share of the main virtual server's tokens held by a user. */
 const ASSIGNED_SHARE = 0.3;
@@ -478,7 +478,7 @@ async function explainShapes(raw, shapes, params) {
 }
 
 async function main() {
-  const database = await createBenchDatabase({ label: "token-search", postgresUrl: usePostgres ? adminPgUrl : null, keep });
+  const database = await createBenchDatabase({ label: "token-search", postgresUrl, keep });
   let storage;
   let raw;
   const interrupted = async () => {
