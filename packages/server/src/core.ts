@@ -41,11 +41,23 @@ export interface ServiceOptions {
   webPush?: WebPushOptions;
   /** Told of Web Push messages that did not go out. */
   onWebPushFailure?: (deviceId: string, detail: string) => void;
+  /** Told when audit records could not be linked into the chain (PostgreSQL): they wait, and the next pass tries again. */
+  onAuditLinkFailure?: (error: unknown) => void;
 }
 
 export function createServices(storage: Storage, keyring: Keyring, options: ServiceOptions = {}) {
   const clock = options.clock ?? systemClock;
-  const audit = createAuditLog({ kind: storage.kind, clock });
+  const metrics = createMetrics();
+  const audit = createAuditLog({
+    db: storage.db,
+    kind: storage.kind,
+    clock,
+    onLinkPass: (outcome) => {
+      metrics.auditLinkPass(outcome);
+      if ("failed" in outcome) options.onAuditLinkFailure?.(outcome.failed);
+    },
+  });
+  storage.beforeClose(() => audit.close());
   const deps = { db: storage.db, kind: storage.kind, clock, audit, keyring };
   const configuredUrl = options.publicUrl ?? "http://127.0.0.1:8080";
   const publicUrl = typeof configuredUrl === "function" ? configuredUrl : () => configuredUrl;
@@ -62,7 +74,6 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const provisioning = createProvisioningService({ ...deps, publicUrl, onMailQueued: notifyMail });
   const enrollmentEngine = createEnrollmentEngine({ ...deps, onMailQueued: notifyMail });
   const hub = createChallengeHub();
-  const metrics = createMetrics();
   const webPush = createWebPush(deps, options.webPush ?? { subject: "mailto:tessera@localhost", allowedHosts: DEFAULT_WEB_PUSH_HOSTS });
   const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, onWebPushFailure: options.onWebPushFailure });
   // Application changes reach every node through the hub (PostgreSQL NOTIFY between nodes).
@@ -84,7 +95,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     tokenLifecycle,
     provisioning,
     provisioningRules: rules,
-    migration: createMigrationService({ db: storage.db, provisioning, lifecycle: tokenLifecycle }),
+    migration: createMigrationService({ db: storage.db, audit, provisioning, lifecycle: tokenLifecycle }),
     enrollment: createEnrollmentService({ ...deps, onMailQueued: notifyMail }, enrollmentEngine),
     push,
     pushHub: hub,
@@ -106,6 +117,7 @@ export async function openCore(
     migrate?: boolean;
     clock?: Clock;
     onWebPushFailure?: ServiceOptions["onWebPushFailure"];
+    onAuditLinkFailure?: ServiceOptions["onAuditLinkFailure"];
     /** A long-running server: SQLite checkpoints in a thread of their own. */
     backgroundCheckpoints?: boolean;
     /** Instead of the configured address (a server on a port picked at start). */
@@ -133,5 +145,6 @@ export async function openCore(
       ...(caFile ? { agent: () => new Agent({ ca: [...rootCertificates, readFileSync(caFile, "utf8")] }) } : {}),
     },
     onWebPushFailure: options.onWebPushFailure,
+    onAuditLinkFailure: options.onAuditLinkFailure,
   });
 }

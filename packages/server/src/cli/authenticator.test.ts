@@ -162,6 +162,7 @@ describe("the tessera-authenticator CLI against a running server", () => {
     const typed = await radclientWaiting(port, `User-Name = "cli-ann"\nUser-Password = "${code.passcode}"\nState = 0x${state}\nMessage-Authenticator = 0x00\n`);
     expect(typed.stdout).toContain("Received Access-Accept");
     expect(await db.selectFrom("challenges").select("status").where("id", "=", challengeId).executeTakeFirstOrThrow()).toEqual({ status: "cancelled" });
+    await server.services.audit.settle();
     const trail = await db.selectFrom("audit_log").select(["action", "reason"]).where("details", "like", `%${challengeId}%`).orderBy("seq").execute();
     expect(trail).toContainEqual({ action: "auth.push_cancelled", reason: "the user typed the passcode instead" });
   });

@@ -265,6 +265,7 @@ export function buildProgram(): Command {
     .addOption(jsonOption)
     .action(async (options: { json?: boolean }) =>
       withServices(async (services) => {
+        await services.audit.settle();
         const verdict = await verifyAuditChain(services.storage.db);
         print(!!options.json, verdict, () =>
           verdict.ok

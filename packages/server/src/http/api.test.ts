@@ -25,8 +25,10 @@ describeEachDatabase("admin API", (kind) => {
   let api: TestApp;
   let t: TestTenant;
   let key: string;
-  const count = async (table: "tokens" | "users" | "audit_log") =>
-    Number((await core.storage.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+  const count = async (table: "tokens" | "users" | "audit_log") => {
+    if (table === "audit_log") await core.services.audit.settle();
+    return Number((await core.storage.db.selectFrom(table).select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+  };
 
   useTestApp(
     kind,

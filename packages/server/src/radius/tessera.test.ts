@@ -44,6 +44,7 @@ describe("RADIUS in the running server, checked by radclient", () => {
     const replayed = await radclient(port, SECRET, `${request(passcode)}NAS-Identifier = "vpn-gw-2"\nCalling-Station-Id = "203.0.113.50"\nResponse-Packet-Type = Access-Reject\n`);
     expect(replayed.stdout).toContain("Received Access-Reject");
     // The trail names the end user's address, the RADIUS client's and the NAS.
+    await server.services.audit.settle();
     const last = await server.services.storage.db.selectFrom("audit_log").select(["action", "reason", "details"]).where("action", "like", "auth.%").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
     expect({ ...last, details: JSON.parse(last.details!) }).toMatchObject({
       action: "auth.reject",

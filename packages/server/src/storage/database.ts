@@ -24,7 +24,22 @@ export type DatabaseTarget = { kind: "sqlite"; file: string } | { kind: "postgre
 export interface Storage {
   db: Kysely<Database>;
   kind: DatabaseKind;
+  /** Runs the hooks given to `beforeClose`, latest first, then closes the database. */
   close(): Promise<void>;
+  /** Work to finish while the database is still open (the audit chain's last links). */
+  beforeClose(hook: () => Promise<void>): void;
+}
+
+/** close() runs the hooks (each once, latest first, a failing one not stopping the rest) and then `closeDatabase`. */
+function closing(closeDatabase: () => Promise<void>): Pick<Storage, "close" | "beforeClose"> {
+  const hooks: Array<() => Promise<void>> = [];
+  return {
+    beforeClose: (hook) => void hooks.push(hook),
+    async close() {
+      for (const hook of hooks.splice(0).reverse()) await hook().catch(() => undefined);
+      await closeDatabase();
+    },
+  };
 }
 
 // PostgreSQL's int8 arrives as a string by default; every bigint here is a time in
@@ -180,13 +195,13 @@ export function openStorage(target: DatabaseTarget, options: { backgroundCheckpo
     return {
       db,
       kind: "sqlite",
-      close: async () => {
+      ...closing(async () => {
         await stopCheckpoints?.();
         await db.destroy();
-      },
+      }),
     };
   }
   const pool = new pg.Pool({ connectionString: target.url, max: 10, types: pgTypes });
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-  return { db, kind: "postgres", close: () => db.destroy() };
+  return { db, kind: "postgres", ...closing(() => db.destroy()) };
 }

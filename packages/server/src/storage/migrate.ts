@@ -10,6 +10,7 @@ import { userSearchMigration } from "./migrations/007-user-search.js";
 import { unkeyedUsersMigration } from "./migrations/008-unkeyed-users.js";
 import { challengeRedemptionMigration } from "./migrations/009-challenge-redemption.js";
 import { pushTimeoutMigration } from "./migrations/010-push-timeout.js";
+import { auditPendingMigration } from "./migrations/011-audit-pending.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -25,6 +26,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "008-unkeyed-users": unkeyedUsersMigration(),
     "009-challenge-redemption": challengeRedemptionMigration(storage.kind),
     "010-push-timeout": pushTimeoutMigration(),
+    "011-audit-pending": auditPendingMigration(storage.kind),
   };
 }
 

@@ -34,7 +34,7 @@ export function prepareQuery<Params extends Record<string, unknown>, Row>(
 }
 
 /** An insert of one row into `table`, every column given a parameter of its own name, compiled once. */
-export function prepareInsert<Table extends keyof Database & string, Row extends Database[Table]>(db: Kysely<Database>, table: Table, columns: readonly (keyof Row & string)[]): (row: Row) => CompiledQuery<never> {
+export function prepareInsert<Table extends keyof Database & string, Row extends Insertable<Database[Table]>>(db: Kysely<Database>, table: Table, columns: readonly (keyof Row & string)[]): (row: Row) => CompiledQuery<never> {
   return prepareQuery<Row & Record<string, unknown>, never>(db, (db, param) =>
     db.insertInto(table).values(Object.fromEntries(columns.map((column) => [column, param(column)])) as unknown as Insertable<Database[Table]>),
   ) as (row: Row) => CompiledQuery<never>;

@@ -139,6 +139,24 @@ export interface AuditLogTable {
   hash: string;
 }
 
+/** An audit record written, not yet linked into the chain (PostgreSQL; see modules/audit). */
+export interface AuditPendingTable {
+  id: Generated<number>;
+  at: number;
+  actor: string;
+  operator_id: string | null;
+  action: string;
+  virtual_server_id: string | null;
+  target_type: string;
+  target_id: string | null;
+  token_serial: string | null;
+  user_pk: string | null;
+  from_state: string | null;
+  to_state: string | null;
+  reason: string | null;
+  details: string | null;
+}
+
 export interface SerialCountersTable {
   prefix: string;
   next_value: number;
@@ -283,6 +301,7 @@ export interface Database {
   devices: DevicesTable;
   policies: PoliciesTable;
   audit_log: AuditLogTable;
+  audit_pending: AuditPendingTable;
   serial_counters: SerialCountersTable;
   provisioning_rules: ProvisioningRulesTable;
   provisioning_tasks: ProvisioningTasksTable;

@@ -106,6 +106,7 @@ describeEachDatabase("group commit and prepared queries", (kind) => {
   it("keeps the audit chain whole when pieces that append share a batch and one of them fails", async () => {
     const { db } = core.storage;
     const writes = createWriteBatcher(db);
+    await core.services.audit.settle();
     const before = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
     const append = (n: number, fails = false) =>
       writes.run(async (trx) => {
@@ -114,6 +115,7 @@ describeEachDatabase("group commit and prepared queries", (kind) => {
       });
     const outcomes = await Promise.allSettled([append(1), append(2), append(3, true), append(4)]);
     expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "fulfilled", "rejected", "fulfilled"]);
+    await core.services.audit.settle();
     const after = await db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
     expect(Number(after.n) - Number(before.n)).toBe(3);
     expect(await verifyAuditChain(db)).toMatchObject({ ok: true });

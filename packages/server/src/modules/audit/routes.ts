@@ -57,13 +57,15 @@ export const auditRoutes: FastifyPluginAsyncZod<{ services: Services }> = async 
       const q = request.query;
       await findVisibleVirtualServer(db, principal, q.virtualServerId);
       requirePermission(principal, "audit.read");
+      const before = decodeSeqCursor(q.cursor);
+      // The first page shows the latest records: those committed a moment ago too.
+      if (before === undefined) await services.audit.settle();
       let query = db
         .selectFrom("audit_log")
         .leftJoin("users", "users.id", "audit_log.user_pk")
         .selectAll("audit_log")
         .select("users.user_id")
         .where("audit_log.virtual_server_id", "=", q.virtualServerId);
-      const before = decodeSeqCursor(q.cursor);
       if (before !== undefined) query = query.where("audit_log.seq", "<", before);
       if (q.from) query = query.where("audit_log.at", ">=", Date.parse(q.from));
       if (q.to) query = query.where("audit_log.at", "<", Date.parse(q.to));

@@ -1,10 +1,10 @@
 import { hash } from "node:crypto";
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { fail } from "../../errors.js";
 import type { DatabaseKind } from "../../storage/database.js";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
-import type { AuditRow, Database } from "../../storage/schema.js";
+import type { AuditPendingTable, AuditRow, Database } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
 
 /** One thing that happened: who did it is added from the principal. */
@@ -54,75 +54,228 @@ export function hashAuditRecord(prevHash: string, record: AuditFields): string {
 export interface AuditLog {
   /** Appends entries inside the caller's transaction, so they land with the change or not at all. */
   append(trx: Transaction<Database>, principal: Principal, entries: AuditEntry[]): Promise<void>;
+  /**
+   * Links into the chain every record committed before this call. Records are linked
+   * when they are written on SQLite, and within moments of their commit on PostgreSQL;
+   * a reader that must see the latest records (the audit API, `audit verify`) calls
+   * this first.
+   */
+  settle(): Promise<void>;
+  /** Links what is left and stops linking in the background. */
+  close(): Promise<void>;
 }
 
-export function createAuditLog(deps: { kind: DatabaseKind; clock: Clock }): AuditLog {
+/** What a pass that linked records after their commit did: how many it linked, or why it failed. */
+export type LinkPassOutcome = { linked: number } | { failed: unknown };
+
+/**
+ * Where the chain is extended: SQLite in the writing transaction, PostgreSQL shortly
+ * after it. `onLinkPass` hears of every PostgreSQL pass that linked records or failed.
+ */
+export function createAuditLog(deps: { db: Kysely<Database>; kind: DatabaseKind; clock: Clock; onLinkPass?: (outcome: LinkPassOutcome) => void }): AuditLog {
+  return deps.kind === "postgres" ? linkedAfterCommit(deps) : linkedInTransaction(deps);
+}
+
+function auditFields(principal: Principal, entry: AuditEntry, at: number): Omit<AuditFields, "seq"> {
+  return {
+    at,
+    actor: principal.actor,
+    operator_id: principal.operatorId,
+    action: entry.action,
+    virtual_server_id: entry.virtualServerId ?? null,
+    target_type: entry.targetType,
+    target_id: entry.targetId ?? null,
+    token_serial: entry.tokenSerial ?? null,
+    user_pk: entry.userPk ?? null,
+    from_state: entry.fromState ?? null,
+    to_state: entry.toState ?? null,
+    reason: entry.reason ?? null,
+    details: entry.details ? JSON.stringify(entry.details) : null,
+  };
+}
+
+/** Links records after `end`, in the order given: the rows to insert, and the new end. */
+function link(end: { seq: number; hash: string }, records: Omit<AuditFields, "seq">[]): { rows: AuditRow[]; end: { seq: number; hash: string } } {
+  let { seq, hash: prevHash } = end;
+  const rows: AuditRow[] = [];
+  for (const fields of records) {
+    seq += 1;
+    const record: AuditFields = { seq, ...fields };
+    const hash = hashAuditRecord(prevHash, record);
+    rows.push({ ...record, prev_hash: prevHash, hash });
+    prevHash = hash;
+  }
+  return { rows, end: { seq, hash: prevHash } };
+}
+
+/** Inserts rows of `columns` columns in statements under both databases' parameter limits. */
+async function insertInChunks<Table extends "audit_log" | "audit_pending">(trx: Transaction<Database>, table: Table, rows: Insertable<Database[Table]>[], columns: number): Promise<void> {
+  const size = Math.floor(8000 / columns);
+  for (let start = 0; start < rows.length; start += size) {
+    await trx.insertInto(table).values(rows.slice(start, start + size) as never).execute();
+  }
+}
+
+/**
+ * SQLite: a transaction begins IMMEDIATE and so holds the only write lock; the chain is
+ * extended right in it, which costs nothing the database does not already pay.
+ */
+function linkedInTransaction(deps: { clock: Clock }): AuditLog {
   // Every login appends one record: its two statements are compiled once (on first use,
   // from the first transaction, which has the dialect) instead of at every append.
   let prepared: { tail: ReturnType<typeof prepareTail>; insertOne: ReturnType<typeof prepareInsertOne> } | undefined;
-  // The chain's end as this transaction sees it. Once a transaction holds the chain's
-  // lock it holds it until it ends, so nobody else can append meanwhile: later appends in
-  // it (logins sharing a group commit) need neither the lock nor the read again. A
-  // transaction that rolls back is never used again. (Savepoints would break this: a
-  // rollback to one would leave the cached end ahead of the chain. None are used.)
+  // The chain's end as this transaction sees it. The transaction holds the write lock
+  // until it ends, so nobody else can append meanwhile: later appends in it (logins
+  // sharing a group commit) need not read it again. A transaction that rolls back is
+  // never used again. (Savepoints would break this: a rollback to one would leave the
+  // cached end ahead of the chain. None are used.)
   const tails = new WeakMap<Transaction<Database>, { seq: number; hash: string }>();
-
-  async function chainEnd(trx: Transaction<Database>): Promise<{ seq: number; hash: string }> {
-    const known = tails.get(trx);
-    if (known) return known;
-    prepared ??= { tail: prepareTail(trx), insertOne: prepareInsertOne(trx) };
-    // The chain needs one writer at a time. SQLite transactions here begin IMMEDIATE and
-    // so already hold the write lock; PostgreSQL nodes take an advisory lock that ends
-    // with the transaction.
-    if (deps.kind === "postgres") {
-      await sql`select pg_advisory_xact_lock(7211001)`.execute(trx);
-    }
-    const last = (await trx.executeQuery(prepared.tail({}))).rows[0];
-    const end = { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH };
-    tails.set(trx, end);
-    return end;
-  }
 
   return {
     async append(trx, principal, entries) {
       if (entries.length === 0) return;
-      const last = await chainEnd(trx);
       prepared ??= { tail: prepareTail(trx), insertOne: prepareInsertOne(trx) };
-      let seq = last.seq;
-      let prevHash = last.hash;
+      let end = tails.get(trx);
+      if (!end) {
+        const last = (await trx.executeQuery(prepared.tail({}))).rows[0];
+        end = { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH };
+      }
       const at = deps.clock.nowMs();
-      const rows: AuditRow[] = [];
-      for (const entry of entries) {
-        seq += 1;
-        const record: AuditFields = {
-          seq,
-          at,
-          actor: principal.actor,
-          operator_id: principal.operatorId,
-          action: entry.action,
-          virtual_server_id: entry.virtualServerId ?? null,
-          target_type: entry.targetType,
-          target_id: entry.targetId ?? null,
-          token_serial: entry.tokenSerial ?? null,
-          user_pk: entry.userPk ?? null,
-          from_state: entry.fromState ?? null,
-          to_state: entry.toState ?? null,
-          reason: entry.reason ?? null,
-          details: entry.details ? JSON.stringify(entry.details) : null,
-        };
-        const hash = hashAuditRecord(prevHash, record);
-        rows.push({ ...record, prev_hash: prevHash, hash });
-        prevHash = hash;
-      }
-      if (rows.length === 1) {
-        await trx.executeQuery(prepared.insertOne(rows[0]!));
-      } else {
-        // 16 columns a row: 500 rows stay under both databases' parameter limits.
-        for (let start = 0; start < rows.length; start += 500) {
-          await trx.insertInto("audit_log").values(rows.slice(start, start + 500)).execute();
-        }
-      }
-      tails.set(trx, { seq, hash: prevHash });
+      const linked = link(end, entries.map((entry) => auditFields(principal, entry, at)));
+      if (linked.rows.length === 1) await trx.executeQuery(prepared.insertOne(linked.rows[0]!));
+      else await insertInChunks(trx, "audit_log", linked.rows, AUDIT_COLUMNS.length);
+      tails.set(trx, linked.end);
+    },
+    settle: async () => undefined,
+    close: async () => undefined,
+  };
+}
+
+/** After an append, the first look: its transaction has usually committed by then. */
+const LINK_DELAY_MS = 10;
+/** Otherwise, a look this often for records others left (a CLI that was killed, a node that stopped). */
+const IDLE_LOOK_MS = 2000;
+/** Records moved into the chain a transaction; a pass takes as many as it finds. */
+const PASS_LIMIT = 2000;
+/** The chain's advisory lock: one node extends it at a time. */
+const CHAIN_LOCK = 7211001;
+
+/**
+ * PostgreSQL: a transaction writes its records to `audit_pending` and takes no lock for
+ * them. Shortly after, a pass (on any node, one at a time under an advisory lock)
+ * moves every committed pending record into `audit_log`, linked in the order they were
+ * written, in one short transaction: a record is kept exactly once, pending or linked.
+ *
+ * The chain once ran inside each writing transaction, under the advisory lock from the
+ * append until the commit, its flush to disk included: every login of every node
+ * committed one after another, about 500 a second on the development machine. Now the
+ * writers run side by side, and a pass links as many records as have committed for the
+ * price of one transaction.
+ *
+ * What this costs: a record's `seq` is given when it is linked, so `seq` follows the
+ * order of linking, which may differ from `at` by the moments a record waited; and a
+ * record is protected by the chain only once it is linked, within moments of its commit
+ * while a node runs.
+ */
+function linkedAfterCommit(deps: { db: Kysely<Database>; clock: Clock; onLinkPass?: (outcome: LinkPassOutcome) => void }): AuditLog {
+  const { db } = deps;
+  let insertOne: ReturnType<typeof preparePendingInsert> | undefined;
+  let current: Promise<void> | null = null;
+  let next: Promise<void> | null = null;
+  let appended = false;
+  let timer: NodeJS.Timeout | undefined;
+  let timerDue = Infinity;
+  let closed = false;
+
+  /** Links every record committed before it began; returns how many it linked. */
+  async function pass(): Promise<number> {
+    appended = false;
+    // A look first, without the lock: an idle chain costs one read.
+    const waiting = await db.selectFrom("audit_pending").select("id").limit(1).execute();
+    if (waiting.length === 0) return 0;
+    let linked = 0;
+    for (;;) {
+      const moved = await db.transaction().execute(async (trx) => {
+        await sql`select pg_advisory_xact_lock(${sql.lit(CHAIN_LOCK)})`.execute(trx);
+        // Taken after the lock, so the statement sees every record committed before
+        // the pass began, and none another pass has moved.
+        const pending = (
+          await sql<AuditPendingRow>`delete from audit_pending where id in (select id from audit_pending order by id limit ${sql.lit(PASS_LIMIT)}) returning *`.execute(trx)
+        ).rows;
+        if (pending.length === 0) return 0;
+        pending.sort((a, b) => a.id - b.id);
+        const last = await trx.selectFrom("audit_log").select(["seq", "hash"]).orderBy("seq", "desc").limit(1).executeTakeFirst();
+        const linked = link(
+          { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH },
+          pending.map(({ id: _id, ...fields }) => fields),
+        );
+        await insertInChunks(trx, "audit_log", linked.rows, AUDIT_COLUMNS.length);
+        return pending.length;
+      });
+      linked += moved;
+      if (moved < PASS_LIMIT) return linked;
+    }
+  }
+
+  async function reportedPass(): Promise<void> {
+    try {
+      const linked = await pass();
+      if (linked > 0) deps.onLinkPass?.({ linked });
+    } catch (error) {
+      deps.onLinkPass?.({ failed: error });
+      throw error;
+    }
+  }
+
+  /** A pass that begins after this call: the current one may have looked too early. */
+  function passAfterNow(): Promise<void> {
+    if (!current) {
+      current = reportedPass().finally(() => (current = null));
+      return current;
+    }
+    next ??= current
+      .catch(() => undefined)
+      .then(() => {
+        next = null;
+        return passAfterNow();
+      });
+    return next;
+  }
+
+  function lookIn(ms: number): void {
+    if (closed || Date.now() + ms >= timerDue) return;
+    clearTimeout(timer);
+    timerDue = Date.now() + ms;
+    timer = setTimeout(() => {
+      timer = undefined;
+      timerDue = Infinity;
+      passAfterNow().then(
+        // Records appended while the pass ran may have committed after it looked.
+        () => lookIn(appended ? LINK_DELAY_MS : IDLE_LOOK_MS),
+        // The database is away: the records wait where they are, and the next look finds them.
+        () => lookIn(IDLE_LOOK_MS),
+      );
+    }, ms);
+    timer.unref();
+  }
+  lookIn(LINK_DELAY_MS);
+
+  return {
+    async append(trx, principal, entries) {
+      if (entries.length === 0) return;
+      insertOne ??= preparePendingInsert(trx);
+      const at = deps.clock.nowMs();
+      const rows = entries.map((entry) => auditFields(principal, entry, at));
+      if (rows.length === 1) await trx.executeQuery(insertOne(rows[0]!));
+      else await insertInChunks(trx, "audit_pending", rows, PENDING_COLUMNS.length);
+      appended = true;
+      lookIn(LINK_DELAY_MS);
+    },
+    settle: passAfterNow,
+    async close() {
+      closed = true;
+      clearTimeout(timer);
+      await passAfterNow();
     },
   };
 }
@@ -136,6 +289,14 @@ const AUDIT_COLUMNS = ["seq", "at", "actor", "operator_id", "action", "virtual_s
 
 function prepareInsertOne(db: Kysely<Database>) {
   return prepareInsert<"audit_log", AuditRow>(db, "audit_log", AUDIT_COLUMNS);
+}
+
+type AuditPendingRow = Selectable<AuditPendingTable>;
+
+const PENDING_COLUMNS = AUDIT_COLUMNS.filter((column) => column !== "seq" && column !== "prev_hash" && column !== "hash") as Exclude<(typeof AUDIT_COLUMNS)[number], "seq" | "prev_hash" | "hash">[];
+
+function preparePendingInsert(db: Kysely<Database>) {
+  return prepareInsert<"audit_pending", Omit<AuditFields, "seq">>(db, "audit_pending", PENDING_COLUMNS);
 }
 
 export type ChainVerdict =

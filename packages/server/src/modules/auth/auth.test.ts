@@ -123,6 +123,7 @@ describeEachDatabase("passcode authentication", (kind) => {
       const results = await Promise.all(guesses);
       expect(results.every((result) => result.result === "reject")).toBe(true);
       expect(await tokenRow(serial)).toMatchObject({ state: "locked", failures: 3 });
+      await core.services.audit.settle();
       const locks = await core.storage.db.selectFrom("audit_log").select("seq").where("action", "=", "token.lock").where("token_serial", "=", serial).execute();
       expect(locks).toHaveLength(1);
     } finally {
@@ -240,7 +241,10 @@ describeEachDatabase("passcode authentication", (kind) => {
       limits: { check: async () => ({ over: false, userFailures: 1 }), countFailure: broken, forgetUser: broken },
     });
     const attempt = (passcode: string) => auth.authenticate({ application, userId: "uncounted", passcode, source: "192.0.2.40", method: "radius" });
-    const trail = () => core.storage.db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    const trail = async () => {
+      await core.services.audit.settle();
+      return core.storage.db.selectFrom("audit_log").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow();
+    };
     const before = await trail();
     await expect(attempt(code() === "000000" ? "111111" : "000000")).rejects.toThrow("the database is gone");
     await expect(attempt(code())).rejects.toThrow("the database is gone");
@@ -308,6 +312,7 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("ghost6-x", "000000", "2001:DB8:5:6:ffff:ffff:ffff:1")).toMatchObject({ reason: "rate_limited" });
     expect(await login("ghost6-y", "000000", "2001:db8:5:7::1")).toMatchObject({ reason: "user_unknown" });
     // The trail keeps the address as it came.
+    await core.services.audit.settle();
     const last = await core.storage.db.selectFrom("audit_log").select("details").where("action", "=", "auth.reject").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
     expect(JSON.parse(last.details!)).toMatchObject({ source: "2001:db8:5:7::1" });
     // Each virtual server counts its own: another organisation's clients (whose
@@ -347,6 +352,7 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("nul\0", code(), "192.0.2.30")).toMatchObject({ result: "reject", reason: "user_unknown" });
     const answered = await api.call("POST", "/api/v1/auth", apiKey, { userId: "nul", passcode: code(), sourceAddress: "vpn\0gw" });
     expect(answered.json).toEqual({ result: "accept", serial });
+    await core.services.audit.settle();
     const trail = await core.storage.db.selectFrom("audit_log").select(["target_id", "details"]).where("action", "like", "auth.%").orderBy("seq", "desc").limit(2).execute();
     expect(trail.map((row) => JSON.parse(row.details!) as { userId: string; source: string })).toMatchObject([
       { userId: "nul", source: "vpn\\0gw" },
@@ -365,6 +371,7 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect((await api.call("POST", "/api/v1/auth", t.apiKeys.admin, { userId: "resty", passcode })).status).toBe(401);
     expect((await api.call("POST", "/api/v1/auth", null, { userId: "resty", passcode })).status).toBe(401);
     expect((await api.call("POST", "/api/v1/auth", apiKey, { userId: "resty" })).status).toBe(400);
+    await core.services.audit.settle();
     const trail = await core.storage.db.selectFrom("audit_log").selectAll().where("action", "like", "auth.%").where("token_serial", "=", serial).execute();
     expect(trail.length).toBeGreaterThanOrEqual(1);
     // Who asked: the caller's own address (here also the source, as no sourceAddress came).

@@ -91,8 +91,8 @@ const SWEEP_BATCH = 1000;
  * Deletes rows of `auth_failures` whose window has ended, at most once a minute, in
  * statements of a thousand rows until none is left, on a connection of its own and
  * without waiting for a row another transaction holds (SKIP LOCKED): never inside a
- * login's transaction, where it would hold up every login behind the audit chain's
- * lock, and never in a lock wait that could close a cycle with a login. Housekeeping
+ * login's transaction, where it would hold a thousand rows other logins count on, and
+ * never in a lock wait that could close a cycle with a login. Housekeeping
  * only: should a statement fail, the next sweep carries on.
  */
 export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => void {
@@ -117,8 +117,10 @@ export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => vo
  * ended starts again at one); the check is one read of two rows. Both run in the
  * login's transaction (the `trx` each method is given): the count lands with the
  * login's audit record or not at all. A failure's upsert locks the two rows until the
- * login commits, after the audit chain's lock, which every login takes before it; the
- * rows of ended windows are swept elsewhere (`endedWindowSweeper`).
+ * login commits, the address's before the user's (the order of its VALUES). Every
+ * login locks in one order, its user's token rows by serial before either count, so
+ * logins cannot deadlock over them; the rows of ended windows are swept elsewhere
+ * (`endedWindowSweeper`).
  */
 export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
   // The caller gives keys without NUL, which PostgreSQL text cannot hold (see decide()).

@@ -176,10 +176,9 @@ export function createAuthService(
 ) {
   const { db, clock, audit, keyring } = deps;
   // Grouped on SQLite, where there is one writer and the commit is the dear part. Not on
-  // PostgreSQL: every transaction there locks its token rows first and the audit chain
-  // (an advisory lock) last; a group would lock further token rows while holding the
-  // chain, the other order, and two nodes could deadlock. PostgreSQL groups commits of
-  // concurrent transactions itself (commit_delay).
+  // PostgreSQL: a group would lock several users' token rows in the order its logins
+  // came, and another node's group could take them the other way round and deadlock.
+  // There concurrent commits share a flush of the log anyway.
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));

@@ -137,6 +137,7 @@ describeEachDatabase("mail templates per virtual server", (kind) => {
 
   it("audits each change with the subject and fingerprints of the bodies", async () => {
     await templates.updateMailTemplate(child.principals.admin, child.virtualServerId, custom);
+    await core.services.audit.settle();
     const record = await core.storage.db
       .selectFrom("audit_log")
       .selectAll()

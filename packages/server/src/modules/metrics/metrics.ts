@@ -40,6 +40,17 @@ export function createMetrics() {
     labelNames: ["outcome"] as const,
     registers: [registry],
   });
+  const auditLinks = new Counter({
+    name: "tessera_audit_link_passes_total",
+    help: "Passes that linked audit records into the chain after their commit (PostgreSQL), by outcome (linked, failed: the records wait and the next pass tries again)",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
+  const auditLinked = new Counter({
+    name: "tessera_audit_linked_records_total",
+    help: "Audit records linked into the chain after their commit (PostgreSQL)",
+    registers: [registry],
+  });
   let radiusStats: (() => Record<string, number>) | null = null;
 
   return {
@@ -53,6 +64,12 @@ export function createMetrics() {
     },
     webPush(outcome: string): void {
       webPushes.inc({ outcome });
+    },
+    auditLinkPass(outcome: { linked: number } | { failed: unknown }): void {
+      if ("linked" in outcome) {
+        auditLinks.inc({ outcome: "linked" });
+        auditLinked.inc(outcome.linked);
+      } else auditLinks.inc({ outcome: "failed" });
     },
     watchRadius(stats: () => Record<string, number>): void {
       radiusStats = stats;

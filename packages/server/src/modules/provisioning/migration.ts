@@ -63,7 +63,7 @@ async function candidates(db: Kysely<Database>, virtualServerId: string): Promis
  * (DESIGN section 2): plan, provision every remaining user a tessera token in one task,
  * then retire each old token once its owner's new one is active and reuse it.
  */
-export function createMigrationService(deps: Pick<CoreDeps, "db"> & { provisioning: ProvisioningService; lifecycle: TokenLifecycle }) {
+export function createMigrationService(deps: Pick<CoreDeps, "db" | "audit"> & { provisioning: ProvisioningService; lifecycle: TokenLifecycle }) {
   const { db } = deps;
   return {
     async plan(principal: Principal, virtualServerId: string) {
@@ -94,6 +94,8 @@ export function createMigrationService(deps: Pick<CoreDeps, "db"> & { provisioni
         await deps.lifecycle.revoke(principal, user.serial, { to: "inventory", reason: MIGRATION_REASON });
         retired.push(user.serial);
       }
+      // Reuse is read from the audit trail, the records just written included.
+      await deps.audit.settle();
       return { virtualServerId, retired: retired.length, serials: retired, ...(await reuse(db, virtualServerId)) };
     },
   };

@@ -76,6 +76,7 @@ describeEachDatabase("token actions from every state", (kind) => {
 
   const snapshot = async (serial: string) => {
     const { db } = core.storage;
+    await core.services.audit.settle();
     return {
       token: await db.selectFrom("tokens").selectAll().where("serial", "=", serial).executeTakeFirst(),
       device: await db.selectFrom("devices").selectAll().where("token_serial", "=", serial).executeTakeFirst(),
@@ -96,6 +97,7 @@ describeEachDatabase("token actions from every state", (kind) => {
           } else {
             expect(after.token?.state).toBe(to);
           }
+          await core.services.audit.settle();
           const record = await core.storage.db
             .selectFrom("audit_log")
             .selectAll()
@@ -167,6 +169,7 @@ describeEachDatabase("token actions from every state", (kind) => {
     expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
     const rejected = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
     expect((rejected.reason as TesseraError).code).toBe("TOKEN_STATE_CONFLICT");
+    await core.services.audit.settle();
     const audits = await core.storage.db.selectFrom("audit_log").select("action").where("token_serial", "=", serial).execute();
     expect(audits.filter((a) => a.action.startsWith("token.revoke"))).toHaveLength(1);
   });
