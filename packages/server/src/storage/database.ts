@@ -10,6 +10,7 @@ import {
   SqliteDialect,
   SqliteDriver,
   type DatabaseConnection,
+  type KyselyConfig,
   type Driver,
   type SqliteDatabase,
   type SqliteStatement,
@@ -184,11 +185,19 @@ function checkpointInBackground(database: SQLite.Database, file: string, options
   };
 }
 
-export function openStorage(target: DatabaseTarget, options: { backgroundCheckpoints?: boolean | BackgroundCheckpoints } = {}): Storage {
+export function openStorage(
+  target: DatabaseTarget,
+  options: {
+    backgroundCheckpoints?: boolean | BackgroundCheckpoints;
+    /** Told of every statement run, transactions' begin and commit included (Kysely's `log`). */
+    log?: KyselyConfig["log"];
+  } = {},
+): Storage {
   if (target.kind === "sqlite") {
     const database = openSqlite(target.file);
     const db = new Kysely<Database>({
       dialect: new ImmediateSqliteDialect({ database: withStatementCache(database) }),
+      log: options.log,
     });
     const background = options.backgroundCheckpoints === true ? {} : options.backgroundCheckpoints;
     const stopCheckpoints = background && target.file !== ":memory:" ? checkpointInBackground(database, target.file, background) : null;
@@ -202,6 +211,6 @@ export function openStorage(target: DatabaseTarget, options: { backgroundCheckpo
     };
   }
   const pool = new pg.Pool({ connectionString: target.url, max: 10, types: pgTypes });
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }), log: options.log });
   return { db, kind: "postgres", ...closing(() => db.destroy()) };
 }

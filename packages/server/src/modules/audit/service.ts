@@ -1,5 +1,5 @@
 import { hash } from "node:crypto";
-import { sql, type Insertable, type Kysely, type Selectable, type Transaction } from "kysely";
+import { sql, type CompiledQuery, type Insertable, type Kysely, type QueryCreator, type Selectable, type Transaction, type UpdateQueryBuilder, type UpdateResult } from "kysely";
 import type { Clock } from "../../clock.js";
 import { fail } from "../../errors.js";
 import type { DatabaseKind } from "../../storage/database.js";
@@ -63,6 +63,11 @@ export interface AuditLog {
   settle(): Promise<void>;
   /** Links what is left and stops linking in the background. */
   close(): Promise<void>;
+  /**
+   * Records were written to `audit_pending` by a statement of the caller's own
+   * (`prepareAuditedUpdate`, PostgreSQL): link them soon, as if appended here.
+   */
+  written(): void;
 }
 
 /** What a pass that linked records after their commit did: how many it linked, or why it failed. */
@@ -76,7 +81,10 @@ export function createAuditLog(deps: { db: Kysely<Database>; kind: DatabaseKind;
   return deps.kind === "postgres" ? linkedAfterCommit(deps) : linkedInTransaction(deps);
 }
 
-function auditFields(principal: Principal, entry: AuditEntry, at: number): Omit<AuditFields, "seq"> {
+/** A record's fields as written, before it is linked: what `audit_pending` holds. */
+export type PendingAuditFields = Omit<AuditFields, "seq">;
+
+export function auditFields(principal: Principal, entry: AuditEntry, at: number): PendingAuditFields {
   return {
     at,
     actor: principal.actor,
@@ -148,6 +156,7 @@ function linkedInTransaction(deps: { clock: Clock }): AuditLog {
     },
     settle: async () => undefined,
     close: async () => undefined,
+    written: () => undefined,
   };
 }
 
@@ -272,6 +281,10 @@ function linkedAfterCommit(deps: { db: Kysely<Database>; clock: Clock; onLinkPas
       lookIn(LINK_DELAY_MS);
     },
     settle: passAfterNow,
+    written() {
+      appended = true;
+      lookIn(LINK_DELAY_MS);
+    },
     async close() {
       closed = true;
       clearTimeout(timer);
@@ -292,6 +305,34 @@ function prepareInsertOne(db: Kysely<Database>) {
 }
 
 type AuditPendingRow = Selectable<AuditPendingTable>;
+
+/**
+ * PostgreSQL: an UPDATE and its audit record as one statement, compiled once. The
+ * record is written only when the update changed a row (it must change at most one),
+ * and the statement is its own transaction: one round trip where a transaction of its
+ * own took four (begin, update, record, commit). The result's `numAffectedRows` is 1
+ * when the row changed. Tell the audit log with `written()` afterwards.
+ */
+export function prepareAuditedUpdate<Params extends Record<string, unknown>>(
+  db: Kysely<Database>,
+  update: (db: QueryCreator<Database>, param: <Name extends keyof Params & string>(name: Name) => Params[Name]) => UpdateQueryBuilder<Database, "tokens", "tokens", UpdateResult>,
+): (params: Params & { record: PendingAuditFields }) => CompiledQuery<never> {
+  type All = Params & { [K in keyof PendingAuditFields as `record_${K}`]: PendingAuditFields[K] };
+  const prepared = prepareQuery<All, never>(db, (db, param) =>
+    db
+      .with("changed", (qc) => update(qc, param as never).returning(sql.lit(1).as("one")))
+      .insertInto("audit_pending")
+      .columns(PENDING_COLUMNS)
+      .expression((eb) =>
+        eb.selectFrom("changed").select(
+          // Parameters in a select list have no type to take from the target columns:
+          // the numbers are cast, the text is taken as text.
+          PENDING_COLUMNS.map((column) => (column === "at" ? sql`cast(${param(`record_${column}`)} as bigint)` : sql`cast(${param(`record_${column}`)} as text)`).as(column)),
+        ),
+      ) as never,
+  );
+  return ({ record, ...params }) => prepared({ ...params, ...Object.fromEntries(Object.entries(record).map(([key, value]) => [`record_${key}`, value])) } as unknown as All);
+}
 
 const PENDING_COLUMNS = AUDIT_COLUMNS.filter((column) => column !== "seq" && column !== "prev_hash" && column !== "hash") as Exclude<(typeof AUDIT_COLUMNS)[number], "seq" | "prev_hash" | "hash">[];
 

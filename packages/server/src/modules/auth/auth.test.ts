@@ -1,6 +1,7 @@
 import { hotp, totp } from "@tessera/otp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
+import { openStorage } from "../../storage/database.js";
 import { createTestCore, describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
 import { verifyAuditChain } from "../audit/service.js";
@@ -225,6 +226,38 @@ describeEachDatabase("passcode authentication", (kind) => {
       await node2.close();
     }
   });
+
+  // PostgreSQL only: SQLite groups passcode checks into shared transactions instead.
+  if (kind === "postgres")
+    it("takes a right passcode on PostgreSQL in three statements and no transaction, and a wrong one in a transaction", async () => {
+      const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "three-trips" });
+      core.clock.advance(30_000);
+      const statements: string[] = [];
+      const storage = openStorage(core.database.target, { log: (event) => void statements.push(event.query.sql.trim().split(/\s+/)[0]!.toLowerCase()) });
+      try {
+        const auth = createAuthService({ db: storage.db, kind: storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring });
+        const attempt = (passcode: string) => auth.authenticate({ application, userId: "three-trips", passcode, source: "192.0.2.41", method: "rest" });
+        expect(await attempt(code())).toMatchObject({ result: "accept", serial });
+        // The counts, the user with the tokens, and the compare-and-set with the audit record.
+        expect(statements).toEqual(["select", "select", "with"]);
+        statements.length = 0;
+        core.clock.advance(30_000);
+        expect(await attempt(code() === "000000" ? "111111" : "000000")).toMatchObject({ result: "reject", reason: "wrong" });
+        expect(statements[0]).toBe("select");
+        expect(statements).toContain("begin");
+        expect(statements.at(-1)).toBe("commit");
+      } finally {
+        await storage.close();
+      }
+      await core.services.audit.settle();
+      const trail = await core.storage.db.selectFrom("audit_log").select(["action", "token_serial", "details"]).where("target_id", "in", [serial, "three-trips"]).where("action", "like", "auth.%").orderBy("seq").execute();
+      expect(trail.map((row) => [row.action, row.token_serial])).toEqual([
+        ["auth.accept", serial],
+        ["auth.reject", null],
+      ]);
+      expect(JSON.parse(trail[0]!.details!)).toMatchObject({ method: "rest", userId: "three-trips", source: "192.0.2.41", push: false });
+      expect(await verifyAuditChain(core.storage.db)).toMatchObject({ ok: true });
+    });
 
   it("fails a login whole when its failure count cannot be stored: no token failure, no audit record", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "uncounted" });

@@ -18,6 +18,11 @@ export interface GuessingLimits {
   countFailure(tx: LoginTransaction, source: string, userKey: string): Promise<void>;
   /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
   forgetUser(tx: LoginTransaction, userKey: string): Promise<void>;
+  /**
+   * `check` outside any transaction, where that reads the same (PostgreSQL: each
+   * statement sees what was committed before it began, in a transaction or not).
+   */
+  peek?(db: Kysely<Database>, source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
 }
 
 /**
@@ -130,14 +135,16 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
   // Compiled against the dialect once, on first use.
   let prepared: { counts: ReturnType<typeof prepareCounts>; fail: ReturnType<typeof prepareFail> } | undefined;
   const sweep = endedWindowSweeper(db, clock);
+  const check = async (db: Kysely<Database>, source: string, user: string) => {
+    prepared ??= { counts: prepareCounts(db), fail: prepareFail(db) };
+    const rows = (await db.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
+    const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
+    const userFailures = failuresOf(userKey(user));
+    return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
+  };
   return {
-    async check({ trx }, source, user) {
-      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
-      const rows = (await trx.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
-      const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
-      const userFailures = failuresOf(userKey(user));
-      return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
-    },
+    check: ({ trx }, source, user) => check(trx, source, user),
+    peek: check,
     async countFailure({ trx }, source, user) {
       prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
       const now = clock.nowMs();

@@ -1,9 +1,9 @@
-import type { Kysely, Transaction } from "kysely";
+import type { Kysely, QueryCreator, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
 import { createWriteBatcher, separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
-import type { AuditEntry } from "../audit/service.js";
+import { auditFields, prepareAuditedUpdate, type AuditEntry } from "../audit/service.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -152,23 +152,33 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
     userPk: prepareQuery<{ virtualServerId: string; userId: string }, { id: string }>(db, (db, param) =>
       db.selectFrom("users").select("id").where("virtual_server_id", "=", param("virtualServerId")).where("user_id", "=", param("userId")),
     ),
-    storeTotp: prepareQuery<{ serial: string; step: number; driftSteps: number; now: number }, never>(db, (db, param) =>
-      db
-        .updateTable("tokens")
-        .set({ last_totp_step: param("step"), drift_steps: param("driftSteps"), failures: 0, updated_at: param("now") })
-        .where("serial", "=", param("serial"))
-        .where("state", "=", "active")
-        .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", param("step"))])),
-    ),
-    storeHotp: prepareQuery<{ serial: string; counter: number; nextCounter: number; now: number }, never>(db, (db, param) =>
-      db
-        .updateTable("tokens")
-        .set({ hotp_counter: param("nextCounter"), failures: 0, updated_at: param("now") })
-        .where("serial", "=", param("serial"))
-        .where("state", "=", "active")
-        .where("hotp_counter", "=", param("counter")),
-    ),
+    storeTotp: prepareQuery<StoreTotp, never>(db, storeTotp),
+    storeHotp: prepareQuery<StoreHotp, never>(db, storeHotp),
   };
+}
+
+type Param<Params> = <Name extends keyof Params & string>(name: Name) => Params[Name];
+type StoreTotp = { serial: string; step: number; driftSteps: number; now: number };
+type StoreHotp = { serial: string; counter: number; nextCounter: number; now: number };
+
+/** Compare-and-set of an accepted TOTP step: only a later step than the last one accepted is stored. */
+function storeTotp(db: QueryCreator<Database>, param: Param<StoreTotp>) {
+  return db
+    .updateTable("tokens")
+    .set({ last_totp_step: param("step"), drift_steps: param("driftSteps"), failures: 0, updated_at: param("now") })
+    .where("serial", "=", param("serial"))
+    .where("state", "=", "active")
+    .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<", param("step"))]));
+}
+
+/** Compare-and-set of an HOTP counter: only from the counter the check was made against. */
+function storeHotp(db: QueryCreator<Database>, param: Param<StoreHotp>) {
+  return db
+    .updateTable("tokens")
+    .set({ hotp_counter: param("nextCounter"), failures: 0, updated_at: param("now") })
+    .where("serial", "=", param("serial"))
+    .where("state", "=", "active")
+    .where("hotp_counter", "=", param("counter"));
 }
 
 export function createAuthService(
@@ -182,6 +192,46 @@ export function createAuthService(
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
+  // PostgreSQL writes audit records to audit_pending, which a statement can do along with its change.
+  const audited = deps.kind === "postgres" ? { storeTotp: prepareAuditedUpdate<StoreTotp>(db, storeTotp), storeHotp: prepareAuditedUpdate<StoreHotp>(db, storeHotp) } : null;
+
+  /**
+   * PostgreSQL, a right passcode: three round trips where a transaction took six. The
+   * counts and the user's tokens are read outside a transaction (at READ COMMITTED
+   * every statement sees what was committed before it began, in a transaction or not),
+   * and the compare-and-set and the login's audit record are one statement, a
+   * transaction of its own. Anything else is null, and decided by the general path in
+   * a transaction from a fresh read: a limit reached or failures to forget, a token
+   * whose lock has run out, a wrong passcode, or a compare-and-set another login won
+   * (which the general path then finds replayed).
+   */
+  async function acceptAtOnce(request: AuthRequest, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | null> {
+    if (!audited || !limits.peek) return null;
+    const limit = await limits.peek(db, who.sourceKey, who.userKey);
+    if (limit.over || limit.userFailures > 0) return null;
+    const rows = (await db.executeQuery(queries.userTokens({ virtualServerId: who.vsId, userId: who.userId }))).rows;
+    const held = rows.filter((row) => row.serial !== null) as LoginToken[];
+    const now = clock.nowMs();
+    if (held.some((token) => token.state === "locked" && token.locked_until !== null && token.locked_until <= now)) return null;
+    for (const token of held) {
+      if (token.state !== "active" || token.key_ciphertext === null) continue;
+      const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
+      const verdict = verifyPasscode(token, key, request.passcode, now);
+      key.fill(0);
+      if (!verdict.ok) continue;
+      const result: AuthResult = { result: "accept", serial: token.serial, userId: who.userId };
+      const record = auditFields(who.principal, loginRecord(request, result, { userId: who.userId, source: who.source, userPk: rows[0]!.holder_pk, serial: token.serial }, { push: false }), now);
+      const stored = await db.executeQuery(
+        verdict.mode === "totp"
+          ? audited.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, record })
+          : audited.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, record }),
+      );
+      if (Number(stored.numAffectedRows) !== 1) return null;
+      audit.written();
+      return result;
+    }
+    return null;
+  }
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: LoginToken[], now: number): Promise<LoginToken[]> {
@@ -358,6 +408,10 @@ export function createAuthService(
         return opened.result;
       }
 
+      if (!impossibleUser) {
+        const accepted = await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
+        if (accepted) return accepted;
+      }
       // Passcode checks arriving together share a transaction (group commit).
       return writes.run(async (trx, scope) => {
         const tx = { trx, scope };
