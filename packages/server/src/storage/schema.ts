@@ -140,21 +140,8 @@ export interface AuditLogTable {
 }
 
 /** An audit record written, not yet linked into the chain (PostgreSQL; see modules/audit). */
-export interface AuditPendingTable {
+export interface AuditPendingTable extends Omit<AuditLogTable, "seq" | "prev_hash" | "hash"> {
   id: Generated<number>;
-  at: number;
-  actor: string;
-  operator_id: string | null;
-  action: string;
-  virtual_server_id: string | null;
-  target_type: string;
-  target_id: string | null;
-  token_serial: string | null;
-  user_pk: string | null;
-  from_state: string | null;
-  to_state: string | null;
-  reason: string | null;
-  details: string | null;
 }
 
 export interface SerialCountersTable {
