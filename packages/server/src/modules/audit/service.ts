@@ -160,8 +160,13 @@ function linkedInTransaction(deps: { clock: Clock }): AuditLog {
   };
 }
 
-/** After an append, the first look: its transaction has usually committed by then. */
-const LINK_DELAY_MS = 10;
+/**
+ * After an append, the first look: its transaction has usually committed by then. A
+ * pass costs about seven round trips however many records it links, so under load the
+ * passes are spaced rather than one per login; readers that must see the latest records
+ * do not wait for it (`settle`).
+ */
+const LINK_DELAY_MS = 50;
 /** Otherwise, a look this often for records others left (a CLI that was killed, a node that stopped). */
 const IDLE_LOOK_MS = 2000;
 /** Records moved into the chain a transaction; a pass takes as many as it finds. */
