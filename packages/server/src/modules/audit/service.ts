@@ -103,7 +103,7 @@ export function auditFields(principal: Principal, entry: AuditEntry, at: number)
 }
 
 /** Links records after `end`, in the order given: the rows to insert, and the new end. */
-function link(end: { seq: number; hash: string }, records: Omit<AuditFields, "seq">[]): { rows: AuditRow[]; end: { seq: number; hash: string } } {
+function link(end: { seq: number; hash: string }, records: PendingAuditFields[]): { rows: AuditRow[]; end: { seq: number; hash: string } } {
   let { seq, hash: prevHash } = end;
   const rows: AuditRow[] = [];
   for (const fields of records) {
