@@ -1,5 +1,5 @@
 import { isIPv6 } from "node:net";
-import { sql, type Kysely, type Transaction } from "kysely";
+import { sql, type AliasedExpression, type ExpressionBuilder, type Kysely, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
@@ -18,11 +18,25 @@ export interface GuessingLimits {
   countFailure(tx: LoginTransaction, source: string, userKey: string): Promise<void>;
   /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
   forgetUser(tx: LoginTransaction, userKey: string): Promise<void>;
-  /**
-   * `check` outside any transaction, where that reads the same (PostgreSQL: each
-   * statement sees what was committed before it began, in a transaction or not).
-   */
-  peek?(db: Kysely<Database>, source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
+  /** PostgreSQL: the counts read by another statement, where that reads the same as `check`. */
+  carried?: CarriedCounts;
+}
+
+/** What the carried counts take: the two keys and the moment. */
+export type CountParams = { failuresSourceKey: string; failuresUserKey: string; failuresNow: number };
+
+/**
+ * The counts as two columns of another statement: a right passcode on PostgreSQL reads
+ * them with the user's tokens, outside a transaction (each statement there sees what was
+ * committed before it began, in a transaction or not), one round trip for both.
+ */
+export interface CarriedCounts {
+  params(source: string, userKey: string): CountParams;
+  columns(
+    eb: ExpressionBuilder<Database, keyof Database>,
+    param: <Name extends keyof CountParams>(name: Name) => CountParams[Name],
+  ): [AliasedExpression<number | null, "source_failures">, AliasedExpression<number | null, "user_failures">];
+  verdict(row: { source_failures: number | null; user_failures: number | null }): { over: boolean; userFailures: number };
 }
 
 /**
@@ -135,16 +149,24 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
   // Compiled against the dialect once, on first use.
   let prepared: { counts: ReturnType<typeof prepareCounts>; fail: ReturnType<typeof prepareFail> } | undefined;
   const sweep = endedWindowSweeper(db, clock);
-  const check = async (db: Kysely<Database>, source: string, user: string) => {
-    prepared ??= { counts: prepareCounts(db), fail: prepareFail(db) };
-    const rows = (await db.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
-    const failuresOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
-    const userFailures = failuresOf(userKey(user));
-    return { over: userFailures >= settings.userFailures || failuresOf(sourceKey(source)) >= settings.sourceFailures, userFailures };
-  };
+  const verdict = (sourceFailures: number, userFailures: number) => ({ over: userFailures >= settings.userFailures || sourceFailures >= settings.sourceFailures, userFailures });
+  const failuresOf = (eb: ExpressionBuilder<Database, keyof Database>, key: string, now: number) =>
+    eb.selectFrom("auth_failures").select("failures").where("key", "=", key).where("window_ends", ">", now).$asScalar().$castTo<number | null>();
   return {
-    check: ({ trx }, source, user) => check(trx, source, user),
-    peek: check,
+    async check({ trx }, source, user) {
+      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
+      const rows = (await trx.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
+      const countOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
+      return verdict(countOf(sourceKey(source)), countOf(userKey(user)));
+    },
+    carried: {
+      params: (source, user) => ({ failuresSourceKey: sourceKey(source), failuresUserKey: userKey(user), failuresNow: clock.nowMs() }),
+      columns: (eb, param) => [
+        failuresOf(eb, param("failuresSourceKey"), param("failuresNow")).as("source_failures"),
+        failuresOf(eb, param("failuresUserKey"), param("failuresNow")).as("user_failures"),
+      ],
+      verdict: (row) => verdict(Number(row.source_failures ?? 0), Number(row.user_failures ?? 0)),
+    },
     async countFailure({ trx }, source, user) {
       prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
       const now = clock.nowMs();

@@ -8,7 +8,7 @@ import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { OpenedChallenge, PushService } from "../push/service.js";
-import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction } from "./limits.js";
+import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type CountParams, type GuessingLimits, type LoginTransaction } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
@@ -139,16 +139,7 @@ type LoginToken = Pick<TokenRow, (typeof LOGIN_TOKEN_COLUMNS)[number]>;
  */
 export function preparePasscodeQueries(db: Kysely<Database>) {
   return {
-    userTokens: prepareQuery<{ virtualServerId: string; userId: string }, { holder_pk: string } & { [K in keyof LoginToken]: LoginToken[K] | null }>(db, (db, param) =>
-      db
-        .selectFrom("users")
-        .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
-        .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
-        .select("users.id as holder_pk")
-        .where("users.virtual_server_id", "=", param("virtualServerId"))
-        .where("users.user_id", "=", param("userId"))
-        .orderBy("tokens.serial"),
-    ),
+    userTokens: prepareQuery<UserTokensParams, UserTokenRow>(db, userTokens),
     userPk: prepareQuery<{ virtualServerId: string; userId: string }, { id: string }>(db, (db, param) =>
       db.selectFrom("users").select("id").where("virtual_server_id", "=", param("virtualServerId")).where("user_id", "=", param("userId")),
     ),
@@ -158,6 +149,20 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
 }
 
 type Param<Params> = <Name extends keyof Params & string>(name: Name) => Params[Name];
+type UserTokensParams = { virtualServerId: string; userId: string };
+type UserTokenRow = { holder_pk: string } & { [K in keyof LoginToken]: LoginToken[K] | null };
+
+/** The user and the tokens that may answer, in one query: a user without such tokens is one row of nulls. */
+function userTokens(db: QueryCreator<Database>, param: Param<UserTokensParams>) {
+  return db
+    .selectFrom("users")
+    .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
+    .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
+    .select("users.id as holder_pk")
+    .where("users.virtual_server_id", "=", param("virtualServerId"))
+    .where("users.user_id", "=", param("userId"))
+    .orderBy("tokens.serial");
+}
 type StoreTotp = { serial: string; step: number; driftSteps: number; now: number };
 type StoreHotp = { serial: string; counter: number; nextCounter: number; now: number };
 
@@ -192,24 +197,37 @@ export function createAuthService(
   const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
-  // PostgreSQL writes audit records to audit_pending, which a statement can do along with its change.
-  const audited = deps.kind === "postgres" ? { storeTotp: prepareAuditedUpdate<StoreTotp>(db, storeTotp), storeHotp: prepareAuditedUpdate<StoreHotp>(db, storeHotp) } : null;
+  // PostgreSQL writes audit records to audit_pending, which a statement can do along with
+  // its change; and the guessing limits' counts there are rows another statement can read.
+  const carried = limits.carried;
+  const atOnce =
+    deps.kind === "postgres" && carried
+      ? {
+          carried,
+          userTokensAndCounts: prepareQuery<UserTokensParams & CountParams, UserTokenRow & { source_failures: number | null; user_failures: number | null }>(db, (db, param) =>
+            userTokens(db, param).select((eb) => carried.columns(eb, param)),
+          ),
+          storeTotp: prepareAuditedUpdate<StoreTotp>(db, storeTotp),
+          storeHotp: prepareAuditedUpdate<StoreHotp>(db, storeHotp),
+        }
+      : null;
 
   /**
-   * PostgreSQL, a right passcode: three round trips where a transaction took six. The
-   * counts and the user's tokens are read outside a transaction (at READ COMMITTED
-   * every statement sees what was committed before it began, in a transaction or not),
-   * and the compare-and-set and the login's audit record are one statement, a
-   * transaction of its own. Anything else is null, and decided by the general path in
-   * a transaction from a fresh read: a limit reached or failures to forget, a token
-   * whose lock has run out, a wrong passcode, or a compare-and-set another login won
-   * (which the general path then finds replayed).
+   * PostgreSQL, a right passcode: two round trips where a transaction took six. The
+   * user's tokens and the guessing limits' counts are one read outside a transaction (at
+   * READ COMMITTED every statement sees what was committed before it began, in a
+   * transaction or not), and the compare-and-set and the login's audit record are one
+   * statement, a transaction of its own. Anything else is null, and decided by the
+   * general path in a transaction from a fresh read: an unknown user, a limit reached or
+   * failures to forget, a token whose lock has run out, a wrong passcode, or a
+   * compare-and-set another login won (which the general path then finds replayed).
    */
   async function acceptAtOnce(request: AuthRequest, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | null> {
-    if (!audited || !limits.peek) return null;
-    const limit = await limits.peek(db, who.sourceKey, who.userKey);
+    if (!atOnce) return null;
+    const rows = (await db.executeQuery(atOnce.userTokensAndCounts({ virtualServerId: who.vsId, userId: who.userId, ...atOnce.carried.params(who.sourceKey, who.userKey) }))).rows;
+    if (rows.length === 0) return null;
+    const limit = atOnce.carried.verdict(rows[0]!);
     if (limit.over || limit.userFailures > 0) return null;
-    const rows = (await db.executeQuery(queries.userTokens({ virtualServerId: who.vsId, userId: who.userId }))).rows;
     const held = rows.filter((row) => row.serial !== null) as LoginToken[];
     const now = clock.nowMs();
     if (held.some((token) => token.state === "locked" && token.locked_until !== null && token.locked_until <= now)) return null;
@@ -223,8 +241,8 @@ export function createAuthService(
       const record = auditFields(who.principal, loginRecord(request, result, { userId: who.userId, source: who.source, userPk: rows[0]!.holder_pk, serial: token.serial }, { push: false }), now);
       const stored = await db.executeQuery(
         verdict.mode === "totp"
-          ? audited.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, record })
-          : audited.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, record }),
+          ? atOnce.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, record })
+          : atOnce.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, record }),
       );
       if (Number(stored.numAffectedRows) !== 1) return null;
       audit.written();
