@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import { describe, expect, it } from "vitest";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { createServices } from "../core.js";
@@ -443,6 +444,28 @@ describeEachDatabase("admin API", (kind) => {
       const next = await audit(`limit=2&cursor=${first.json.nextCursor}`);
       expect(next.json.items[0].seq).toBeLessThan(first.json.items[1].seq);
     });
+
+    // PostgreSQL links records into the chain after their commit; SQLite as it writes them.
+    if (kind === "postgres")
+      it("shows the trail as it stands while a record cannot be linked, and the record once it can", async () => {
+        const vs = await createTenant(core.services, "Unlinked");
+        const serial = await placeTokenInState(core.services, vs.virtualServerId, "active", { userId: "unlinked-user" });
+        const audit = () => api.call("GET", `/api/v1/audit?virtualServerId=${vs.virtualServerId}&serial=${serial}`, vs.apiKeys.auditor);
+        const before = await audit();
+        // A chain that refuses the next record, as a full disk or a broken constraint would.
+        await sql`alter table audit_log add constraint refuse_unlinked check (reason is distinct from 'cannot be linked yet') not valid`.execute(core.storage.db);
+        try {
+          await core.services.tokenLifecycle.suspend(vs.principals.helpdesk, serial, "cannot be linked yet");
+          const during = await audit();
+          expect(during.status).toBe(200);
+          expect(during.json.items).toEqual(before.json.items);
+        } finally {
+          await sql`alter table audit_log drop constraint refuse_unlinked`.execute(core.storage.db);
+        }
+        const after = await audit();
+        expect(after.json.items[0]).toMatchObject({ action: "token.suspend", reason: "cannot be linked yet" });
+        expect(after.json.items.slice(1)).toEqual(before.json.items);
+      });
   });
 
   describe("bad input", () => {
