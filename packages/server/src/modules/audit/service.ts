@@ -108,10 +108,11 @@ function link(end: { seq: number; hash: string }, records: PendingAuditFields[])
   const rows: AuditRow[] = [];
   for (const fields of records) {
     seq += 1;
-    const record: AuditFields = { seq, ...fields };
-    const hash = hashAuditRecord(prevHash, record);
-    rows.push({ ...record, prev_hash: prevHash, hash });
-    prevHash = hash;
+    // One object a row (every login appends one): the hash reads only the record's fields.
+    const row: AuditRow = { seq, ...fields, prev_hash: prevHash, hash: "" };
+    row.hash = hashAuditRecord(prevHash, row);
+    rows.push(row);
+    prevHash = row.hash;
   }
   return { rows, end: { seq, hash: prevHash } };
 }
@@ -193,7 +194,7 @@ const CHAIN_LOCK = 7211001;
  */
 function linkedAfterCommit(deps: { db: Kysely<Database>; clock: Clock; onLinkPass?: (outcome: LinkPassOutcome) => void }): AuditLog {
   const { db } = deps;
-  let insertOne: ReturnType<typeof preparePendingInsert> | undefined;
+  let prepared: { tail: ReturnType<typeof prepareTail>; insertOne: ReturnType<typeof preparePendingInsert> } | undefined;
   let current: Promise<void> | null = null;
   let next: Promise<void> | null = null;
   let appended = false;
@@ -218,7 +219,8 @@ function linkedAfterCommit(deps: { db: Kysely<Database>; clock: Clock; onLinkPas
         ).rows;
         if (pending.length === 0) return 0;
         pending.sort((a, b) => a.id - b.id);
-        const last = await trx.selectFrom("audit_log").select(["seq", "hash"]).orderBy("seq", "desc").limit(1).executeTakeFirst();
+        prepared ??= { tail: prepareTail(trx), insertOne: preparePendingInsert(trx) };
+        const last = (await trx.executeQuery(prepared.tail({}))).rows[0];
         const linked = link(
           { seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS_HASH },
           pending.map(({ id: _id, ...fields }) => fields),
@@ -274,22 +276,23 @@ function linkedAfterCommit(deps: { db: Kysely<Database>; clock: Clock; onLinkPas
   }
   lookIn(LINK_DELAY_MS);
 
+  function written(): void {
+    appended = true;
+    lookIn(LINK_DELAY_MS);
+  }
+
   return {
     async append(trx, principal, entries) {
       if (entries.length === 0) return;
-      insertOne ??= preparePendingInsert(trx);
+      prepared ??= { tail: prepareTail(trx), insertOne: preparePendingInsert(trx) };
       const at = deps.clock.nowMs();
       const rows = entries.map((entry) => auditFields(principal, entry, at));
-      if (rows.length === 1) await trx.executeQuery(insertOne(rows[0]!));
+      if (rows.length === 1) await trx.executeQuery(prepared.insertOne(rows[0]!));
       else await insertInChunks(trx, "audit_pending", rows, PENDING_COLUMNS.length);
-      appended = true;
-      lookIn(LINK_DELAY_MS);
+      written();
     },
     settle: passAfterNow,
-    written() {
-      appended = true;
-      lookIn(LINK_DELAY_MS);
-    },
+    written,
     async close() {
       closed = true;
       clearTimeout(timer);
@@ -316,14 +319,15 @@ type AuditPendingRow = Selectable<AuditPendingTable>;
  * record is written only when the update changed a row (it must change at most one),
  * and the statement is its own transaction: one round trip where a transaction of its
  * own took four (begin, update, record, commit). The result's `numAffectedRows` is 1
- * when the row changed. Tell the audit log with `written()` afterwards.
+ * when the row changed. Tell the audit log with `written()` afterwards. The update's
+ * parameters and the record's columns share one namespace: no parameter may be named
+ * after an audit column.
  */
-export function prepareAuditedUpdate<Params extends Record<string, unknown>>(
+export function prepareAuditedUpdate<Params extends Record<string, unknown> & { [K in keyof PendingAuditFields]?: never }>(
   db: Kysely<Database>,
   update: (db: QueryCreator<Database>, param: <Name extends keyof Params & string>(name: Name) => Params[Name]) => UpdateQueryBuilder<Database, "tokens", "tokens", UpdateResult>,
-): (params: Params & { record: PendingAuditFields }) => CompiledQuery<never> {
-  type All = Params & { [K in keyof PendingAuditFields as `record_${K}`]: PendingAuditFields[K] };
-  const prepared = prepareQuery<All, never>(db, (db, param) =>
+): (params: Params & PendingAuditFields) => CompiledQuery<never> {
+  return prepareQuery<Params & PendingAuditFields, never>(db, (db, param) =>
     db
       .with("changed", (qc) => update(qc, param as never).returning(sql.lit(1).as("one")))
       .insertInto("audit_pending")
@@ -332,17 +336,16 @@ export function prepareAuditedUpdate<Params extends Record<string, unknown>>(
         eb.selectFrom("changed").select(
           // Parameters in a select list have no type to take from the target columns:
           // the numbers are cast, the text is taken as text.
-          PENDING_COLUMNS.map((column) => (column === "at" ? sql`cast(${param(`record_${column}`)} as bigint)` : sql`cast(${param(`record_${column}`)} as text)`).as(column)),
+          PENDING_COLUMNS.map((column) => (column === "at" ? sql`cast(${param(column)} as bigint)` : sql`cast(${param(column)} as text)`).as(column)),
         ),
       ) as never,
   );
-  return ({ record, ...params }) => prepared({ ...params, ...Object.fromEntries(Object.entries(record).map(([key, value]) => [`record_${key}`, value])) } as unknown as All);
 }
 
 const PENDING_COLUMNS = AUDIT_COLUMNS.filter((column) => column !== "seq" && column !== "prev_hash" && column !== "hash") as Exclude<(typeof AUDIT_COLUMNS)[number], "seq" | "prev_hash" | "hash">[];
 
 function preparePendingInsert(db: Kysely<Database>) {
-  return prepareInsert<"audit_pending", Omit<AuditFields, "seq">>(db, "audit_pending", PENDING_COLUMNS);
+  return prepareInsert<"audit_pending", PendingAuditFields>(db, "audit_pending", PENDING_COLUMNS);
 }
 
 export type ChainVerdict =

@@ -133,6 +133,11 @@ const LOGIN_TOKEN_COLUMNS = [
 
 type LoginToken = Pick<TokenRow, (typeof LOGIN_TOKEN_COLUMNS)[number]>;
 
+/** A token locked for a while whose lock duration has passed: it unlocks at its next login. */
+function lockRunOut(token: LoginToken, now: number): boolean {
+  return token.state === "locked" && token.locked_until !== null && token.locked_until <= now;
+}
+
 /**
  * The statements every passcode check runs, compiled once. The user and the tokens that
  * may answer come in one query: a user without such tokens is one row of nulls.
@@ -230,7 +235,7 @@ export function createAuthService(
     if (limit.over || limit.userFailures > 0) return null;
     const held = rows.filter((row) => row.serial !== null) as LoginToken[];
     const now = clock.nowMs();
-    if (held.some((token) => token.state === "locked" && token.locked_until !== null && token.locked_until <= now)) return null;
+    if (held.some((token) => lockRunOut(token, now))) return null;
     for (const token of held) {
       if (token.state !== "active" || token.key_ciphertext === null) continue;
       const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
@@ -241,8 +246,8 @@ export function createAuthService(
       const record = auditFields(who.principal, loginRecord(request, result, { userId: who.userId, source: who.source, userPk: rows[0]!.holder_pk, serial: token.serial }, { push: false }), now);
       const stored = await db.executeQuery(
         verdict.mode === "totp"
-          ? atOnce.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, record })
-          : atOnce.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, record }),
+          ? atOnce.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, ...record })
+          : atOnce.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, ...record }),
       );
       if (Number(stored.numAffectedRows) !== 1) return null;
       audit.written();
@@ -255,7 +260,7 @@ export function createAuthService(
   async function unlockExpired(trx: Transaction<Database>, principal: Principal, tokens: LoginToken[], now: number): Promise<LoginToken[]> {
     const result: LoginToken[] = [];
     for (const token of tokens) {
-      if (token.state === "locked" && token.locked_until !== null && token.locked_until <= now) {
+      if (lockRunOut(token, now)) {
         const unlocked = await trx
           .updateTable("tokens")
           .set({ state: "active", failures: 0, locked_until: null, state_reason: "lock duration passed", state_changed_at: now, updated_at: now })
