@@ -21,6 +21,9 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/** How often each node closes the push challenges that expired since its last look. */
+const EXPIRED_CHALLENGE_SWEEP_MS = 5_000;
+
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
   // Web Push failures go to the log, and a port picked at start is known, only once the
@@ -45,18 +48,23 @@ export async function startServer(config: Config): Promise<RunningServer> {
   services.onMailQueued(() => mail.worker.notify());
   // Enrollments past their stop date die and give their tokens back to inventory; users
   // an older node wrote during a rolling upgrade get their search keys; push challenges
-  // nobody answered are closed and audited, and a day after they expired they go.
+  // a day past their expiry go.
   let sweeping: Promise<unknown> = Promise.resolve();
   const sweeper = setInterval(() => {
     sweeping = Promise.all([
       services.provisioning.expireDue().catch((error: unknown) => app.log.error({ err: error }, "enrollment expiry failed")),
       services.users.fillMissingSearchKeys().catch((error: unknown) => app.log.error({ err: error }, "search keys not filled")),
-      services.push
-        .closeExpired()
-        .then(() => services.push.pruneEnded())
-        .catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed or pruned")),
+      services.push.pruneEnded().catch((error: unknown) => app.log.error({ err: error }, "ended push challenges not pruned")),
     ]);
   }, 60_000);
+  // Push challenges nobody answered are closed and audited within seconds of their
+  // expiry, and the phones that show them hear that they ended (Web Push included, so
+  // that the notification leaves the tray). One indexed look when there are none.
+  let expiring: Promise<unknown> = Promise.resolve();
+  const expirer = setInterval(() => {
+    expiring = expiring.then(() => services.push.closeExpired().catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed")));
+  }, EXPIRED_CHALLENGE_SWEEP_MS);
+  expirer.unref();
   sweeper.unref();
   const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;
   const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
@@ -76,7 +84,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await radius?.close();
       await acrossNodes?.close();
       clearInterval(sweeper);
-      await sweeping;
+      clearInterval(expirer);
+      await Promise.all([sweeping, expiring]);
       await mail.close();
       await app.close();
       await services.storage.close();

@@ -30,6 +30,12 @@ const PRUNE_BATCH = 1000;
 
 export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "expired", "cancelled"] as const;
 
+/**
+ * How long the message that a challenge ended may wait at the push service beyond the
+ * challenge's own life: a phone that comes back online gets both, the end last.
+ */
+const ENDED_MESSAGE_GRACE_MS = 60_000;
+
 /** Expired challenges closed (and audited) in one transaction. */
 const EXPIRE_BATCH = 500;
 
@@ -176,23 +182,17 @@ export function createPushService(
     return rows.map((row) => ({ ...view(row, now), serials: tokens.filter((token) => token.user_pk === row.user_pk).map((token) => token.serial) }));
   };
 
-  /** The message a device's service worker turns into a notification: what the app would show. */
-  function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
+  /**
+   * Posts one message to the push services of the devices that have a subscription.
+   * Not awaited by the caller: a login answers at once; the push service's round trip
+   * (often hundreds of milliseconds) is the device's business.
+   */
+  function webPushTo(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): void {
     if (!deps.webPush) return;
-    const targets = devices.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
-    if (targets.length === 0) return;
-    const payload = {
-      type: "challenge",
-      id: challenge.id,
-      resourceName: challenge.resource_name,
-      source: challenge.source,
-      numberToMatch: challenge.number_to_match,
-      expiresAt: new Date(challenge.expires_at).toISOString(),
-    };
-    // Not awaited: the login answers "pending" at once; the push service's round trip
-    // (often hundreds of milliseconds) is the device's business.
+    const subscribed = targets.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
+    if (subscribed.length === 0) return;
     void deps.webPush
-      .send(targets, payload, (challenge.expires_at - clock.nowMs()) / 1000)
+      .send(subscribed, payload, ttlSeconds)
       .then((results) => {
         for (const result of results) {
           deps.metrics?.webPush(result.outcome);
@@ -203,6 +203,43 @@ export function createPushService(
         deps.metrics?.webPush("failed");
         deps.onWebPushFailure?.("*", (error as Error).message);
       });
+  }
+
+  /** The message a device's service worker turns into a notification: what the app would show. */
+  function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
+    const payload = {
+      type: "challenge",
+      id: challenge.id,
+      resourceName: challenge.resource_name,
+      source: challenge.source,
+      numberToMatch: challenge.number_to_match,
+      expiresAt: new Date(challenge.expires_at).toISOString(),
+    };
+    webPushTo(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000);
+  }
+
+  /**
+   * A challenge has ended (answered, expired, cancelled): the devices showing it hear so
+   * over their live connections, and those with a Web Push subscription through their
+   * push service, so that a notification shown while the app was closed leaves the
+   * tray. The message may outlive the challenge by ENDED_MESSAGE_GRACE_MS: a device
+   * that was offline may get the challenge's message late and this one after it.
+   * Best effort, after the commit: a process that dies here leaves the notification,
+   * which then opens on "no longer waiting".
+   */
+  function tellEnded(challengeId: string, deviceIds: string[], outcome: ChallengeStatus, expiresAtMs: number): void {
+    if (deviceIds.length === 0) return;
+    hub.deviceHasWork(deviceIds);
+    if (!deps.webPush) return;
+    const ttlSeconds = (Math.max(0, expiresAtMs - clock.nowMs()) + ENDED_MESSAGE_GRACE_MS) / 1000;
+    void db
+      .selectFrom("devices")
+      .select(["device_id", "push_subscription"])
+      .where("device_id", "in", deviceIds)
+      .where("push_subscription", "is not", null)
+      .execute()
+      .then((rows) => webPushTo(rows, { type: "ended", id: challengeId, outcome }, ttlSeconds))
+      .catch((error: unknown) => deps.onWebPushFailure?.("*", (error as Error).message));
   }
 
   async function deviceKey(deviceId: string): Promise<string> {
@@ -348,8 +385,9 @@ export function createPushService(
 
     /**
      * Closes the challenges nobody answered in time, each with its audit record
-     * (`auth.push_expired`), so that the trail tells how every push login ended (each
-     * node, once a minute). Returns how many it closed.
+     * (`auth.push_expired`), so that the trail tells how every push login ended, and
+     * tells the devices that showed them (each node, every few seconds). Returns how
+     * many it closed.
      */
     async closeExpired(): Promise<number> {
       const now = clock.nowMs();
@@ -359,7 +397,7 @@ export function createPushService(
           const rows = await trx
             .selectFrom("challenges")
             .innerJoin("users", "users.id", "challenges.user_pk")
-            .select(["challenges.id", "challenges.virtual_server_id", "challenges.application_id", "challenges.user_pk", "users.user_id", "challenges.source", "challenges.resource_name", "challenges.expires_at"])
+            .select(["challenges.id", "challenges.virtual_server_id", "challenges.application_id", "challenges.user_pk", "users.user_id", "challenges.source", "challenges.resource_name", "challenges.expires_at", "challenges.device_ids"])
             .where("challenges.status", "=", "pending")
             .where("challenges.expires_at", "<=", now)
             .orderBy("challenges.expires_at")
@@ -386,9 +424,10 @@ export function createPushService(
               })),
             );
           }
-          return { looked: rows.length, ended: ended.length };
+          return { looked: rows.length, ended };
         });
-        closed += ended;
+        for (const row of ended) tellEnded(row.id, JSON.parse(row.device_ids) as string[], "expired", row.expires_at);
+        closed += ended.length;
         if (looked < EXPIRE_BATCH) return closed;
       }
     },
@@ -429,11 +468,11 @@ export function createPushService(
       why: { by: "typed"; userId: string } | { by: "withdrawn" },
     ): Promise<"cancelled" | "not_found" | "closed"> {
       const now = clock.nowMs();
-      const ended = await db.transaction().execute(async (trx) => {
+      const closed = await db.transaction().execute(async (trx) => {
         let query = trx
           .selectFrom("challenges")
           .innerJoin("users", "users.id", "challenges.user_pk")
-          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "users.user_id", "challenges.resource_name", "challenges.source", "challenges.device_ids"])
+          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "users.user_id", "challenges.resource_name", "challenges.source", "challenges.device_ids", "challenges.expires_at"])
           .where("challenges.id", "=", challengeId)
           .where("challenges.application_id", "=", application.id)
           .where("users.virtual_server_id", "=", application.virtualServerId);
@@ -453,12 +492,12 @@ export function createPushService(
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
-        return JSON.parse(row.device_ids) as string[];
+        return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at };
       });
-      if (typeof ended === "string") return ended;
+      if (typeof closed === "string") return closed;
       hub.challengeChanged(challengeId);
       // The phones showing it hear that it ended.
-      hub.deviceHasWork(ended);
+      tellEnded(challengeId, closed.deviceIds, "cancelled", closed.expiresAt);
       return "cancelled";
     },
 
@@ -509,8 +548,12 @@ export function createPushService(
       hub.challengeChanged(challengeId);
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
-      const others = deviceIds.filter((deviceId) => deviceId !== signed.deviceId);
-      if (others.length > 0) hub.deviceHasWork(others);
+      tellEnded(
+        challengeId,
+        deviceIds.filter((deviceId) => deviceId !== signed.deviceId),
+        status,
+        row.expires_at,
+      );
       return result;
     },
   };

@@ -7,10 +7,11 @@ import { createKeyring } from "../../crypto/keyring.js";
 import { reencryptSealedColumns } from "../../crypto/rotate.js";
 import { createTestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, testMasterKey, type TestCore } from "../../testing/databases.js";
-import { enrollSimulatedUser } from "../../testing/device.js";
+import { enrollSimulatedUser, simulatedDevice } from "../../testing/device.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
 import { startTestPushService } from "../../testing/push-service.js";
 import { installerPrincipal } from "../operators/access.js";
+import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
 import { createWebPush, pushServiceAllowed } from "./web-push.js";
 
 describeEachDatabase("Web Push to a device whose app is not running", (kind) => {
@@ -87,6 +88,67 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     });
     // Woken, the app answers through the signed API as always.
     expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    expect(failures).toEqual([]);
+  });
+
+  it("tells the push services when a login ends, so that its notification leaves the tray: withdrawn, expired, answered on another device", async () => {
+    const phone = push.subscribe();
+    const tablet = push.subscribe();
+    const { device, serial } = await enrolledUser("enda", phone.subscription);
+    // A second device of the same user: another token, enrolled by a tablet.
+    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: ["enda"] }, tokenType: "mobile", apps: ["tessera"] });
+    const code = newEnrollmentCode();
+    const user = await core.storage.db.selectFrom("users").select("id").where("virtual_server_id", "=", t.virtualServerId).where("user_id", "=", "enda").executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).where("enrolled_at", "is", null).execute();
+    const second = await simulatedDevice(api, () => core.clock.nowMs());
+    const enrolled = await second.enroll(code, true, tablet.subscription);
+    expect(enrolled.status).toBe(201);
+    expect((await second.confirm(enrolled.json.enrollmentId, second.passcode())).status).toBe(200);
+    core.clock.advance(30_000);
+
+    const messagesOf = (challengeId: string) =>
+      push.received.filter((message) => message.payload.id === challengeId).map((message) => ({ to: message.subscriptionId === phone.id ? "phone" : message.subscriptionId === tablet.id ? "tablet" : "?", payload: message.payload }));
+    const endOf = (challengeId: string, outcome: string) => ({ type: "ended", id: challengeId, outcome });
+
+    // Withdrawn by the application: both devices hear of it.
+    let before = push.handled;
+    const withdrawn = (await login("enda")).json.challengeId as string;
+    await push.waitFor(before + 2);
+    expect((await api.call("DELETE", `/api/v1/auth/challenges/${withdrawn}`, appKey)).status).toBe(204);
+    await push.waitFor(before + 4);
+    expect(messagesOf(withdrawn).filter((m) => m.payload.type === "ended")).toEqual(
+      expect.arrayContaining([
+        { to: "phone", payload: endOf(withdrawn, "cancelled") },
+        { to: "tablet", payload: endOf(withdrawn, "cancelled") },
+      ]),
+    );
+    const ended = push.received.filter((message) => message.payload.type === "ended").at(-1)!;
+    expect(ended.headers.urgency).toBe("high");
+    // It may wait at the push service as long as the challenge's own message could, and a minute more.
+    expect(Number(ended.headers.ttl)).toBeGreaterThan(60);
+    expect(Number(ended.headers.ttl)).toBeLessThanOrEqual(120);
+
+    // Approved on the phone: the tablet hears of it, the phone (which answered) does not.
+    before = push.handled;
+    const approved = (await login("enda")).json.challengeId as string;
+    await push.waitFor(before + 2);
+    expect((await device.answer(approved, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    await push.waitFor(before + 3);
+    // Nobody answered the third: once the sweep closes it, both hear that it expired.
+    const expired = (await login("enda")).json.challengeId as string;
+    await push.waitFor(before + 5);
+    core.clock.advance(61_000);
+    expect(await core.services.push.closeExpired()).toBe(1);
+    await push.waitFor(before + 7);
+    expect(messagesOf(approved).filter((m) => m.payload.type === "ended")).toEqual([{ to: "tablet", payload: endOf(approved, "approved") }]);
+    expect(messagesOf(expired).filter((m) => m.payload.type === "ended")).toEqual(
+      expect.arrayContaining([
+        { to: "phone", payload: endOf(expired, "expired") },
+        { to: "tablet", payload: endOf(expired, "expired") },
+      ]),
+    );
+    expect(push.handled).toBe(before + 7);
+    expect(push.rejected).toEqual([]);
     expect(failures).toEqual([]);
   });
 
