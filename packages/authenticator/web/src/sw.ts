@@ -38,7 +38,11 @@ interface ServiceWorkerScopeLike {
     matchAll(options: { type: "window"; includeUncontrolled: boolean }): Promise<WindowClientLike[]>;
     openWindow(url: string): Promise<WindowClientLike | null>;
   };
-  readonly registration: { showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>; readonly pushManager: PushManager };
+  readonly registration: {
+    showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>;
+    getNotifications(filter?: { tag?: string }): Promise<Notification[]>;
+    readonly pushManager: PushManager;
+  };
   readonly location: Location;
 }
 
@@ -85,46 +89,96 @@ worker.addEventListener("fetch", (event) => {
   event.respondWith(caches.match(key, { cacheName: CACHE }).then((cached) => cached ?? fetch(request)));
 });
 
-/** What the server's Web Push message holds (encrypted for this device alone). */
-interface ChallengeMessage {
-  type: "challenge";
-  id: string;
-  resourceName: string;
-  source: string;
-  numberToMatch: string;
-  expiresAt: string;
+/** What the server's Web Push messages hold (encrypted for this device alone): a push login, or its end. */
+type PushMessage =
+  | { type: "challenge"; id: string; resourceName: string; source: string; numberToMatch: string; expiresAt: string }
+  | { type: "ended"; id: string; outcome: "approved" | "denied" | "fraud" | "expired" | "cancelled" };
+
+/** What a sign-in notification carries, to open its screen and to be taken away once the login ended. */
+interface SignInData {
+  url: string;
+  resourceName?: string;
+  expiresAt?: string;
+}
+
+const ENDED: Record<Extract<PushMessage, { type: "ended" }>["outcome"], string> = {
+  approved: "approved on another of your devices",
+  denied: "denied on another of your devices",
+  fraud: "denied and reported on another of your devices",
+  expired: "nobody answered in time",
+  cancelled: "withdrawn: the passcode was typed instead, or the sign-in page was left",
+};
+
+/** The app in front already shows requests from its live connection. A hidden window (in the background, or kept for the back button) is not in front. */
+const appInFront = async () =>
+  (await worker.clients.matchAll({ type: "window", includeUncontrolled: true })).some(
+    (client) => client.focused && client.visibilityState === "visible" && new URL(client.url).pathname.startsWith(SHELL),
+  );
+
+/** Takes out of the tray the sign-in notifications whose login has expired by the clock (a message of the end that never came). */
+async function dropExpired(): Promise<void> {
+  for (const notification of await worker.registration.getNotifications()) {
+    const expiresAt = (notification.data as SignInData | null)?.expiresAt;
+    if (expiresAt && Date.parse(expiresAt) <= Date.now()) notification.close();
+  }
+}
+
+async function showSignIn(message: Extract<PushMessage, { type: "challenge" }>): Promise<void> {
+  await dropExpired();
+  if (await appInFront()) return;
+  const data: SignInData = { url: `/app/#/push/${encodeURIComponent(message.id)}`, resourceName: message.resourceName, expiresAt: message.expiresAt };
+  await worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
+    body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
+    tag: message.id,
+    icon: "/app/icons/icon-192.png",
+    requireInteraction: true,
+    data,
+  });
+}
+
+/**
+ * The login ended while its notification was in the tray: the request goes. Browsers
+ * want every push message to show something (Chrome otherwise shows "This site has
+ * been updated in the background", Safari drops the subscription after a few), so
+ * when no other notification of ours stays, a quiet one (same tag, no sound, no
+ * vibration) says how the login ended. A message for a request not in the tray (never
+ * shown, or dismissed) shows nothing.
+ */
+async function showEnded(message: Extract<PushMessage, { type: "ended" }>): Promise<void> {
+  const shown = await worker.registration.getNotifications({ tag: message.id });
+  if (shown.length === 0) return;
+  const resourceName = (shown[0]!.data as SignInData | null)?.resourceName;
+  for (const notification of shown) notification.close();
+  await dropExpired();
+  const others = (await worker.registration.getNotifications()).filter((notification) => notification.tag !== message.id);
+  if (others.length > 0 || (await appInFront())) return;
+  const data: SignInData = { url: SHELL };
+  await worker.registration.showNotification("Sign-in request ended", {
+    body: `${resourceName ? `${resourceName}: ` : ""}${ENDED[message.outcome] ?? "it is no longer waiting"}.`,
+    tag: message.id,
+    icon: "/app/icons/icon-192.png",
+    silent: true,
+    data,
+  });
 }
 
 // A push login while the app is closed or in the background: a notification that opens
-// its approval screen. The answer still goes through the app (signed, with the passcode).
+// its approval screen, taken away again once the login has ended. The answer still goes
+// through the app (signed, with the passcode).
 worker.addEventListener("push", (event) => {
-  let message: ChallengeMessage | undefined;
+  let message: PushMessage | undefined;
   try {
-    message = event.data?.json() as ChallengeMessage | undefined;
+    message = event.data?.json() as PushMessage | undefined;
   } catch {
     return;
   }
-  if (message?.type !== "challenge") return;
-  event.waitUntil(
-    worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then((windows) => {
-      // The app in front already shows the request from its live connection. A window
-      // that is hidden (in the background, or kept for the back button) is not in front.
-      const inFront = (client: WindowClientLike) => client.focused && client.visibilityState === "visible" && new URL(client.url).pathname.startsWith(SHELL);
-      if (windows.some(inFront)) return;
-      return worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
-        body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
-        tag: message.id,
-        icon: "/app/icons/icon-192.png",
-        requireInteraction: true,
-        data: { url: `/app/#/push/${encodeURIComponent(message.id)}` },
-      });
-    }),
-  );
+  if (message?.type === "challenge") event.waitUntil(showSignIn(message));
+  else if (message?.type === "ended") event.waitUntil(showEnded(message));
 });
 
 worker.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  const url = (event.notification.data as { url?: string } | null)?.url ?? SHELL;
+  const url = (event.notification.data as SignInData | null)?.url ?? SHELL;
   event.waitUntil(
     worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then(async (windows) => {
       const open = windows.find((client) => new URL(client.url).pathname.startsWith(SHELL));

@@ -279,7 +279,7 @@ describe("the tessera web app against a running server", () => {
     await expect.poll(tray, { timeout: UI_TIMEOUT_MS }).toEqual([]);
   }, 180_000);
 
-  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, and stays quiet while it is in front", async () => {
+  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, stays quiet while it is in front, and takes the request away once the login ended", async () => {
     const { context, page: app } = await phone(ANDROID);
     await context.grantPermissions(["notifications"], { origin: server.url });
     await app.goto(`${server.url}/app/`);
@@ -299,7 +299,7 @@ describe("the tessera web app against a running server", () => {
     );
     await cdp.send("ServiceWorker.enable");
     // What the server's Web Push message holds once the browser has decrypted it.
-    const challenge = (id: string) => ({ type: "challenge", id, resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + 60_000).toISOString() });
+    const challenge = (id: string, lifeMs = 60_000) => ({ type: "challenge", id, resourceName: "Company intranet", source: "198.51.100.7", numberToMatch: "42", expiresAt: new Date(Date.now() + lifeMs).toISOString() });
     // The browser hands the message over without waiting for the worker: a listener
     // added after the worker's own tells when the worker has looked at the windows
     // (it asks for them after the worker did, then waits a moment more).
@@ -330,7 +330,6 @@ describe("the tessera web app against a running server", () => {
     // (not even one kept for the back button) could be taken for the app in front.
     await page.bringToFront();
     await app.close();
-    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(challenge("chl_webpushtest")) });
     type Shown = { title: string; body: string; tag: string; data: unknown };
     const notifications = () =>
       page.evaluate(async () => {
@@ -338,15 +337,39 @@ describe("the tessera web app against a running server", () => {
         const { serviceWorker } = (globalThis as unknown as { navigator: { serviceWorker: { getRegistration(scope: string): Promise<{ getNotifications(): Promise<Shown[]> }> } } }).navigator;
         const registration = await serviceWorker.getRegistration("/app/");
         return (await registration.getNotifications()).map(({ title, body, tag, data }) => ({ title, body, tag, data }));
-      });
-    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([
-      {
-        title: "Sign in to Company intranet?",
-        body: "From 198.51.100.7. Number to match: 42. Tap to approve or deny.",
-        tag: "chl_webpushtest",
-        data: { url: "/app/#/push/chl_webpushtest" },
-      },
-    ]);
+      }).then((shown) => shown.sort((a, b) => a.tag.localeCompare(b.tag)));
+    const signIn = (id: string, expiresAt: string) => ({
+      title: "Sign in to Company intranet?",
+      body: "From 198.51.100.7. Number to match: 42. Tap to approve or deny.",
+      tag: id,
+      data: { url: `/app/#/push/${id}`, resourceName: "Company intranet", expiresAt },
+    });
+    const first = challenge("chl_webpushtest");
+    await cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(first) });
+    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([signIn("chl_webpushtest", first.expiresAt)]);
+
+    // The login ended (approved on another device): the request leaves the tray. With no
+    // other notification of ours left, a quiet one in its place says how it ended.
+    const deliver = async (message: object) => cdp.send("ServiceWorker.deliverPushMessage", { origin: server.url, registrationId: await registrationId, data: JSON.stringify(message) });
+    await deliver({ type: "ended", id: "chl_webpushtest", outcome: "approved" });
+    const endedNote = { title: "Sign-in request ended", body: "Company intranet: approved on another of your devices.", tag: "chl_webpushtest", data: { url: "/app/" } };
+    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([endedNote]);
+    // With another request still in the tray, an ended one simply goes.
+    const waiting = challenge("chl_stillwaiting");
+    const withdrawn = challenge("chl_withdrawn");
+    await deliver(waiting);
+    await deliver(withdrawn);
+    await expect.poll(async () => (await notifications()).length, { timeout: UI_TIMEOUT_MS }).toBe(3);
+    await deliver({ type: "ended", id: "chl_withdrawn", outcome: "cancelled" });
+    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([signIn("chl_stillwaiting", waiting.expiresAt), endedNote]);
+    // A request whose end never came goes by the clock, at the next message.
+    const brief = challenge("chl_brief", 6_000);
+    await deliver(brief);
+    await expect.poll(async () => (await notifications()).map((shown) => shown.tag), { timeout: UI_TIMEOUT_MS }).toContain("chl_brief");
+    await new Promise((resolve) => setTimeout(resolve, Date.parse(brief.expiresAt) - Date.now() + 200));
+    const later = challenge("chl_later");
+    await deliver(later);
+    await expect.poll(notifications, { timeout: UI_TIMEOUT_MS }).toEqual([signIn("chl_later", later.expiresAt), signIn("chl_stillwaiting", waiting.expiresAt), endedNote]);
   }, 60_000);
 
   it("enrolls with No Thanks as Push OTP disabled, and removes the token after confirmation", async () => {
