@@ -263,6 +263,57 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await authenticate(pushKey, "xia")).json).toMatchObject({ result: "pending" });
   });
 
+  it("closes each expired challenge once when sweeps overlap (two nodes on PostgreSQL), with one audit record each", async () => {
+    await enrolledUser("xia", true);
+    const template = await core.storage.db.selectFrom("challenges").selectAll().orderBy("created_at", "desc").limit(1).executeTakeFirst();
+    const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", "xia").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const application = await core.storage.db.selectFrom("applications").select("id").where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    await core.services.push.closeExpired();
+    // Many challenges that expired at the same moment: the order of equal expiries is the same for every node.
+    const now = core.clock.nowMs();
+    const ids = Array.from({ length: 120 }, (_, i) => `chl_sweep${String(i).padStart(3, "0")}`);
+    await core.storage.db
+      .insertInto("challenges")
+      .values(
+        ids.map((id) => ({
+          id,
+          virtual_server_id: t.virtualServerId,
+          application_id: application.id,
+          user_pk: user.id,
+          device_ids: "[]",
+          resource_name: template?.resource_name ?? "Staff portal",
+          source: "198.51.100.1",
+          number_to_match: "10",
+          status: "pending",
+          answered_serial: null,
+          created_at: now - 60_000,
+          expires_at: now - 1,
+          answered_at: null,
+          redeemed_at: null,
+        })),
+      )
+      .execute();
+    // SQLite serves one node (one process); there the sweeps of one node overlap.
+    const node2 = kind === "postgres" ? await openSecondNode(core) : { services: core.services, close: async () => undefined };
+    try {
+      const closed = await Promise.all([core.services.push.closeExpired(), node2.services.push.closeExpired(), core.services.push.closeExpired(), node2.services.push.closeExpired()]);
+      expect(closed.reduce((sum, n) => sum + n, 0)).toBe(ids.length);
+    } finally {
+      await node2.close();
+    }
+    const rows = await core.storage.db.selectFrom("challenges").select("status").where("id", "in", ids).execute();
+    expect(rows.every((row) => row.status === "expired")).toBe(true);
+    await core.services.audit.settle();
+    const records = await core.storage.db.selectFrom("audit_log").select("details").where("action", "=", "auth.push_expired").execute();
+    const perChallenge = new Map<string, number>();
+    for (const record of records) {
+      const id = (JSON.parse(record.details ?? "{}") as { challengeId?: string }).challengeId ?? "";
+      if (ids.includes(id)) perChallenge.set(id, (perChallenge.get(id) ?? 0) + 1);
+    }
+    expect(perChallenge.size).toBe(ids.length);
+    expect([...perChallenge.values()].every((count) => count === 1)).toBe(true);
+  });
+
   it("keeps to three waiting sign-ins when push requests for one user arrive together on two nodes", async () => {
     await enrolledUser("yue", true);
     const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();

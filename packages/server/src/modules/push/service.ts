@@ -401,7 +401,12 @@ export function createPushService(
             .where("challenges.status", "=", "pending")
             .where("challenges.expires_at", "<=", now)
             .orderBy("challenges.expires_at")
+            .orderBy("challenges.id")
             .limit(EXPIRE_BATCH)
+            // Every node looks every few seconds: on PostgreSQL each takes the rows no
+            // other node holds, instead of waiting for them (or, in another order, on
+            // each other).
+            .$if(deps.kind === "postgres", (query) => query.forUpdate("challenges").skipLocked())
             .execute();
           const ended = [];
           for (const row of rows) {
