@@ -60,9 +60,13 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Push challenges nobody answered are closed and audited within seconds of their
   // expiry, and the phones that show them hear that they ended (Web Push included, so
   // that the notification leaves the tray). One indexed look when there are none.
-  let expiring: Promise<unknown> = Promise.resolve();
+  // A look still running (a slow database) is not joined by another.
+  let expiring: Promise<unknown> | null = null;
   const expirer = setInterval(() => {
-    expiring = expiring.then(() => services.push.closeExpired().catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed")));
+    expiring ??= services.push
+      .closeExpired()
+      .catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed"))
+      .finally(() => (expiring = null));
   }, EXPIRED_CHALLENGE_SWEEP_MS);
   expirer.unref();
   sweeper.unref();

@@ -32,7 +32,8 @@ export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "ex
 
 /**
  * How long the message that a challenge ended may wait at the push service beyond the
- * challenge's own life: a phone that comes back online gets both, the end last.
+ * challenge's own life, so that a phone that got the challenge's message late still
+ * hears of its end when it comes back online.
  */
 const ENDED_MESSAGE_GRACE_MS = 60_000;
 
@@ -219,26 +220,37 @@ export function createPushService(
   }
 
   /**
-   * A challenge has ended (answered, expired, cancelled): the devices showing it hear so
-   * over their live connections, and those with a Web Push subscription through their
-   * push service, so that a notification shown while the app was closed leaves the
-   * tray. The message may outlive the challenge by ENDED_MESSAGE_GRACE_MS: a device
-   * that was offline may get the challenge's message late and this one after it.
-   * Best effort, after the commit: a process that dies here leaves the notification,
-   * which then opens on "no longer waiting".
+   * Challenges have ended (answered, expired, cancelled): the devices that showed them
+   * hear so over their live connections, and those with a Web Push subscription through
+   * their push service, so that a notification shown while the app was closed leaves
+   * the tray. The message may outlive the challenge by ENDED_MESSAGE_GRACE_MS: a device
+   * that was offline may get the challenge's message late and this one after it. Best
+   * effort, after the commit: a process that dies here leaves the notification, which
+   * then opens on "no longer waiting". One look at the devices for all of them.
    */
-  function tellEnded(challengeId: string, deviceIds: string[], outcome: ChallengeStatus, expiresAtMs: number): void {
+  function tellEnded(challenges: Array<{ id: string; deviceIds: string[]; outcome: ChallengeStatus; expiresAt: number; resourceName: string }>): void {
+    const deviceIds = [...new Set(challenges.flatMap((challenge) => challenge.deviceIds))];
     if (deviceIds.length === 0) return;
     hub.deviceHasWork(deviceIds);
     if (!deps.webPush) return;
-    const ttlSeconds = (Math.max(0, expiresAtMs - clock.nowMs()) + ENDED_MESSAGE_GRACE_MS) / 1000;
     void db
       .selectFrom("devices")
       .select(["device_id", "push_subscription"])
       .where("device_id", "in", deviceIds)
       .where("push_subscription", "is not", null)
       .execute()
-      .then((rows) => webPushTo(rows, { type: "ended", id: challengeId, outcome }, ttlSeconds))
+      .then((devices) => {
+        const now = clock.nowMs();
+        for (const challenge of challenges) {
+          const payload = { type: "ended", id: challenge.id, outcome: challenge.outcome, resourceName: challenge.resourceName };
+          const ttlSeconds = (Math.max(0, challenge.expiresAt - now) + ENDED_MESSAGE_GRACE_MS) / 1000;
+          webPushTo(
+            devices.filter((device) => challenge.deviceIds.includes(device.device_id!)),
+            payload,
+            ttlSeconds,
+          );
+        }
+      })
       .catch((error: unknown) => deps.onWebPushFailure?.("*", (error as Error).message));
   }
 
@@ -431,7 +443,7 @@ export function createPushService(
           }
           return { looked: rows.length, ended };
         });
-        for (const row of ended) tellEnded(row.id, JSON.parse(row.device_ids) as string[], "expired", row.expires_at);
+        tellEnded(ended.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: "expired", expiresAt: row.expires_at, resourceName: row.resource_name })));
         closed += ended.length;
         if (looked < EXPIRE_BATCH) return closed;
       }
@@ -497,12 +509,12 @@ export function createPushService(
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
-        return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at };
+        return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at, resourceName: row.resource_name };
       });
       if (typeof closed === "string") return closed;
       hub.challengeChanged(challengeId);
       // The phones showing it hear that it ended.
-      tellEnded(challengeId, closed.deviceIds, "cancelled", closed.expiresAt);
+      tellEnded([{ id: challengeId, deviceIds: closed.deviceIds, outcome: "cancelled", expiresAt: closed.expiresAt, resourceName: closed.resourceName }]);
       return "cancelled";
     },
 
@@ -553,12 +565,7 @@ export function createPushService(
       hub.challengeChanged(challengeId);
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
-      tellEnded(
-        challengeId,
-        deviceIds.filter((deviceId) => deviceId !== signed.deviceId),
-        status,
-        row.expires_at,
-      );
+      tellEnded([{ id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name }]);
       return result;
     },
   };

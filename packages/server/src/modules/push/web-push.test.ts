@@ -108,7 +108,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
 
     const messagesOf = (challengeId: string) =>
       push.received.filter((message) => message.payload.id === challengeId).map((message) => ({ to: message.subscriptionId === phone.id ? "phone" : message.subscriptionId === tablet.id ? "tablet" : "?", payload: message.payload }));
-    const endOf = (challengeId: string, outcome: string) => ({ type: "ended", id: challengeId, outcome });
+    const endOf = (challengeId: string, outcome: string) => ({ type: "ended", id: challengeId, outcome, resourceName: "Corporate VPN" });
 
     // Withdrawn by the application: both devices hear of it.
     let before = push.handled;
