@@ -40,7 +40,6 @@ interface ServiceWorkerScopeLike {
   };
   readonly registration: {
     showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>;
-    getNotifications(filter?: { tag?: string }): Promise<Notification[]>;
     readonly pushManager: PushManager;
   };
   readonly location: Location;
@@ -92,16 +91,10 @@ worker.addEventListener("fetch", (event) => {
 /** What the server's Web Push messages hold (encrypted for this device alone): a push login, or its end. */
 type PushMessage =
   | { type: "challenge"; id: string; resourceName: string; source: string; numberToMatch: string; expiresAt: string }
-  | { type: "ended"; id: string; outcome: "approved" | "denied" | "fraud" | "expired" | "cancelled" };
+  | { type: "ended"; id: string; outcome: "approved" | "denied" | "fraud" | "expired" | "cancelled"; resourceName?: string };
+type EndedMessage = Extract<PushMessage, { type: "ended" }>;
 
-/** What a sign-in notification carries, to open its screen and to be taken away once the login ended. */
-interface SignInData {
-  url: string;
-  resourceName?: string;
-  expiresAt?: string;
-}
-
-const ENDED: Record<Extract<PushMessage, { type: "ended" }>["outcome"], string> = {
+const ENDED: Record<EndedMessage["outcome"], string> = {
   approved: "approved on another of your devices",
   denied: "denied on another of your devices",
   fraud: "denied and reported on another of your devices",
@@ -115,56 +108,46 @@ const appInFront = async () =>
     (client) => client.focused && client.visibilityState === "visible" && new URL(client.url).pathname.startsWith(SHELL),
   );
 
-/** Takes out of the tray the sign-in notifications whose login has expired by the clock (a message of the end that never came). */
-async function dropExpired(): Promise<void> {
-  for (const notification of await worker.registration.getNotifications()) {
-    const expiresAt = (notification.data as SignInData | null)?.expiresAt;
-    if (expiresAt && Date.parse(expiresAt) <= Date.now()) notification.close();
-  }
-}
-
+/** A sign-in request: the notification opens its approval screen. */
 async function showSignIn(message: Extract<PushMessage, { type: "challenge" }>): Promise<void> {
-  await dropExpired();
   if (await appInFront()) return;
-  const data: SignInData = { url: `/app/#/push/${encodeURIComponent(message.id)}`, resourceName: message.resourceName, expiresAt: message.expiresAt };
+  // Delivered after the login expired (the phone was offline): it says so instead of asking.
+  if (Date.parse(message.expiresAt) <= Date.now()) return showEnded({ type: "ended", id: message.id, outcome: "expired", resourceName: message.resourceName });
   await worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
     body: `From ${message.source}. Number to match: ${message.numberToMatch}. Tap to approve or deny.`,
     tag: message.id,
     icon: "/app/icons/icon-192.png",
     requireInteraction: true,
-    data,
+    data: { url: `/app/#/push/${encodeURIComponent(message.id)}` },
   });
 }
 
 /**
- * The login ended while its notification was in the tray: the request goes. Browsers
- * want every push message to show something (Chrome otherwise shows "This site has
- * been updated in the background", Safari drops the subscription after a few), so
- * when no other notification of ours stays, a quiet one (same tag, no sound, no
- * vibration) says how the login ended. A message for a request not in the tray (never
- * shown, or dismissed) shows nothing.
+ * The login ended: its request leaves the tray, replaced (same tag) by a quiet
+ * notification, no sound and no vibration, that says how it ended. Browsers want every
+ * push message to show something (Chrome otherwise shows "This site has been updated in
+ * the background", Safari drops a subscription that keeps showing nothing), so it is
+ * shown even where the request was dismissed or never shown. The tray is never read
+ * here: in Chromium a look at it just after a notification was shown can lose that one.
  */
-async function showEnded(message: Extract<PushMessage, { type: "ended" }>): Promise<void> {
-  const shown = await worker.registration.getNotifications({ tag: message.id });
-  if (shown.length === 0) return;
-  const resourceName = (shown[0]!.data as SignInData | null)?.resourceName;
-  for (const notification of shown) notification.close();
-  await dropExpired();
-  const others = (await worker.registration.getNotifications()).filter((notification) => notification.tag !== message.id);
-  if (others.length > 0 || (await appInFront())) return;
-  const data: SignInData = { url: SHELL };
+async function showEnded(message: EndedMessage): Promise<void> {
+  if (await appInFront()) return;
   await worker.registration.showNotification("Sign-in request ended", {
-    body: `${resourceName ? `${resourceName}: ` : ""}${ENDED[message.outcome] ?? "it is no longer waiting"}.`,
+    body: `${message.resourceName ? `${message.resourceName}: ` : ""}${ENDED[message.outcome] ?? "it is no longer waiting"}.`,
     tag: message.id,
     icon: "/app/icons/icon-192.png",
     silent: true,
-    data,
+    data: { url: SHELL },
   });
 }
 
+// Messages are handled one at a time, in the order they came: a request and its end
+// that come together must not swap places in the tray.
+let handling: Promise<void> = Promise.resolve();
+
 // A push login while the app is closed or in the background: a notification that opens
-// its approval screen, taken away again once the login has ended. The answer still goes
-// through the app (signed, with the passcode).
+// its approval screen, replaced once the login has ended. The answer still goes through
+// the app (signed, with the passcode).
 worker.addEventListener("push", (event) => {
   let message: PushMessage | undefined;
   try {
@@ -172,13 +155,15 @@ worker.addEventListener("push", (event) => {
   } catch {
     return;
   }
-  if (message?.type === "challenge") event.waitUntil(showSignIn(message));
-  else if (message?.type === "ended") event.waitUntil(showEnded(message));
+  const next = message;
+  if (next?.type !== "challenge" && next?.type !== "ended") return;
+  handling = handling.catch(() => undefined).then(() => (next.type === "challenge" ? showSignIn(next) : showEnded(next)));
+  event.waitUntil(handling);
 });
 
 worker.addEventListener("notificationclick", (event) => {
   event.notification.close();
-  const url = (event.notification.data as SignInData | null)?.url ?? SHELL;
+  const url = (event.notification.data as { url?: string } | null)?.url ?? SHELL;
   event.waitUntil(
     worker.clients.matchAll({ type: "window", includeUncontrolled: true }).then(async (windows) => {
       const open = windows.find((client) => new URL(client.url).pathname.startsWith(SHELL));
