@@ -59,7 +59,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   }, 60_000);
   // Push challenges nobody answered are closed and audited within seconds of their
   // expiry, and the phones that show them hear that they ended (Web Push included, so
-  // that the notification leaves the tray). One indexed look when there are none.
+  // that the notification leaves the tray). One indexed read when there are none.
   // A look still running (a slow database) is not joined by another.
   let expiring: Promise<unknown> | null = null;
   const expirer = setInterval(() => {

@@ -279,7 +279,7 @@ describe("the tessera web app against a running server", () => {
     await expect.poll(tray, { timeout: UI_TIMEOUT_MS }).toEqual([]);
   }, 180_000);
 
-  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, stays quiet while it is in front, and takes the request away once the login ended", async () => {
+  it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, stays quiet while it is in front, and puts how the login ended in the request's place", async () => {
     const { context, page: app } = await phone(ANDROID);
     await context.grantPermissions(["notifications"], { origin: server.url });
     await app.goto(`${server.url}/app/`);

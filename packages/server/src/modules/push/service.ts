@@ -403,6 +403,9 @@ export function createPushService(
      */
     async closeExpired(): Promise<number> {
       const now = clock.nowMs();
+      // Most looks find none: then no transaction (on SQLite, no turn at the write lock).
+      const any = await db.selectFrom("challenges").select("id").where("status", "=", "pending").where("expires_at", "<=", now).limit(1).executeTakeFirst();
+      if (!any) return 0;
       let closed = 0;
       for (;;) {
         const { looked, ended } = await db.transaction().execute(async (trx) => {
