@@ -28,4 +28,39 @@ describe("a server on a port picked at start", () => {
     const page = await (await fetch(link)).text();
     expect(page).toContain(`${server.url}/app/#/enroll?code=`);
   });
+
+  it("closes a push challenge nobody answered within seconds of its expiry, and audits it", async () => {
+    const services = server.services;
+    const vsId = (await services.virtualServers.create(installerPrincipal, { name: "Expiry Org" })).id;
+    await services.users.create(installerPrincipal, vsId, { userId: "eve", firstName: "Eve", lastName: "", email: "eve@example.test", groups: [] });
+    const application = await services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "portal", kind: "rest", pushOtp: true });
+    const { db } = services.storage;
+    const user = await db.selectFrom("users").select("id").where("user_id", "=", "eve").where("virtual_server_id", "=", vsId).executeTakeFirstOrThrow();
+    const now = Date.now();
+    // As a push login opens it, with its time already run out.
+    await db
+      .insertInto("challenges")
+      .values({
+        id: "chl_mainsweep",
+        virtual_server_id: vsId,
+        application_id: application.id,
+        user_pk: user.id,
+        device_ids: "[]",
+        resource_name: "portal",
+        source: "198.51.100.4",
+        number_to_match: "17",
+        status: "pending",
+        answered_serial: null,
+        created_at: now - 60_000,
+        expires_at: now - 1,
+        answered_at: null,
+        redeemed_at: null,
+      })
+      .execute();
+    const status = async () => (await db.selectFrom("challenges").select("status").where("id", "=", "chl_mainsweep").executeTakeFirstOrThrow()).status;
+    // The server looks every 5 seconds.
+    await expect.poll(status, { timeout: 12_000, interval: 250 }).toBe("expired");
+    const audited = await db.selectFrom("audit_log").select("details").where("action", "=", "auth.push_expired").execute();
+    expect(audited.filter((record) => (JSON.parse(record.details ?? "{}") as { challengeId?: string }).challengeId === "chl_mainsweep")).toHaveLength(1);
+  }, 20_000);
 });
