@@ -38,10 +38,7 @@ interface ServiceWorkerScopeLike {
     matchAll(options: { type: "window"; includeUncontrolled: boolean }): Promise<WindowClientLike[]>;
     openWindow(url: string): Promise<WindowClientLike | null>;
   };
-  readonly registration: {
-    showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>;
-    readonly pushManager: PushManager;
-  };
+  readonly registration: { showNotification(title: string, options: NotificationOptions & { requireInteraction?: boolean }): Promise<void>; readonly pushManager: PushManager };
   readonly location: Location;
 }
 
@@ -128,7 +125,8 @@ async function showSignIn(message: Extract<PushMessage, { type: "challenge" }>):
  * push message to show something (Chrome otherwise shows "This site has been updated in
  * the background", Safari drops a subscription that keeps showing nothing), so it is
  * shown even where the request was dismissed or never shown. The tray is never read
- * here: in Chromium a look at it just after a notification was shown can lose that one.
+ * here: in headless Chromium a look at it just after a notification was shown could
+ * lose that notification.
  */
 async function showEnded(message: EndedMessage): Promise<void> {
   if (await appInFront()) return;
