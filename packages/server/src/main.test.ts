@@ -3,6 +3,7 @@ import { loadConfig } from "./config.js";
 import { startServer, type RunningServer } from "./main.js";
 import { installerPrincipal } from "./modules/operators/access.js";
 import { createTestDatabase, type TestDatabase } from "./testing/databases.js";
+import { expiredChallengeRow } from "./testing/fixtures.js";
 
 describe("a server on a port picked at start", () => {
   let database: TestDatabase;
@@ -40,22 +41,7 @@ describe("a server on a port picked at start", () => {
     // As a push login opens it, with its time already run out.
     await db
       .insertInto("challenges")
-      .values({
-        id: "chl_mainsweep",
-        virtual_server_id: vsId,
-        application_id: application.id,
-        user_pk: user.id,
-        device_ids: "[]",
-        resource_name: "portal",
-        source: "198.51.100.4",
-        number_to_match: "17",
-        status: "pending",
-        answered_serial: null,
-        created_at: now - 60_000,
-        expires_at: now - 1,
-        answered_at: null,
-        redeemed_at: null,
-      })
+      .values(expiredChallengeRow({ id: "chl_mainsweep", virtualServerId: vsId, applicationId: application.id, userPk: user.id, nowMs: now }))
       .execute();
     const status = async () => (await db.selectFrom("challenges").select("status").where("id", "=", "chl_mainsweep").executeTakeFirstOrThrow()).status;
     // The server looks every 5 seconds.

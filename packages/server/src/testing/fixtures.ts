@@ -1,6 +1,7 @@
 import type { Services } from "../core.js";
 import { installerPrincipal, type Principal, type Role } from "../modules/operators/access.js";
 import type { TokenState } from "../modules/tokens/lifecycle.js";
+import type { ChallengeRow } from "../storage/schema.js";
 
 /** A tenant for tests: a virtual server with one operator principal per role. */
 export interface TestTenant {
@@ -91,4 +92,27 @@ export async function placeTokenInState(
       .execute();
   }
   return serial;
+}
+
+/**
+ * A push challenge as a push login opens it, pending, whose time ran out a moment before
+ * `nowMs` (for the expiry sweep), with no device to tell.
+ */
+export function expiredChallengeRow(input: { id: string; virtualServerId: string; applicationId: string; userPk: string; nowMs: number }): ChallengeRow {
+  return {
+    id: input.id,
+    virtual_server_id: input.virtualServerId,
+    application_id: input.applicationId,
+    user_pk: input.userPk,
+    device_ids: "[]",
+    resource_name: "Staff portal",
+    source: "198.51.100.1",
+    number_to_match: "10",
+    status: "pending",
+    answered_serial: null,
+    created_at: input.nowMs - 60_000,
+    expires_at: input.nowMs - 1,
+    answered_at: null,
+    redeemed_at: null,
+  };
 }

@@ -2,7 +2,7 @@ import { expect, it, vi } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
-import { type TestTenant } from "../../testing/fixtures.js";
+import { expiredChallengeRow, type TestTenant } from "../../testing/fixtures.js";
 import { installerPrincipal } from "../operators/access.js";
 import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
 
@@ -273,24 +273,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     const ids = Array.from({ length: 120 }, (_, i) => `chl_sweep${String(i).padStart(3, "0")}`);
     await core.storage.db
       .insertInto("challenges")
-      .values(
-        ids.map((id) => ({
-          id,
-          virtual_server_id: t.virtualServerId,
-          application_id: application.id,
-          user_pk: user.id,
-          device_ids: "[]",
-          resource_name: "Staff portal",
-          source: "198.51.100.1",
-          number_to_match: "10",
-          status: "pending",
-          answered_serial: null,
-          created_at: now - 60_000,
-          expires_at: now - 1,
-          answered_at: null,
-          redeemed_at: null,
-        })),
-      )
+      .values(ids.map((id) => expiredChallengeRow({ id, virtualServerId: t.virtualServerId, applicationId: application.id, userPk: user.id, nowMs: now })))
       .execute();
     // SQLite serves one node (one process); there the sweeps of one node overlap.
     const node2 = kind === "postgres" ? await openSecondNode(core) : { services: core.services, close: async () => undefined };
