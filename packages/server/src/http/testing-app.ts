@@ -1,4 +1,5 @@
 import type { FastifyInstance, LightMyRequestResponse } from "fastify";
+import type { KyselyConfig } from "kysely";
 import { afterAll, beforeAll } from "vitest";
 import type { DatabaseKind } from "../storage/database.js";
 import { createTestCore, type TestCore } from "../testing/databases.js";
@@ -36,12 +37,12 @@ export function useTestApp(
   kind: DatabaseKind,
   tenantName: string,
   ready: (setting: { core: TestCore; api: TestApp; t: TestTenant }) => void | Promise<void>,
-  options: { bodyLimitBytes?: number } = {},
+  options: { bodyLimitBytes?: number; log?: KyselyConfig["log"] } = {},
 ): void {
   let core: TestCore | undefined;
   let api: TestApp | undefined;
   beforeAll(async () => {
-    core = await createTestCore(kind);
+    core = await createTestCore(kind, { log: options.log });
     api = await createTestApp(core, options);
     await ready({ core, api, t: await createTenant(core.services, tenantName) });
   });

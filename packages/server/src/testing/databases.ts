@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { sql } from "kysely";
+import { sql, type KyselyConfig } from "kysely";
 import pg from "pg";
 import { describe } from "vitest";
 import { fixedClock, type Clock } from "../clock.js";
@@ -97,12 +97,15 @@ export interface TestCore {
 }
 
 /** A migrated database of the given kind with services over it and a clock the test moves. */
-export async function createTestCore(kind: DatabaseKind, options: Pick<ServiceOptions, "webPush" | "onWebPushFailure"> = {}): Promise<TestCore> {
+export async function createTestCore(
+  kind: DatabaseKind,
+  options: Pick<ServiceOptions, "webPush" | "onWebPushFailure"> & { /** Told of every statement the core runs. */ log?: KyselyConfig["log"] } = {},
+): Promise<TestCore> {
   const database = await createTestDatabase(kind);
-  const storage = openStorage(database.target);
+  const storage = openStorage(database.target, { log: options.log });
   await migrateToLatest(storage);
   const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
-  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test", ...options });
+  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test", webPush: options.webPush, onWebPushFailure: options.onWebPushFailure });
   return {
     database,
     storage,

@@ -10,6 +10,7 @@ import {
   type OtpAlgorithm,
 } from "@tessera/otp";
 import type { createTestApp } from "../http/testing-app.js";
+import type { SignedRequest } from "../modules/enrollment/engine.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { hashEnrollmentCode, newEnrollmentCode } from "../modules/provisioning/codes.js";
 import type { TestCore } from "./databases.js";
@@ -20,11 +21,17 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
   let deviceId = "";
   let tokenKey: Uint8Array | null = null;
   let otp: { algorithm: OtpAlgorithm; digits: 6 | 8; periodSeconds: number } | null = null;
-  const signed = async (method: string, path: string, body: unknown) => {
+  /** The signed request as the server's routes hand it to the services. */
+  const sign = async (method: string, path: string, body: unknown): Promise<SignedRequest> => {
     const raw = body === undefined ? "" : JSON.stringify(body);
     const timestampMs = nowMs();
-    const canonical = canonicalRequest({ method, path, bodySha256Base64url: await sha256Base64url(raw), timestampMs, deviceId });
-    const signature = await signRequest(keys.signing.privateKey, canonical);
+    const bodySha256Base64url = await sha256Base64url(raw);
+    const signature = await signRequest(keys.signing.privateKey, canonicalRequest({ method, path, bodySha256Base64url, timestampMs, deviceId }));
+    return { method, path, bodySha256Base64url, timestampMs, deviceId, signature };
+  };
+  const signed = async (method: string, path: string, body: unknown) => {
+    const raw = body === undefined ? "" : JSON.stringify(body);
+    const { timestampMs, signature } = await sign(method, path, body);
     const response = await api.app.inject({
       method: method as "POST",
       url: path,
@@ -35,6 +42,7 @@ export async function simulatedDevice(api: Awaited<ReturnType<typeof createTestA
   };
   return {
     keys,
+    sign,
     get deviceId() {
       return deviceId;
     },

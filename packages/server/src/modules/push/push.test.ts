@@ -18,12 +18,21 @@ describeEachDatabase("Push OTP over REST", (kind) => {
   const authenticate = (key: string, userId: string, passcode = "") => api.call("POST", "/api/v1/auth", key, { userId, passcode, sourceAddress: "198.51.100.23" });
   const outcome = (key: string, id: string, wait = 0) => api.call("GET", `/api/v1/auth/challenges/${id}?wait=${wait}`, key);
 
-  useTestApp(kind, "Push", async (setting) => {
-    ({ core, api, t } = setting);
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 32 });
-    pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
-    plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
-  });
+  // The first word of each statement the core runs while `recording`.
+  const statements: string[] = [];
+  let recording = false;
+
+  useTestApp(
+    kind,
+    "Push",
+    async (setting) => {
+      ({ core, api, t } = setting);
+      await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 32 });
+      pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
+      plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
+    },
+    { log: (event) => void (recording && statements.push(event.query.sql.trim().split(/\s+/)[0]!.toLowerCase())) },
+  );
 
   it("sends an empty passcode to the phone: the device sees resource, source and number, approves with its passcode, and the login is accepted", async () => {
     const { device, serial } = await enrolledUser("pia", true);
@@ -169,6 +178,56 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await device.answer(pending.json.challengeId, "approve", serial, wrong)).json.error.code).toBe("CHALLENGE_ANSWER_INVALID");
     expect((await other.device.answer(pending.json.challengeId, "approve", other.serial, other.device.passcode())).json.error.code).toBe("CHALLENGE_NOT_FOUND");
     expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "pending" });
+  });
+
+  it("takes push answers that arrive together with logins in one group commit, each on its own merits", async () => {
+    const approver = await enrolledUser("ada", true);
+    const guesser = await enrolledUser("bo", true);
+    const denier = await enrolledUser("cy", true);
+    const typist = await enrolledUser("di", true);
+    const [approving, guessing, denying] = (await Promise.all(["ada", "bo", "cy"].map((userId) => authenticate(pushKey, userId)))).map((pending) => pending.json.challengeId as string);
+    const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "legacy").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const answer = async (who: Awaited<ReturnType<typeof enrolledUser>>, challengeId: string, body: { decision: "approve" | "deny"; serial?: string; otp?: string }) => {
+      const signed = await who.device.sign("POST", `/device/v1/challenges/${challengeId}/answer`, body);
+      return () => core.services.push.answer(challengeId, signed, body).catch((error: { code: string }) => error.code);
+    };
+    const badCode = guesser.device.passcode() === "000000" ? "111111" : "000000";
+    const calls = [
+      await answer(approver, approving!, { decision: "approve", serial: approver.serial, otp: approver.device.passcode() }),
+      await answer(guesser, guessing!, { decision: "approve", serial: guesser.serial, otp: badCode }),
+      await answer(denier, denying!, { decision: "deny" }),
+      () => core.services.auth.authenticate({ application, userId: "di", passcode: typist.device.passcode(), source: "198.51.100.24", method: "rest" }),
+    ];
+    // Started in one turn of the event loop, so that on SQLite they meet in one group
+    // commit; the wrong passcode is refused without rolling back the others.
+    statements.length = 0;
+    recording = true;
+    const [approved, refused, denied, typed] = await Promise.all(calls.map((call) => call()));
+    recording = false;
+    if (kind === "sqlite") {
+      expect(statements.filter((statement) => statement === "commit")).toHaveLength(1);
+      expect(statements).not.toContain("rollback");
+    }
+    expect(approved).toEqual({ status: "approved" });
+    expect(refused).toBe("CHALLENGE_ANSWER_INVALID");
+    expect(denied).toEqual({ status: "denied" });
+    expect(typed).toMatchObject({ result: "accept", serial: typist.serial });
+    expect((await outcome(pushKey, approving!)).json).toEqual({ status: "accept", serial: approver.serial });
+    expect((await outcome(pushKey, guessing!)).json).toEqual({ status: "pending" });
+    expect((await outcome(pushKey, denying!)).json).toEqual({ status: "reject", reason: "denied" });
+
+    // The same approval twice in one group: the second finds the challenge closed, and
+    // what it wrote before that (the passcode's step) goes with its rollback.
+    const again = await authenticate(pushKey, "bo");
+    const twice = await answer(guesser, again.json.challengeId, { decision: "approve", serial: guesser.serial, otp: guesser.device.passcode() });
+    expect((await Promise.all([twice(), twice()])).map((result) => (typeof result === "string" ? result : result.status)).sort()).toEqual(["CHALLENGE_CLOSED", "approved"]);
+    await core.services.audit.settle();
+    const trail = await core.storage.db.selectFrom("audit_log").select(["action", "details"]).where("action", "in", ["auth.push_approved", "auth.push_denied"]).execute();
+    const ofChallenge = (id: string) => trail.filter((row) => JSON.parse(row.details!).challengeId === id).map((row) => row.action);
+    expect([approving, guessing, denying, again.json.challengeId].map(ofChallenge)).toEqual([["auth.push_approved"], [], ["auth.push_denied"], ["auth.push_approved"]]);
+    // Each approval's step is spent: typed again, the passcode is a replay.
+    expect((await authenticate(plainKey, "ada", approver.device.passcode())).json).toMatchObject({ result: "reject", reason: "replayed" });
+    expect((await authenticate(plainKey, "bo", guesser.device.passcode())).json).toMatchObject({ result: "reject", reason: "replayed" });
   });
 
   it("tells the user to type the passcode where push is off: at the application, or on the device", async () => {

@@ -10,6 +10,7 @@ import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
 import { systemPrincipal } from "../operators/access.js";
 import type { ChallengeHub } from "./hub.js";
+import { separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
 import type { WebPush } from "./web-push.js";
 
 /** How long a push login waits for the user unless its application says otherwise (DESIGN section 4). */
@@ -164,12 +165,15 @@ export function createPushService(
     /** Wakes devices whose app is not running; without it only the live connection and the poll deliver. */
     webPush?: WebPush;
     metrics?: Metrics;
+    /** The group commit the answers join (the one the logins use); without it, a transaction each. */
+    writes?: WriteBatcher;
     /** Told of Web Push messages that did not go out (for the log). */
     onWebPushFailure?: (deviceId: string, detail: string) => void;
   },
 ) {
   const { db, clock, audit, keyring, hub } = deps;
   const queries = preparePushQueries(db);
+  const writes = deps.writes ?? separateTransactions(db);
   const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
   /** The device's open challenges, oldest first (LIKE narrows them down; the list decides). */
   const openChallengesFor = async (deviceId: string, now: number) =>
@@ -321,19 +325,16 @@ export function createPushService(
      * `userPk` is given) it is another user's.
      */
     async outcome(challengeId: string, waitMs: number, applicationId: string, userPk?: string): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
-      const read = async () => {
+      // One read a look: the first look is the answer when nothing need wait, and a
+      // look that times out leaves the state as it was at the deadline.
+      let last: { row: ChallengeRow; status: ChallengeStatus } | null = null;
+      const settled = await hub.waitUntil(`challenge:${challengeId}`, Math.max(0, waitMs), async () => {
         const row = await readChallenge(challengeId);
-        return row ? { row, status: statusOf(row, clock.nowMs()) } : null;
-      };
-      const current = await read();
-      if (!current || current.row.application_id !== applicationId) return null;
-      if (userPk !== undefined && current.row.user_pk !== userPk) return null;
-      if (current.status !== "pending" || waitMs <= 0) return current;
-      const settled = await hub.waitUntil(`challenge:${challengeId}`, waitMs, async () => {
-        const now = await read();
-        return now && now.status !== "pending" ? now : null;
+        if (!row || row.application_id !== applicationId || (userPk !== undefined && row.user_pk !== userPk)) return "none" as const;
+        last = { row, status: statusOf(row, clock.nowMs()) };
+        return last.status !== "pending" ? last : null;
       });
-      return settled ?? (await read());
+      return settled === "none" ? null : (settled ?? last);
     },
 
     /** The app's signed poll: pending challenges for this device, waiting up to `waitMs` for one. */
@@ -530,12 +531,16 @@ export function createPushService(
       const now = clock.nowMs();
       if (statusOf(row, now) !== "pending") throw fail("CHALLENGE_CLOSED", { id: challengeId, status: statusOf(row, now) });
       const status: ChallengeStatus = input.decision === "approve" ? "approved" : input.decision === "deny" ? "denied" : "fraud";
-      const result = await db.transaction().execute(async (trx) => {
+      // Answers arriving together share a commit with each other and with the logins
+      // around them (on SQLite, the group commit). An answer refused before it wrote
+      // anything returns its refusal instead of throwing, so that it does not roll back
+      // the answers and logins it shares the transaction with.
+      const result = await writes.run(async (trx): Promise<{ status: ChallengeStatus } | { refused: ReturnType<typeof fail> }> => {
         let serial: string | null = null;
         if (status === "approved") {
           // Autosend passcode: the approval proves the device holds the key now.
           const token = (await trx.executeQuery(queries.approvingToken({ serial: input.serial ?? "", userPk: row.user_pk, deviceId: signed.deviceId }))).rows[0];
-          if (!token || !token.key_ciphertext) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "no active token of this user on this device" });
+          if (!token || !token.key_ciphertext) return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: "no active token of this user on this device" }) };
           const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
           // Replay rules for an approval: the passcode may be of the last accepted step,
           // never of an earlier one. The same step is allowed because the approval is
@@ -544,11 +549,13 @@ export function createPushService(
           const last = token.last_totp_step === null ? null : Number(token.last_totp_step) - 1;
           const verdict = verifyPasscode({ ...token, last_totp_step: last }, key, input.otp ?? "", now);
           key.fill(0);
-          if (!verdict.ok || verdict.mode !== "totp") throw fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` });
+          if (!verdict.ok || verdict.mode !== "totp") return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` }) };
           const stored = await trx.executeQuery(queries.storeApprovalStep({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now }));
-          if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" });
+          if (Number(stored.numAffectedRows) !== 1) return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" }) };
           serial = token.serial;
         }
+        // Closed meanwhile (answered on another device, withdrawn): the step stored
+        // above must not stay, so this one throws and its transaction rolls back.
         const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
         if (Number(closed.numAffectedRows) !== 1) throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
         await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
@@ -565,6 +572,7 @@ export function createPushService(
         ]);
         return { status };
       });
+      if ("refused" in result) throw result.refused;
       hub.challengeChanged(challengeId);
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
