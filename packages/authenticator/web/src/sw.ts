@@ -105,9 +105,38 @@ const appInFront = async () =>
     (client) => client.focused && client.visibilityState === "visible" && new URL(client.url).pathname.startsWith(SHELL),
   );
 
+/**
+ * The ends heard, kept where they outlive the worker (the browser stops an idle one
+ * within a minute): push services do not promise order, and one that hands over a
+ * login's end before its request must not leave that request in the tray. A request
+ * comes before its login expires, at most five minutes after it opened (the longest
+ * push timeout an application may set) and so before its end is six minutes old.
+ */
+const ENDS = "tessera-ended";
+const END_KEPT_MS = 6 * 60_000;
+const endKey = (id: string) => `${worker.location.origin}/app/ended/${encodeURIComponent(id)}`;
+
+async function rememberEnd(message: EndedMessage): Promise<void> {
+  const cache = await caches.open(ENDS);
+  await cache.put(endKey(message.id), new Response(JSON.stringify(message), { headers: { date: new Date().toUTCString(), "x-kept-until": String(Date.now() + END_KEPT_MS) } }));
+  // Ends too old to matter go as new ones come; there are never more than a few.
+  for (const request of await cache.keys()) {
+    const kept = await cache.match(request);
+    if (!kept || Number(kept.headers.get("x-kept-until")) < Date.now()) await cache.delete(request);
+  }
+}
+
+async function endHeard(id: string): Promise<EndedMessage | null> {
+  const kept = await (await caches.open(ENDS)).match(endKey(id));
+  return kept && Number(kept.headers.get("x-kept-until")) >= Date.now() ? ((await kept.json()) as EndedMessage) : null;
+}
+
 /** A sign-in request: the notification opens its approval screen. */
 async function showSignIn(message: Extract<PushMessage, { type: "challenge" }>): Promise<void> {
   if (await appInFront()) return;
+  // Its end came first: the request is over, and says how it ended instead of asking.
+  const ended = await endHeard(message.id);
+  if (ended) return showEnded(ended);
   // Delivered after the login expired (the phone was offline): it says so instead of asking.
   if (Date.parse(message.expiresAt) <= Date.now()) return showEnded({ type: "ended", id: message.id, outcome: "expired", resourceName: message.resourceName });
   await worker.registration.showNotification(`Sign in to ${message.resourceName}?`, {
@@ -155,7 +184,13 @@ worker.addEventListener("push", (event) => {
   }
   const next = message;
   if (next?.type !== "challenge" && next?.type !== "ended") return;
-  handling = handling.catch(() => undefined).then(() => (next.type === "challenge" ? showSignIn(next) : showEnded(next)));
+  handling = handling.catch(() => undefined).then(async () => {
+    if (next.type === "challenge") return showSignIn(next);
+    // Remembered even where nothing shows (the app in front), and should that fail the
+    // end is still shown.
+    await rememberEnd(next).catch((error: unknown) => console.warn("push: could not keep the end of a sign-in request", error));
+    return showEnded(next);
+  });
   event.waitUntil(handling);
 });
 
