@@ -11,6 +11,7 @@ import { unkeyedUsersMigration } from "./migrations/008-unkeyed-users.js";
 import { challengeRedemptionMigration } from "./migrations/009-challenge-redemption.js";
 import { pushTimeoutMigration } from "./migrations/010-push-timeout.js";
 import { auditPendingMigration } from "./migrations/011-audit-pending.js";
+import { challengesByUserMigration } from "./migrations/012-challenges-by-user.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -27,6 +28,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "009-challenge-redemption": challengeRedemptionMigration(storage.kind),
     "010-push-timeout": pushTimeoutMigration(),
     "011-audit-pending": auditPendingMigration(storage.kind),
+    "012-challenges-by-user": challengesByUserMigration(),
   };
 }
 

@@ -107,9 +107,21 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("expires_at", ">", param("now")),
     ),
     insertChallenge: prepareInsert<"challenges", ChallengeRow>(db, "challenges", CHALLENGE_COLUMNS),
-    /** Open challenges naming the device; `pattern` is the device id quoted as in the JSON list, between `%`. */
-    openForDevice: prepareQuery<{ now: number; pattern: string }, ChallengeRow>(db, (db, param) =>
-      db.selectFrom("challenges").selectAll().where("status", "=", "pending").where("expires_at", ">", param("now")).where("device_ids", "like", param("pattern")).orderBy("created_at"),
+    /**
+     * The open challenges of the users whose tokens the device holds, oldest first: found
+     * by user on the (user_pk, status, expires_at) index, so that a device's look costs
+     * the same however many logins of other users wait at that moment.
+     */
+    openForDevice: prepareQuery<{ now: number; deviceId: string }, ChallengeRow>(db, (db, param) =>
+      db
+        .selectFrom("challenges")
+        .selectAll()
+        .where("user_pk", "in", (eb) =>
+          eb.selectFrom("tokens").innerJoin("devices", "devices.token_serial", "tokens.serial").select("tokens.user_pk").where("devices.device_id", "=", param("deviceId")).where("tokens.user_pk", "is not", null).$narrowType<{ user_pk: string }>(),
+        )
+        .where("status", "=", "pending")
+        .where("expires_at", ">", param("now"))
+        .orderBy("created_at"),
     ),
     activeTokensOnDevice: prepareQuery<{ deviceId: string }, { serial: string; user_pk: string | null }>(db, (db, param) =>
       db.selectFrom("tokens").innerJoin("devices", "devices.token_serial", "tokens.serial").select(["tokens.serial", "tokens.user_pk"]).where("devices.device_id", "=", param("deviceId")).where("tokens.state", "=", "active"),
@@ -147,11 +159,6 @@ function preparePushQueries(db: Kysely<Database>) {
   };
 }
 
-/** The LIKE pattern that finds a device's id in a challenge's JSON list of device ids. */
-function deviceIdPattern(deviceId: string): string {
-  return `%${JSON.stringify(deviceId)}%`;
-}
-
 /**
  * Push OTP (DESIGN section 4): a challenge goes to the user's tessera devices whose
  * Push OTP is on; the device answers, signed with its device key, and an approval
@@ -175,11 +182,9 @@ export function createPushService(
   const queries = preparePushQueries(db);
   const writes = deps.writes ?? separateTransactions(db);
   const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
-  /** The device's open challenges, oldest first (LIKE narrows them down; the list decides). */
+  /** The device's open challenges, oldest first (its users' open ones; the challenge's list of devices decides). */
   const openChallengesFor = async (deviceId: string, now: number) =>
-    (await db.executeQuery(queries.openForDevice({ now, pattern: deviceIdPattern(deviceId) }))).rows.filter(
-      (row) => (JSON.parse(row.device_ids) as string[]).includes(deviceId),
-    );
+    (await db.executeQuery(queries.openForDevice({ now, deviceId }))).rows.filter((row) => (JSON.parse(row.device_ids) as string[]).includes(deviceId));
   /** Challenges as the device sees them, each with its tokens of the challenged user that may approve. */
   const forDevice = async (deviceId: string, rows: ChallengeRow[], now: number): Promise<ChallengeView[]> => {
     if (rows.length === 0) return [];
