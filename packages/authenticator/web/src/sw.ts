@@ -118,7 +118,7 @@ const endKey = (id: string) => `${worker.location.origin}/app/ended/${encodeURIC
 
 async function rememberEnd(message: EndedMessage): Promise<void> {
   const cache = await caches.open(ENDS);
-  await cache.put(endKey(message.id), new Response(JSON.stringify(message), { headers: { date: new Date().toUTCString(), "x-kept-until": String(Date.now() + END_KEPT_MS) } }));
+  await cache.put(endKey(message.id), new Response(JSON.stringify(message), { headers: { "x-kept-until": String(Date.now() + END_KEPT_MS) } }));
   // Ends too old to matter go as new ones come; there are never more than a few.
   for (const request of await cache.keys()) {
     const kept = await cache.match(request);

@@ -5,12 +5,12 @@ import { newId } from "../../ids.js";
 import type { Kysely, Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
+import { separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
 import { systemPrincipal } from "../operators/access.js";
 import type { ChallengeHub } from "./hub.js";
-import { separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
 import type { WebPush } from "./web-push.js";
 
 /** How long a push login waits for the user unless its application says otherwise (DESIGN section 4). */
