@@ -27,7 +27,7 @@ import { createUserService } from "./modules/users/service.js";
 import { createVirtualServerService } from "./modules/virtual-servers/service.js";
 import { openStorage, type Storage } from "./storage/database.js";
 import { migrateToLatest } from "./storage/migrate.js";
-import { createWriteBatcher, separateTransactions } from "./storage/write-batch.js";
+import { writeBatcherFor } from "./storage/write-batch.js";
 
 /** The domain services over one storage: what the HTTP API and the CLI both drive. */
 export interface ServiceOptions {
@@ -77,7 +77,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const hub = createChallengeHub();
   const webPush = createWebPush(deps, options.webPush ?? { subject: "mailto:tessera@localhost", allowedHosts: DEFAULT_WEB_PUSH_HOSTS });
   // One group commit for every login and push answer of this node (on PostgreSQL, a transaction each).
-  const writes = storage.kind === "postgres" ? separateTransactions(storage.db) : createWriteBatcher(storage.db);
+  const writes = writeBatcherFor(storage.kind, storage.db);
   const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, writes, onWebPushFailure: options.onWebPushFailure });
   // Application changes reach every node through the hub (PostgreSQL NOTIFY between nodes).
   const applications = createApplicationService({ ...deps, announceChange: () => hub.applicationsChanged() });

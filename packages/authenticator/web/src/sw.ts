@@ -135,7 +135,8 @@ async function endHeard(id: string): Promise<EndedMessage | null> {
 async function showSignIn(message: Extract<PushMessage, { type: "challenge" }>): Promise<void> {
   if (await appInFront()) return;
   // Its end came first: the request is over, and says how it ended instead of asking.
-  const ended = await endHeard(message.id);
+  // Should the cache fail, the request still shows.
+  const ended = await endHeard(message.id).catch(() => null);
   if (ended) return showEnded(ended);
   // Delivered after the login expired (the phone was offline): it says so instead of asking.
   if (Date.parse(message.expiresAt) <= Date.now()) return showEnded({ type: "ended", id: message.id, outcome: "expired", resourceName: message.resourceName });

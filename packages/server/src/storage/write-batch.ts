@@ -81,6 +81,11 @@ export function separateTransactions(db: Kysely<Database>): WriteBatcher {
   };
 }
 
+/** A node's group commit: batches on SQLite, a transaction each on PostgreSQL (see `separateTransactions`). */
+export function writeBatcherFor(kind: "sqlite" | "postgres", db: Kysely<Database>): WriteBatcher {
+  return kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db);
+}
+
 /** Large enough to absorb a burst, small enough that one batch does not hold the writer long. */
 const MAX_BATCH = 128;
 

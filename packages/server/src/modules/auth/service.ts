@@ -2,7 +2,7 @@ import type { Kysely, QueryCreator, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
-import { createWriteBatcher, separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
+import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
 import { auditFields, prepareAuditedUpdate, type AuditEntry } from "../audit/service.js";
 import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
@@ -199,7 +199,7 @@ export function createAuthService(
   // PostgreSQL: a group would lock several users' token rows in the order its logins
   // came, and another node's group could take them the other way round and deadlock.
   // There concurrent commits share a flush of the log anyway.
-  const writes = deps.writes ?? (deps.kind === "postgres" ? separateTransactions(db) : createWriteBatcher(db));
+  const writes = deps.writes ?? writeBatcherFor(deps.kind, db);
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
   // PostgreSQL writes audit records to audit_pending, which a statement can do along with

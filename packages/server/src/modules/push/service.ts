@@ -5,7 +5,7 @@ import { newId } from "../../ids.js";
 import type { Kysely, Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
-import { separateTransactions, type WriteBatcher } from "../../storage/write-batch.js";
+import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -172,7 +172,7 @@ export function createPushService(
     /** Wakes devices whose app is not running; without it only the live connection and the poll deliver. */
     webPush?: WebPush;
     metrics?: Metrics;
-    /** The group commit the answers join (the one the logins use); without it, a transaction each. */
+    /** The group commit the answers join (the one the logins use); without it, one of their own. */
     writes?: WriteBatcher;
     /** Told of Web Push messages that did not go out (for the log). */
     onWebPushFailure?: (deviceId: string, detail: string) => void;
@@ -180,7 +180,7 @@ export function createPushService(
 ) {
   const { db, clock, audit, keyring, hub } = deps;
   const queries = preparePushQueries(db);
-  const writes = deps.writes ?? separateTransactions(db);
+  const writes = deps.writes ?? writeBatcherFor(deps.kind, db);
   const readChallenge = async (id: string) => (await db.executeQuery(queries.challenge({ id }))).rows[0];
   /** The device's open challenges, oldest first (its users' open ones; the challenge's list of devices decides). */
   const openChallengesFor = async (deviceId: string, now: number) =>
@@ -559,10 +559,15 @@ export function createPushService(
           if (Number(stored.numAffectedRows) !== 1) return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" }) };
           serial = token.serial;
         }
-        // Closed meanwhile (answered on another device, withdrawn): the step stored
-        // above must not stay, so this one throws and its transaction rolls back.
+        // Closed meanwhile (answered on another device, withdrawn): an approval's step
+        // stored above must not stay, so it throws and its transaction rolls back; a
+        // denial wrote nothing and only returns its refusal.
         const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
-        if (Number(closed.numAffectedRows) !== 1) throw fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
+        if (Number(closed.numAffectedRows) !== 1) {
+          const refused = fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
+          if (serial === null) return { refused };
+          throw refused;
+        }
         await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
           {
             action: status === "fraud" ? "auth.fraud_reported" : `auth.push_${status}`,
