@@ -542,6 +542,7 @@ export function createPushService(
       // the answers and logins it shares the transaction with.
       const result = await writes.run(async (trx): Promise<{ status: ChallengeStatus } | { refused: ReturnType<typeof fail> }> => {
         let serial: string | null = null;
+        let approval: { serial: string; step: number; driftSteps: number } | null = null;
         if (status === "approved") {
           // Autosend passcode: the approval proves the device holds the key now.
           const token = (await trx.executeQuery(queries.approvingToken({ serial: input.serial ?? "", userPk: row.user_pk, deviceId: signed.deviceId }))).rows[0];
@@ -555,18 +556,18 @@ export function createPushService(
           const verdict = verifyPasscode({ ...token, last_totp_step: last }, key, input.otp ?? "", now);
           key.fill(0);
           if (!verdict.ok || verdict.mode !== "totp") return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` }) };
-          const stored = await trx.executeQuery(queries.storeApprovalStep({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now }));
-          if (Number(stored.numAffectedRows) !== 1) return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" }) };
+          approval = { serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps };
           serial = token.serial;
         }
-        // Closed meanwhile (answered on another device, withdrawn): an approval's step
-        // stored above must not stay, so it throws and its transaction rolls back; a
-        // denial wrote nothing and only returns its refusal.
+        // Closed meanwhile (answered on another device, withdrawn): nothing written yet,
+        // so the refusal is returned. Two devices answering at once is common enough.
         const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
-        if (Number(closed.numAffectedRows) !== 1) {
-          const refused = fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" });
-          if (serial === null) return { refused };
-          throw refused;
+        if (Number(closed.numAffectedRows) !== 1) return { refused: fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" }) };
+        if (approval) {
+          // The step, after the close: should it be refused (a replay by another login
+          // meanwhile), this throws and the close rolls back with it.
+          const stored = await trx.executeQuery(queries.storeApprovalStep({ ...approval, now }));
+          if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" });
         }
         await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
           {
