@@ -102,10 +102,11 @@ export async function createTestCore(
   options: Pick<ServiceOptions, "webPush" | "onWebPushFailure"> & { /** Told of every statement the core runs. */ log?: KyselyConfig["log"] } = {},
 ): Promise<TestCore> {
   const database = await createTestDatabase(kind);
-  const storage = openStorage(database.target, { log: options.log });
+  const { log, ...serviceOptions } = options;
+  const storage = openStorage(database.target, { log });
   await migrateToLatest(storage);
   const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
-  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test", webPush: options.webPush, onWebPushFailure: options.onWebPushFailure });
+  const services = createServices(storage, createKeyring([testMasterKey]), { clock, publicUrl: "http://tessera.test", ...serviceOptions });
   return {
     database,
     storage,
