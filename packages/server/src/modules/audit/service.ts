@@ -1,5 +1,5 @@
 import { hash } from "node:crypto";
-import { sql, type CompiledQuery, type Insertable, type Kysely, type QueryCreator, type Selectable, type Transaction, type UpdateQueryBuilder, type UpdateResult } from "kysely";
+import { sql, type CompiledQuery, type DeleteQueryBuilder, type DeleteResult, type Insertable, type Kysely, type QueryCreator, type Selectable, type Transaction, type UpdateQueryBuilder, type UpdateResult } from "kysely";
 import type { Clock } from "../../clock.js";
 import { fail } from "../../errors.js";
 import type { DatabaseKind } from "../../storage/database.js";
@@ -321,15 +321,21 @@ type AuditPendingRow = Selectable<AuditPendingTable>;
  * own took four (begin, update, record, commit). The result's `numAffectedRows` is 1
  * when the row changed. Tell the audit log with `written()` afterwards. The update's
  * parameters and the record's columns share one namespace: no parameter may be named
- * after an audit column.
+ * after an audit column. `alsoWhenChanged`, a delete, goes with the update in the same
+ * statement, made only when the update changed its row.
  */
 export function prepareAuditedUpdate<Params extends Record<string, unknown> & { [K in keyof PendingAuditFields]?: never }>(
   db: Kysely<Database>,
   update: (db: QueryCreator<Database>, param: <Name extends keyof Params & string>(name: Name) => Params[Name]) => UpdateQueryBuilder<Database, "tokens", "tokens", UpdateResult>,
+  alsoWhenChanged?: (db: QueryCreator<Database>, param: <Name extends keyof Params & string>(name: Name) => Params[Name]) => DeleteQueryBuilder<Database, keyof Database, DeleteResult>,
 ): (params: Params & PendingAuditFields) => CompiledQuery<never> {
-  return prepareQuery<Params & PendingAuditFields, never>(db, (db, param) =>
-    db
-      .with("changed", (qc) => update(qc, param as never).returning(sql.lit(1).as("one")))
+  return prepareQuery<Params & PendingAuditFields, never>(db, (db, param) => {
+    const changed = db.with("changed", (qc) => update(qc, param as never).returning(sql.lit(1).as("one")));
+    // A further change that goes with the update, made only when the update changed its row.
+    const withAlso = alsoWhenChanged
+      ? (changed.with("also", (qc) => alsoWhenChanged(qc as unknown as QueryCreator<Database>, param as never).where(sql<boolean>`exists (select 1 from changed)`).returning(sql.lit(1).as("one")) as never) as unknown as typeof changed)
+      : changed;
+    return withAlso
       .insertInto("audit_pending")
       .columns(PENDING_COLUMNS)
       .expression((eb) =>
@@ -338,8 +344,8 @@ export function prepareAuditedUpdate<Params extends Record<string, unknown> & { 
           // the numbers are cast, the text is taken as text.
           PENDING_COLUMNS.map((column) => (column === "at" ? sql`cast(${param(column)} as bigint)` : sql`cast(${param(column)} as text)`).as(column)),
         ),
-      ) as never,
-  );
+      ) as never;
+  });
 }
 
 const PENDING_COLUMNS = AUDIT_COLUMNS.filter((column) => column !== "seq" && column !== "prev_hash" && column !== "hash") as Exclude<(typeof AUDIT_COLUMNS)[number], "seq" | "prev_hash" | "hash">[];

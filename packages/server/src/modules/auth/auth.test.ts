@@ -238,12 +238,13 @@ describeEachDatabase("passcode authentication", (kind) => {
         const auth = createAuthService({ db: storage.db, kind: storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring });
         const attempt = (passcode: string) => auth.authenticate({ application, userId: "two-trips", passcode, source: "192.0.2.41", method: "rest" });
         expect(await attempt(code())).toMatchObject({ result: "accept", serial });
-        // The user with the tokens and the counts, and the compare-and-set with the audit record.
-        expect(statements).toEqual(["select", "with"]);
+        // The user's attempt taken with the user's tokens and the counts read, and the
+        // compare-and-set with the audit record and the delete of the user's count.
+        expect(statements).toEqual(["with", "with"]);
         statements.length = 0;
         core.clock.advance(30_000);
         expect(await attempt(code() === "000000" ? "111111" : "000000")).toMatchObject({ result: "reject", reason: "wrong" });
-        expect(statements[0]).toBe("select");
+        expect(statements[0]).toBe("with");
         expect(statements).toContain("begin");
         expect(statements.at(-1)).toBe("commit");
       } finally {
@@ -271,7 +272,7 @@ describeEachDatabase("passcode authentication", (kind) => {
       clock: core.clock,
       audit: core.services.audit,
       keyring: core.services.keyring,
-      limits: { check: async () => ({ over: false, userFailures: 1 }), countFailure: broken, forgetUser: broken },
+      limits: { check: async () => ({ over: false }), take: async () => ({ over: false }), failed: broken, succeeded: broken, countFailure: broken },
     });
     const attempt = (passcode: string) => auth.authenticate({ application, userId: "uncounted", passcode, source: "192.0.2.40", method: "radius" });
     const trail = async () => {
@@ -319,6 +320,33 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect((await verifyAuditChain(core.storage.db)).ok).toBe(true);
   });
 
+  it(kind === "postgres" ? "stops guesses at one user sent all at once on two nodes at the user's limit, none checked past it" : "stops guesses at one user sent all at once at the user's limit, none checked past it", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "swarmed" });
+    // Locking is not what this is about: the token takes a hundred failures.
+    await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("serial", "=", serial).execute();
+    core.clock.advance(30_000);
+    const wrong = code() === "000000" ? "111111" : "000000";
+    // SQLite has one server, which counts in its memory; PostgreSQL every node together.
+    const node2 = kind === "postgres" ? await openSecondNode(core) : null;
+    try {
+      // Thirty guesses from thirty addresses (on PostgreSQL half on each node): each takes
+      // its attempt from the user's limit (ten) before its passcode is checked, so exactly
+      // ten are.
+      const outcomes = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => (i % 2 === 0 || !node2 ? core.services : node2.services).auth.authenticate({ application, userId: "swarmed", passcode: wrong, source: `198.51.100.${150 + i}`, method: "radius" })),
+      );
+      const reasons = outcomes.map((o) => (o.result === "reject" ? o.reason : o.result));
+      expect(reasons.filter((reason) => reason === "wrong")).toHaveLength(10);
+      expect(reasons.filter((reason) => reason === "rate_limited")).toHaveLength(20);
+      expect(await tokenRow(serial)).toMatchObject({ failures: -90 });
+      // The right passcode now is refused unchecked too: nothing was stored.
+      expect(await login("swarmed", code(), "192.0.2.201")).toMatchObject({ result: "reject", reason: "rate_limited" });
+      expect(await tokenRow(serial)).toMatchObject({ last_totp_step: null });
+    } finally {
+      await node2?.close();
+    }
+  });
+
   it("undoes the counts of a group commit that rolled back, so its logins count once when they run again", async () => {
     await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "rolled-back" });
     await core.storage.db.updateTable("tokens").set({ failures: -100 }).where("user_pk", "in", core.storage.db.selectFrom("users").select("id").where("user_id", "=", "rolled-back")).execute();
@@ -327,17 +355,19 @@ describeEachDatabase("passcode authentication", (kind) => {
     // A login that meets a database error in the middle of a group (here: its limits cannot be read).
     const limits: GuessingLimits = {
       ...memory,
-      check: async (tx, source, userKey) => {
+      take: async (tx, source, userKey) => {
         if (userKey.endsWith(":boom")) throw new Error("the database said no");
-        return memory.check(tx, source, userKey);
+        return memory.take(tx, source, userKey);
       },
     };
     const auth = createAuthService({ db: core.storage.db, kind: core.storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, limits });
     const attempt = (userId: string, source: string) => auth.authenticate({ application, userId, passcode: code() === "000000" ? "111111" : "000000", source, method: "rest" });
     const outcomes = await Promise.allSettled([...Array.from({ length: 5 }, (_, i) => attempt("rolled-back", `192.0.2.${70 + i}`)), attempt("boom", "192.0.2.99")]);
     expect(outcomes.map((o) => (o.status === "fulfilled" ? (o.value.result === "reject" ? o.value.reason : o.value.result) : "error"))).toEqual(["wrong", "wrong", "wrong", "wrong", "wrong", "error"]);
-    const counted = await memory.check({ trx: undefined as never, scope: { onRollback: () => undefined } }, "192.0.2.70", `${t.virtualServerId}:rolled-back`);
-    expect(counted.userFailures).toBe(5);
+    // Each counted once: five more attempts reach the user's limit (ten), the next is refused.
+    const more = [];
+    for (let i = 0; i < 6; i++) more.push(await attempt("rolled-back", `192.0.2.${80 + i}`));
+    expect(more.map((o) => (o.result === "reject" ? o.reason : o.result))).toEqual([...Array(5).fill("wrong"), "rate_limited"]);
   });
 
   it("counts an IPv6 source with the rest of its /64, so rotating addresses does not escape the limit", async () => {

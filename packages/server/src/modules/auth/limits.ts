@@ -1,5 +1,5 @@
 import { isIPv6 } from "node:net";
-import { sql, type AliasedExpression, type ExpressionBuilder, type Kysely, type Transaction } from "kysely";
+import { sql, type DeleteQueryBuilder, type DeleteResult, type Kysely, type QueryCreator, type SelectQueryBuilder, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
@@ -10,33 +10,51 @@ import { fixedWindows } from "./windows.js";
  * Guessing limits (docs/authentication.md): failed logins counted per source address
  * and per user over a window. Past either limit an attempt is refused without a look at
  * any token, so a stranger can neither guess on nor lock a whole organisation out.
+ *
+ * A typed passcode is counted against its user when it arrives, before it is checked
+ * (`take`), and a success gives the count back with the rest (`succeeded`): guesses sent
+ * all at once, on one node or several, stop at the user's limit as if sent one by one.
+ * The source's failures are counted once known (`failed`); that limit is read, not taken,
+ * because many people's logins in flight share one source when a NAS sends no address.
  */
 export interface GuessingLimits {
-  /** Whether the source or the user is past its limit now, and the user's failures so far. */
-  check(tx: LoginTransaction, source: string, userKey: string): Promise<{ over: boolean; userFailures: number }>;
-  /** One more failure for the source and for the user. */
+  /** Push requests (no passcode to guess): whether the source or the user is past its limit now. */
+  check(tx: LoginTransaction, source: string, userKey: string): Promise<{ over: boolean }>;
+  /**
+   * A typed passcode: over a limit, or one attempt taken from the user's budget. When
+   * `takenAtOnce` took it already, its verdict on the user is given and the source's
+   * count is read again, in the transaction.
+   */
+  take(tx: LoginTransaction, source: string, userKey: string, taken?: TakenVerdict): Promise<{ over: boolean }>;
+  /** A taken attempt failed: one more failure for the source (the user's count is taken already). */
+  failed(tx: LoginTransaction, source: string): Promise<void>;
+  /** A taken attempt got in: the user starts again from nothing; the source does not. */
+  succeeded(tx: LoginTransaction, userKey: string): Promise<void>;
+  /** A push request for nobody: one more failure for the source and for the user id. */
   countFailure(tx: LoginTransaction, source: string, userKey: string): Promise<void>;
-  /** A user who got in starts again from nothing (called only when there were failures); the source does not. */
-  forgetUser(tx: LoginTransaction, userKey: string): Promise<void>;
-  /** PostgreSQL: the counts read by another statement, where that reads the same as `check`. */
-  carried?: CarriedCounts;
+  /** PostgreSQL: the taking as part of another statement, outside a transaction. */
+  takenAtOnce?: TakenAtOnce;
 }
 
-/** What the carried counts take: the two keys and the moment. */
-export type CountParams = { failuresSourceKey: string; failuresUserKey: string; failuresNow: number };
+/** What taking a user's attempt found: whether the user, or the source as last read, is past its limit. */
+export type TakenVerdict = { over: boolean; userOver: boolean };
+
+/** What the taking at once needs: the two keys, the moment and the window's end. */
+export type TakeParams = { takeSourceKey: string; takeUserKey: string; takeNow: number; takeWindowEnds: number };
 
 /**
- * The counts as two columns of another statement: a right passcode on PostgreSQL reads
- * them with the user's tokens, outside a transaction (each statement there sees what was
- * committed before it began, in a transaction or not), one round trip for both.
+ * The taking as part of a right passcode's first statement on PostgreSQL, which reads
+ * the user's tokens outside a transaction: the user's attempt is counted by the
+ * statement's CTE `taken` (committed with it), and the statement selects from `taken`,
+ * one row, with the two counts as columns, to which the caller joins what it reads.
  */
-export interface CarriedCounts {
-  params(source: string, userKey: string): CountParams;
-  columns(
-    eb: ExpressionBuilder<Database, keyof Database>,
-    param: <Name extends keyof CountParams>(name: Name) => CountParams[Name],
-  ): [AliasedExpression<number | null, "source_failures">, AliasedExpression<number | null, "user_failures">];
-  verdict(row: { source_failures: number | null; user_failures: number | null }): { over: boolean; userFailures: number };
+export interface TakenAtOnce {
+  params(source: string, userKey: string): TakeParams;
+  /** One row: the user's count with this attempt (`user_attempts`) and the source's (`source_failures`). */
+  select(db: Kysely<Database>, param: <Name extends keyof TakeParams>(name: Name) => TakeParams[Name]): SelectQueryBuilder<Database & { taken: { failures: number } }, "taken", { user_attempts: number; source_failures: number | null }>;
+  verdict(row: { user_attempts: number | null; source_failures: number | null }): TakenVerdict;
+  /** The success's delete of the user's count, for the statement that stores the accepted step. */
+  forget(db: QueryCreator<Database>, param: <Name extends keyof TakeParams>(name: Name) => TakeParams[Name]): DeleteQueryBuilder<Database, "auth_failures", DeleteResult>;
 }
 
 /**
@@ -81,21 +99,30 @@ export interface LimitSettings {
 export function memoryGuessingLimits(settings: LimitSettings, clock: Clock): GuessingLimits {
   const bySource = fixedWindows(clock, settings.windowSeconds * 1000);
   const byUser = fixedWindows(clock, settings.windowSeconds * 1000);
+  const over = (source: string, userKey: string) => byUser.count(userKey) >= settings.userFailures || bySource.count(source) >= settings.sourceFailures;
+  const counted = (scope: WriteScope, windows: ReturnType<typeof fixedWindows>, key: string) => {
+    windows.add(key);
+    scope.onRollback(() => windows.remove(key));
+  };
   return {
     async check(_tx, source, userKey) {
-      const userFailures = byUser.count(userKey);
-      return { over: userFailures >= settings.userFailures || bySource.count(source) >= settings.sourceFailures, userFailures };
+      return { over: over(source, userKey) };
+    },
+    async take({ scope }, source, userKey, taken) {
+      if (taken) return { over: taken.userOver || bySource.count(source) >= settings.sourceFailures };
+      if (over(source, userKey)) return { over: true };
+      counted(scope, byUser, userKey);
+      return { over: false };
+    },
+    async failed({ scope }, source) {
+      counted(scope, bySource, source);
+    },
+    async succeeded({ scope }, userKey) {
+      scope.onRollback(byUser.forget(userKey));
     },
     async countFailure({ scope }, source, userKey) {
-      bySource.add(source);
-      byUser.add(userKey);
-      scope.onRollback(() => {
-        bySource.remove(source);
-        byUser.remove(userKey);
-      });
-    },
-    async forgetUser({ scope }, userKey) {
-      scope.onRollback(byUser.forget(userKey));
+      counted(scope, bySource, source);
+      counted(scope, byUser, userKey);
     },
   };
 }
@@ -132,14 +159,20 @@ export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => vo
 
 /**
  * Several nodes on one PostgreSQL: the counts are rows of `auth_failures`, so that n
- * nodes do not allow n times the attempts. A failure is one upsert (a window that has
- * ended starts again at one); the check is one read of two rows. Both run in the
- * login's transaction (the `trx` each method is given): the count lands with the
- * login's audit record or not at all. A failure's upsert locks the two rows until the
- * login commits, the address's before the user's (the order of its VALUES). Every
- * login locks in one order, its user's token rows by serial before either count, so
- * logins cannot deadlock over them; the rows of ended windows are swept elsewhere
- * (`endedWindowSweeper`).
+ * nodes do not allow n times the attempts. Taking a user's attempt is one upsert that
+ * returns the new count (a window that has ended starts again at one), so two attempts
+ * taken at once, on any nodes, get two different counts; a failure adds one to the
+ * source's row; a success deletes the user's row. All of it runs in the login's
+ * transaction (the `trx` each method is given), or, for a right passcode, as part of
+ * its statements (`takenAtOnce`, and the delete in the statement that stores the step).
+ *
+ * Locks, in one order everywhere: a login's token rows by serial, then the user's
+ * count, then the source's. A right passcode's first statement takes the user's count
+ * alone and commits; in a transaction the user's count is upserted (taken, or a push
+ * request for nobody) or deleted (a success) before the source's is upserted (a
+ * failure), and the source's row is the last a login locks. So logins cannot deadlock
+ * over them; the rows of ended windows are swept elsewhere (`endedWindowSweeper`),
+ * skipping rows a login holds.
  */
 export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
   // The caller gives keys without NUL, which PostgreSQL text cannot hold (see decide()).
@@ -147,62 +180,102 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
   const userKey = (key: string) => `user:${key}`;
   const windowMs = settings.windowSeconds * 1000;
   // Compiled against the dialect once, on first use.
-  let prepared: { counts: ReturnType<typeof prepareCounts>; fail: ReturnType<typeof prepareFail> } | undefined;
+  let prepared: ReturnType<typeof prepareAll> | undefined;
   const sweep = endedWindowSweeper(db, clock);
-  const verdict = (sourceFailures: number, userFailures: number) => ({ over: userFailures >= settings.userFailures || sourceFailures >= settings.sourceFailures, userFailures });
-  const failuresOf = (eb: ExpressionBuilder<Database, keyof Database>, key: string, now: number) =>
-    eb.selectFrom("auth_failures").select("failures").where("key", "=", key).where("window_ends", ">", now).$asScalar().$castTo<number | null>();
+  const takeParams = (source: string, user: string): TakeParams => {
+    const now = clock.nowMs();
+    return { takeSourceKey: sourceKey(source), takeUserKey: userKey(user), takeNow: now, takeWindowEnds: now + windowMs };
+  };
+  // The user's count includes the attempt just taken.
+  const verdict = (userAttempts: number, sourceFailures: number): TakenVerdict => {
+    const userOver = userAttempts > settings.userFailures;
+    return { over: userOver || sourceFailures >= settings.sourceFailures, userOver };
+  };
   return {
     async check({ trx }, source, user) {
-      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
+      prepared ??= prepareAll(trx);
       const rows = (await trx.executeQuery(prepared.counts({ sourceKey: sourceKey(source), userKey: userKey(user), now: clock.nowMs() }))).rows;
       const countOf = (key: string) => Number(rows.find((row) => row.key === key)?.failures ?? 0);
-      return verdict(countOf(sourceKey(source)), countOf(userKey(user)));
+      return { over: countOf(userKey(user)) >= settings.userFailures || countOf(sourceKey(source)) >= settings.sourceFailures };
     },
-    carried: {
-      params: (source, user) => ({ failuresSourceKey: sourceKey(source), failuresUserKey: userKey(user), failuresNow: clock.nowMs() }),
-      columns: (eb, param) => [
-        failuresOf(eb, param("failuresSourceKey"), param("failuresNow")).as("source_failures"),
-        failuresOf(eb, param("failuresUserKey"), param("failuresNow")).as("user_failures"),
-      ],
-      verdict: (row) => verdict(Number(row.source_failures ?? 0), Number(row.user_failures ?? 0)),
+    async take({ trx }, source, user, taken) {
+      prepared ??= prepareAll(trx);
+      if (taken) {
+        const row = (await trx.executeQuery(prepared.sourceCount({ sourceKey: sourceKey(source), now: clock.nowMs() }))).rows[0];
+        return { over: taken.userOver || Number(row?.failures ?? 0) >= settings.sourceFailures };
+      }
+      const row = (await trx.executeQuery(prepared.take(takeParams(source, user)))).rows[0]!;
+      sweep();
+      return verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0));
     },
-    async countFailure({ trx }, source, user) {
-      prepared ??= { counts: prepareCounts(trx), fail: prepareFail(trx) };
+    takenAtOnce: {
+      params: takeParams,
+      select: (db, param) => selectTaken(db, param),
+      verdict: (row) => verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0)),
+      forget: (db, param) => db.deleteFrom("auth_failures").where("key", "=", param("takeUserKey")),
+    },
+    async failed({ trx }, source) {
+      prepared ??= prepareAll(trx);
       const now = clock.nowMs();
-      await trx.executeQuery(prepared.fail({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
+      await trx.executeQuery(prepared.fail({ sourceKey: sourceKey(source), now, windowEnds: now + windowMs }));
       sweep();
     },
-    async forgetUser({ trx }, user) {
+    async succeeded({ trx }, user) {
       await trx.deleteFrom("auth_failures").where("key", "=", userKey(user)).execute();
+    },
+    async countFailure({ trx }, source, user) {
+      prepared ??= prepareAll(trx);
+      const now = clock.nowMs();
+      await trx.executeQuery(prepared.failBoth({ sourceKey: sourceKey(source), userKey: userKey(user), now, windowEnds: now + windowMs }));
+      sweep();
     },
   };
 }
 
-function prepareCounts(db: Kysely<Database>) {
-  return prepareQuery<{ sourceKey: string; userKey: string; now: number }, { key: string; failures: number }>(db, (db, param) =>
-    db
-      .selectFrom("auth_failures")
-      .select(["key", "failures"])
-      .where("key", "in", [param("sourceKey"), param("userKey")])
-      .where("window_ends", ">", param("now")),
-  );
+type Param<Params> = <Name extends keyof Params & string>(name: Name) => Params[Name];
+
+/** One more failure for the key, or the first of a new window when its window has ended. */
+function upsertFailures(db: QueryCreator<Database>, keys: unknown[], now: unknown, windowEnds: unknown) {
+  return db
+    .insertInto("auth_failures")
+    .values(keys.map((key) => ({ key: key as string, failures: 1, window_ends: windowEnds as number })))
+    .onConflict((conflict) =>
+      conflict.column("key").doUpdateSet({
+        failures: sql<number>`case when auth_failures.window_ends <= ${now} then 1 else auth_failures.failures + 1 end`,
+        window_ends: sql<number>`case when auth_failures.window_ends <= ${now} then excluded.window_ends else auth_failures.window_ends end`,
+      }),
+    );
 }
 
-/** Both keys in one statement, so a failure is counted for both or for neither. */
-function prepareFail(db: Kysely<Database>) {
-  return prepareQuery<{ sourceKey: string; userKey: string; now: number; windowEnds: number }, never>(db, (db, param) =>
-    db
-      .insertInto("auth_failures")
-      .values([
-        { key: param("sourceKey"), failures: 1, window_ends: param("windowEnds") },
-        { key: param("userKey"), failures: 1, window_ends: param("windowEnds") },
-      ])
-      .onConflict((conflict) =>
-        conflict.column("key").doUpdateSet({
-          failures: sql<number>`case when auth_failures.window_ends <= ${param("now")} then 1 else auth_failures.failures + 1 end`,
-          window_ends: sql<number>`case when auth_failures.window_ends <= ${param("now")} then excluded.window_ends else auth_failures.window_ends end`,
-        }),
-      ),
-  );
+/** Takes the user's attempt (the CTE `taken`) and selects from it, one row, the user's and the source's counts. */
+function selectTaken(db: Kysely<Database>, param: Param<TakeParams>) {
+  return db
+    .with("taken", (qc) => upsertFailures(qc, [param("takeUserKey")], param("takeNow"), param("takeWindowEnds")).returning("failures"))
+    .selectFrom("taken")
+    .select((eb) => [
+      "taken.failures as user_attempts",
+      eb.selectFrom("auth_failures").select("failures").where("key", "=", param("takeSourceKey")).where("window_ends", ">", param("takeNow")).$asScalar().$castTo<number | null>().as("source_failures"),
+    ]);
+}
+
+function prepareAll(db: Kysely<Database>) {
+  return {
+    counts: prepareQuery<{ sourceKey: string; userKey: string; now: number }, { key: string; failures: number }>(db, (db, param) =>
+      db
+        .selectFrom("auth_failures")
+        .select(["key", "failures"])
+        .where("key", "in", [param("sourceKey"), param("userKey")])
+        .where("window_ends", ">", param("now")),
+    ),
+    sourceCount: prepareQuery<{ sourceKey: string; now: number }, { failures: number }>(db, (db, param) =>
+      db.selectFrom("auth_failures").select("failures").where("key", "=", param("sourceKey")).where("window_ends", ">", param("now")),
+    ),
+    /** The user's attempt and the source's count in one statement. */
+    take: prepareQuery<TakeParams, { user_attempts: number; source_failures: number | null }>(db, selectTaken),
+    fail: prepareQuery<{ sourceKey: string; now: number; windowEnds: number }, never>(db, (db, param) => upsertFailures(db, [param("sourceKey")], param("now"), param("windowEnds"))),
+    /** Both keys in one statement, so a failure is counted for both or for neither; the user's row first (the order of the VALUES). */
+    failBoth: prepareQuery<{ sourceKey: string; userKey: string; now: number; windowEnds: number }, never>(db, (db, param) =>
+      upsertFailures(db, [param("userKey"), param("sourceKey")], param("now"), param("windowEnds")),
+    ),
+  };
 }

@@ -8,7 +8,7 @@ import type { Principal } from "../operators/access.js";
 import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { OpenedChallenge, PushService } from "../push/service.js";
-import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type CountParams, type GuessingLimits, type LoginTransaction } from "./limits.js";
+import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction, type TakenVerdict, type TakeParams } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
@@ -203,39 +203,51 @@ export function createAuthService(
   const queries = preparePasscodeQueries(db);
   const limits = deps.limits ?? (deps.kind === "postgres" ? databaseGuessingLimits(db, clock, LIMITS) : memoryGuessingLimits(LIMITS, clock));
   // PostgreSQL writes audit records to audit_pending, which a statement can do along with
-  // its change; and the guessing limits' counts there are rows another statement can read.
-  const carried = limits.carried;
+  // its change; and the guessing limits' counts there are rows another statement can
+  // take and read.
+  const taken = limits.takenAtOnce;
   const atOnce =
-    deps.kind === "postgres" && carried
+    deps.kind === "postgres" && taken
       ? {
-          carried,
-          userTokensAndCounts: prepareQuery<UserTokensParams & CountParams, UserTokenRow & { source_failures: number | null; user_failures: number | null }>(db, (db, param) =>
-            userTokens(db, param).select((eb) => carried.columns(eb, param)),
+          taken,
+          // One row at least, also for an unknown user, since it selects from the taking.
+          takeWithUserTokens: prepareQuery<UserTokensParams & TakeParams, { [K in keyof UserTokenRow]: UserTokenRow[K] | null } & { user_attempts: number; source_failures: number | null }>(db, (db, param) =>
+            taken
+              .select(db, param)
+              .leftJoin("users", (join) => join.on("users.virtual_server_id", "=", param("virtualServerId")).on("users.user_id", "=", param("userId")))
+              .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
+              .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
+              .select("users.id as holder_pk")
+              .orderBy("tokens.serial"),
           ),
-          storeTotp: prepareAuditedUpdate<StoreTotp>(db, storeTotp),
-          storeHotp: prepareAuditedUpdate<StoreHotp>(db, storeHotp),
+          storeTotp: prepareAuditedUpdate<StoreTotp & TakeParams>(db, storeTotp, taken.forget),
+          storeHotp: prepareAuditedUpdate<StoreHotp & TakeParams>(db, storeHotp, taken.forget),
         }
       : null;
 
   /**
    * PostgreSQL, a right passcode: two round trips where a transaction took six. The
-   * user's tokens and the guessing limits' counts are one read outside a transaction (at
-   * READ COMMITTED every statement sees what was committed before it began, in a
-   * transaction or not), and the compare-and-set and the login's audit record are one
-   * statement, a transaction of its own. Anything else is null, and decided by the
-   * general path in a transaction from a fresh read: an unknown user, a limit reached or
-   * failures to forget, a token whose lock has run out, a wrong passcode, or a
-   * compare-and-set another login won (which the general path then finds replayed).
+   * first statement takes the user's attempt from the guessing limits (committed with
+   * it, outside a transaction) and reads the user's tokens and the source's count; the
+   * second is the compare-and-set, the login's audit record and the delete of the
+   * user's count, a transaction of its own. Anything else goes on to the general path,
+   * in a transaction from a fresh read, with the attempt already taken (`{ taken }`): an
+   * unknown user, a limit reached, a token whose lock has run out, a wrong passcode, or
+   * a compare-and-set another login won (which the general path then finds replayed).
+   * Null on SQLite, where the general path takes the attempt itself.
    */
-  async function acceptAtOnce(request: AuthRequest, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | null> {
+  async function acceptAtOnce(request: AuthRequest, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | { taken: TakenVerdict } | null> {
     if (!atOnce) return null;
-    const rows = (await db.executeQuery(atOnce.userTokensAndCounts({ virtualServerId: who.vsId, userId: who.userId, ...atOnce.carried.params(who.sourceKey, who.userKey) }))).rows;
-    if (rows.length === 0) return null;
-    const limit = atOnce.carried.verdict(rows[0]!);
-    if (limit.over || limit.userFailures > 0) return null;
+    const params = atOnce.taken.params(who.sourceKey, who.userKey);
+    const rows = (await db.executeQuery(atOnce.takeWithUserTokens({ virtualServerId: who.vsId, userId: who.userId, ...params }))).rows;
+    const limit = atOnce.taken.verdict(rows[0]!);
+    const onward = { taken: limit };
+    // An unknown user is one row with the counts and nulls.
+    const holderPk = rows[0]!.holder_pk;
+    if (holderPk === null || limit.over) return onward;
     const held = rows.filter((row) => row.serial !== null) as LoginToken[];
     const now = clock.nowMs();
-    if (held.some((token) => lockRunOut(token, now))) return null;
+    if (held.some((token) => lockRunOut(token, now))) return onward;
     for (const token of held) {
       if (token.state !== "active" || token.key_ciphertext === null) continue;
       const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
@@ -243,17 +255,17 @@ export function createAuthService(
       key.fill(0);
       if (!verdict.ok) continue;
       const result: AuthResult = { result: "accept", serial: token.serial, userId: who.userId };
-      const record = auditFields(who.principal, loginRecord(request, result, { userId: who.userId, source: who.source, userPk: rows[0]!.holder_pk, serial: token.serial }, { push: false }), now);
+      const record = auditFields(who.principal, loginRecord(request, result, { userId: who.userId, source: who.source, userPk: holderPk, serial: token.serial }, { push: false }), now);
       const stored = await db.executeQuery(
         verdict.mode === "totp"
-          ? atOnce.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, ...record })
-          : atOnce.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, ...record }),
+          ? atOnce.storeTotp({ serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps, now, ...params, ...record })
+          : atOnce.storeHotp({ serial: token.serial, counter: Number(token.hotp_counter), nextCounter: verdict.nextCounter, now, ...params, ...record }),
       );
-      if (Number(stored.numAffectedRows) !== 1) return null;
+      if (Number(stored.numAffectedRows) !== 1) return onward;
       audit.written();
       return result;
     }
-    return null;
+    return onward;
   }
 
   /** A token locked for a while unlocks by itself once the lock duration has passed. */
@@ -374,16 +386,17 @@ export function createAuthService(
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
         audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push })]);
 
-      // The limits are read and counted inside the login's own transaction. On SQLite
-      // the logins of a group commit run one after another, so each sees the failures
-      // of those before it, and a burst of guesses stops exactly at the limit. On
-      // PostgreSQL a transaction sees the failures committed before it began: a burst
-      // can pass a limit by at most the transactions running at that moment (ten per
-      // node, the pool). A count that cannot be stored fails the whole login, which then
-      // leaves nothing behind: no answer is given that the database does not hold.
-      const refused = async (tx: LoginTransaction, result: AuthResult) => {
-        await record(tx.trx, result, null, null);
-        await limits.countFailure(tx, sourceKey, userKey);
+      // A typed passcode takes its attempt from the user's limit before it is checked,
+      // and a success gives it back: guesses sent all at once stop at the limit, on
+      // SQLite (where the logins of a group commit run one after another) and on
+      // PostgreSQL (where each attempt's count is one upsert, on any node). The source's
+      // failures are counted once known, inside the login's transaction: on PostgreSQL a
+      // burst from one source can pass its limit by at most the transactions running at
+      // that moment (ten per node, the pool). A count that cannot be stored fails the
+      // whole login, which then leaves nothing behind but the attempt taken.
+      const refused = async (tx: LoginTransaction, result: AuthResult, userPk: string | null) => {
+        await record(tx.trx, result, userPk, null);
+        await limits.failed(tx, sourceKey);
         return result;
       };
 
@@ -410,10 +423,15 @@ export function createAuthService(
           }
           // An unknown user is told what a user without push is told: the reason (for the
           // application and the audit) differs, the words an end user sees do not.
-          const unknown = (): AuthResult => ({ result: "reject", reason: "user_unknown", message: messages.push_unavailable });
-          if (impossibleUser) return { result: await refused(tx, unknown()) };
+          const unknown = async (): Promise<AuthResult> => {
+            const result: AuthResult = { result: "reject", reason: "user_unknown", message: messages.push_unavailable };
+            await record(trx, result, null, null);
+            await limits.countFailure(tx, sourceKey, userKey);
+            return result;
+          };
+          if (impossibleUser) return { result: await unknown() };
           const user = (await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
-          if (!user) return { result: await refused(tx, unknown()) };
+          if (!user) return { result: await unknown() };
           const challenge = deps.push
             ? await deps.push.open(trx, { virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source, timeoutMs: application.push_timeout_seconds * 1000 })
             : null;
@@ -431,14 +449,12 @@ export function createAuthService(
         return opened.result;
       }
 
-      if (!impossibleUser) {
-        const accepted = await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
-        if (accepted) return accepted;
-      }
+      const atOnce = impossibleUser ? null : await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
+      if (atOnce && "result" in atOnce) return atOnce;
       // Passcode checks arriving together share a transaction (group commit).
       return writes.run(async (trx, scope) => {
         const tx = { trx, scope };
-        const limit = await limits.check(tx, sourceKey, userKey);
+        const limit = await limits.take(tx, sourceKey, userKey, atOnce?.taken);
         if (limit.over) {
           // Refused without a look at any token, but audited (on SQLite in the group
           // commit of the logins around it, so a flood of refused guesses does not cost
@@ -447,19 +463,16 @@ export function createAuthService(
           await record(trx, result, null, null);
           return result;
         }
-        if (impossibleUser) return refused(tx, reject("user_unknown"));
+        if (impossibleUser) return refused(tx, reject("user_unknown"), null);
         const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
-        if (rows.length === 0) return refused(tx, reject("user_unknown"));
+        if (rows.length === 0) return refused(tx, reject("user_unknown"), null);
         const user = { id: rows[0]!.holder_pk };
         const held = rows.filter((row) => row.serial !== null) as LoginToken[];
         const tokens = await unlockExpired(trx, principal, held, now);
         const active = tokens.filter((token) => token.state === "active" && token.key_ciphertext !== null);
-        if (active.length === 0) {
-          const result = reject(tokens.length > 0 ? "locked" : "no_token");
-          await record(trx, result, user.id, null);
-          if (tokens.length > 0) await limits.countFailure(tx, sourceKey, userKey);
-          return result;
-        }
+        // A user without a token that could answer fails like an unknown one: the
+        // limits do not tell the two apart.
+        if (active.length === 0) return refused(tx, reject(tokens.length > 0 ? "locked" : "no_token"), user.id);
         let replayed = false;
         for (const token of active) {
           const key = keyring.decrypt(token.key_ciphertext!, token.key_id!, token.serial);
@@ -481,7 +494,7 @@ export function createAuthService(
           }
           const result: AuthResult = { result: "accept", serial: token.serial, userId };
           await record(trx, result, user.id, token.serial);
-          if (limit.userFailures > 0) await limits.forgetUser(tx, userKey);
+          await limits.succeeded(tx, userKey);
           return result;
         }
         // A wrong passcode counts against every active token the user holds; at the
@@ -510,10 +523,7 @@ export function createAuthService(
             { action: "token.lock", virtualServerId: vsId, targetType: "token", targetId: token.serial, tokenSerial: token.serial, userPk: user.id, fromState: "active", toState: "locked", reason: `${failures} failed passcodes` },
           ]);
         }
-        const result = reject(replayed ? "replayed" : "wrong");
-        await record(trx, result, user.id, null);
-        await limits.countFailure(tx, sourceKey, userKey);
-        return result;
+        return refused(tx, reject(replayed ? "replayed" : "wrong"), user.id);
       });
     },
   };
