@@ -23,6 +23,7 @@ export interface RunningServer {
 
 /** How often each node closes the push challenges that expired since its last look. */
 const EXPIRED_CHALLENGE_SWEEP_MS = 5_000;
+const OWED_END_LOOK_MS = 30_000;
 
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
@@ -68,8 +69,18 @@ export async function startServer(config: Config): Promise<RunningServer> {
       .catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed"))
       .finally(() => (expiring = null));
   }, EXPIRED_CHALLENGE_SWEEP_MS);
+  // The Web Push messages that push logins ended which their node did not send (it
+  // stopped after the commit, or the push service failed) go out from here.
+  let telling: Promise<unknown> | null = null;
+  const teller = setInterval(() => {
+    telling ??= services.push
+      .sendOwedEnds()
+      .catch((error: unknown) => app.log.error({ err: error }, "owed push end messages not sent"))
+      .finally(() => (telling = null));
+  }, OWED_END_LOOK_MS);
   expirer.unref();
   sweeper.unref();
+  teller.unref();
   const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;
   const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
   if (radius) services.metrics.watchRadius(() => radius.stats());
@@ -89,7 +100,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await acrossNodes?.close();
       clearInterval(sweeper);
       clearInterval(expirer);
-      await Promise.all([sweeping, expiring]);
+      clearInterval(teller);
+      await Promise.all([sweeping, expiring, telling]);
       await mail.close();
       await app.close();
       await services.storage.close();

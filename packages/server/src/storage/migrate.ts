@@ -12,6 +12,7 @@ import { challengeRedemptionMigration } from "./migrations/009-challenge-redempt
 import { pushTimeoutMigration } from "./migrations/010-push-timeout.js";
 import { auditPendingMigration } from "./migrations/011-audit-pending.js";
 import { challengesByUserMigration } from "./migrations/012-challenges-by-user.js";
+import { endedPushOwedMigration } from "./migrations/013-ended-push-owed.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -29,6 +30,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "010-push-timeout": pushTimeoutMigration(),
     "011-audit-pending": auditPendingMigration(storage.kind),
     "012-challenges-by-user": challengesByUserMigration(),
+    "013-ended-push-owed": endedPushOwedMigration(),
   };
 }
 

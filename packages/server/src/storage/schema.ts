@@ -259,6 +259,8 @@ export interface ChallengesTable {
   answered_at: number | null;
   /** When a RADIUS client in challenge mode came back with it and was let in (once). */
   redeemed_at: number | null;
+  /** 1 while its devices with a Web Push subscription are owed the message that it ended. */
+  end_push_owed: number;
 }
 
 /** A secret of the service itself (the Web Push key pair), sealed under the master key. */

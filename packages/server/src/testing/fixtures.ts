@@ -114,5 +114,6 @@ export function expiredChallengeRow(input: { id: string; virtualServerId: string
     expires_at: input.nowMs - 1,
     answered_at: null,
     redeemed_at: null,
+    end_push_owed: 0,
   };
 }

@@ -2,7 +2,7 @@ import { randomInt } from "node:crypto";
 import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import { newId } from "../../ids.js";
-import type { Kysely, Transaction } from "kysely";
+import { sql, type Kysely, type Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
@@ -38,6 +38,17 @@ export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "ex
  */
 const ENDED_MESSAGE_GRACE_MS = 60_000;
 
+/**
+ * How long the node that ended a push login has to send the message that it ended
+ * before any node sends it instead (`sendOwedEnds`), and how long after the end that is
+ * still tried: a node restarted, or a push service that failed, within ten minutes.
+ */
+const OWED_END_DELAY_MS = 30_000;
+const OWED_END_WINDOW_MS = 10 * 60_000;
+
+/** Owed end messages sent in one look. */
+const OWED_END_BATCH = 100;
+
 /** Expired challenges closed (and audited) in one transaction. */
 const EXPIRE_BATCH = 500;
 
@@ -58,8 +69,11 @@ export interface ChallengeView {
 
 const CHALLENGE_COLUMNS = [
   "id", "virtual_server_id", "application_id", "user_pk", "device_ids", "resource_name", "source", "number_to_match",
-  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at",
+  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at", "end_push_owed",
 ] as const satisfies readonly (keyof ChallengeRow)[];
+
+/** A challenge that ended, for the devices that showed it; `owed`: it owes its Web Push devices the message. */
+type EndedChallenge = { id: string; deviceIds: string[]; outcome: ChallengeStatus; expiresAt: number; resourceName: string; owed: boolean };
 
 /** A challenge `open` made, for `announce` once its transaction has committed. */
 export type OpenedChallenge = ChallengeView & { row: ChallengeRow; devices: Array<{ device_id: string; push_subscription: string | null }> };
@@ -198,21 +212,26 @@ export function createPushService(
    * (often hundreds of milliseconds) is the device's business.
    */
   function webPushTo(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): void {
-    if (!deps.webPush) return;
+    void sendWebPush(targets, payload, ttlSeconds);
+  }
+
+  /** `webPushTo`, for a caller that waits: true when every push service took the message or has no more use for it (gone). */
+  async function sendWebPush(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): Promise<boolean> {
+    if (!deps.webPush) return false;
     const subscribed = targets.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
-    if (subscribed.length === 0) return;
-    void deps.webPush
-      .send(subscribed, payload, ttlSeconds)
-      .then((results) => {
-        for (const result of results) {
-          deps.metrics?.webPush(result.outcome);
-          if (result.outcome !== "sent") deps.onWebPushFailure?.(result.deviceId, result.detail ?? result.outcome);
-        }
-      })
-      .catch((error: unknown) => {
-        deps.metrics?.webPush("failed");
-        deps.onWebPushFailure?.("*", (error as Error).message);
-      });
+    if (subscribed.length === 0) return true;
+    try {
+      const results = await deps.webPush.send(subscribed, payload, ttlSeconds);
+      for (const result of results) {
+        deps.metrics?.webPush(result.outcome);
+        if (result.outcome !== "sent") deps.onWebPushFailure?.(result.deviceId, result.detail ?? result.outcome);
+      }
+      return results.every((result) => result.outcome !== "failed");
+    } catch (error) {
+      deps.metrics?.webPush("failed");
+      deps.onWebPushFailure?.("*", (error as Error).message);
+      return false;
+    }
   }
 
   /** The message a device's service worker turns into a notification: what the app would show. */
@@ -233,34 +252,39 @@ export function createPushService(
    * hear so over their live connections, and those with a Web Push subscription through
    * their push service, so that a notification shown while the app was closed leaves
    * the tray. The message may outlive the challenge by ENDED_MESSAGE_GRACE_MS: a device
-   * that was offline may get the challenge's message late and this one after it. Best
-   * effort, after the commit: a process that dies here leaves the notification, which
-   * then opens on "no longer waiting". One look at the devices for all of them.
+   * that was offline may get the challenge's message late and this one after it. Sent
+   * after the commit; a challenge that owes it (`end_push_owed`) is marked told once
+   * every push service took it. A process that dies before, or a push service that
+   * fails, leaves the mark, and `sendOwedEnds` sends it later. One look at the devices
+   * for all of them. Resolves when done; never rejects.
    */
-  function tellEnded(challenges: Array<{ id: string; deviceIds: string[]; outcome: ChallengeStatus; expiresAt: number; resourceName: string }>): void {
+  async function tellEnded(challenges: EndedChallenge[], live = true): Promise<void> {
     const deviceIds = [...new Set(challenges.flatMap((challenge) => challenge.deviceIds))];
-    if (deviceIds.length === 0) return;
-    hub.deviceHasWork(deviceIds);
+    if (live && deviceIds.length > 0) hub.deviceHasWork(deviceIds);
     if (!deps.webPush) return;
-    void db
-      .selectFrom("devices")
-      .select(["device_id", "push_subscription"])
-      .where("device_id", "in", deviceIds)
-      .where("push_subscription", "is not", null)
-      .execute()
-      .then((devices) => {
-        const now = clock.nowMs();
-        for (const challenge of challenges) {
+    try {
+      const devices =
+        deviceIds.length === 0
+          ? []
+          : await db.selectFrom("devices").select(["device_id", "push_subscription"]).where("device_id", "in", deviceIds).where("push_subscription", "is not", null).execute();
+      const now = clock.nowMs();
+      const told = await Promise.all(
+        challenges.map(async (challenge) => {
           const payload = { type: "ended", id: challenge.id, outcome: challenge.outcome, resourceName: challenge.resourceName };
           const ttlSeconds = (Math.max(0, challenge.expiresAt - now) + ENDED_MESSAGE_GRACE_MS) / 1000;
-          webPushTo(
+          const sent = await sendWebPush(
             devices.filter((device) => challenge.deviceIds.includes(device.device_id!)),
             payload,
             ttlSeconds,
           );
-        }
-      })
-      .catch((error: unknown) => deps.onWebPushFailure?.("*", (error as Error).message));
+          return sent && challenge.owed ? challenge.id : null;
+        }),
+      );
+      const done = told.filter((id): id is string => id !== null);
+      if (done.length > 0) await db.updateTable("challenges").set({ end_push_owed: 0 }).where("id", "in", done).where("end_push_owed", "=", 1).execute();
+    } catch (error) {
+      deps.onWebPushFailure?.("*", (error as Error).message);
+    }
   }
 
   async function deviceKey(deviceId: string): Promise<string> {
@@ -313,6 +337,7 @@ export function createPushService(
         expires_at: now + (input.timeoutMs ?? CHALLENGE_TTL_MS),
         answered_at: null,
         redeemed_at: null,
+        end_push_owed: devices.some((device) => device.push_subscription) ? 1 : 0,
       };
       await trx.executeQuery(queries.insertChallenge(row));
       return { ...view(row, now), row, devices };
@@ -418,7 +443,7 @@ export function createPushService(
           const rows = await trx
             .selectFrom("challenges")
             .innerJoin("users", "users.id", "challenges.user_pk")
-            .select(["challenges.id", "challenges.virtual_server_id", "challenges.application_id", "challenges.user_pk", "users.user_id", "challenges.source", "challenges.resource_name", "challenges.expires_at", "challenges.device_ids"])
+            .select(["challenges.id", "challenges.virtual_server_id", "challenges.application_id", "challenges.user_pk", "users.user_id", "challenges.source", "challenges.resource_name", "challenges.expires_at", "challenges.device_ids", "challenges.end_push_owed"])
             .where("challenges.status", "=", "pending")
             .where("challenges.expires_at", "<=", now)
             .orderBy("challenges.expires_at")
@@ -452,7 +477,7 @@ export function createPushService(
           }
           return { looked: rows.length, ended };
         });
-        tellEnded(ended.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: "expired", expiresAt: row.expires_at, resourceName: row.resource_name })));
+        void tellEnded(ended.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: "expired", expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 })));
         closed += ended.length;
         if (looked < EXPIRE_BATCH) return closed;
       }
@@ -479,6 +504,36 @@ export function createPushService(
     },
 
     /**
+     * Sends the messages that push logins ended which their nodes did not send: the
+     * node stopped after the commit, or a push service failed (each node, every 30 s).
+     * Only ends at least OWED_END_DELAY_MS old, so that the node that ended it has had
+     * its turn, and at most OWED_END_WINDOW_MS. Each goes to every device the login went
+     * to, the one that answered included, which its app ignores; should two nodes look
+     * at once, a device gets it twice, which ends nothing twice. Returns how many it
+     * looked at.
+     */
+    async sendOwedEnds(): Promise<number> {
+      if (!deps.webPush) return 0;
+      const now = clock.nowMs();
+      const rows = await db
+        .selectFrom("challenges")
+        .select(["id", "device_ids", "status", "expires_at", "resource_name"])
+        // Written out, so that both databases take the partial index.
+        .where("end_push_owed", "=", sql.lit(1))
+        .where("answered_at", "<=", now - OWED_END_DELAY_MS)
+        .where("answered_at", ">", now - OWED_END_WINDOW_MS)
+        .orderBy("answered_at")
+        .limit(OWED_END_BATCH)
+        .execute();
+      if (rows.length === 0) return 0;
+      await tellEnded(
+        rows.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: statusOf(row, now), expiresAt: row.expires_at, resourceName: row.resource_name, owed: true })),
+        false,
+      );
+      return rows.length;
+    },
+
+    /**
      * Ends a push login that ended another way before anyone answered on the phone: the
      * user typed the passcode in answer to the RADIUS Access-Challenge (`typed`), or the
      * application withdrew it (`withdrawn`: the user chose to type the passcode, or left
@@ -498,7 +553,7 @@ export function createPushService(
         let query = trx
           .selectFrom("challenges")
           .innerJoin("users", "users.id", "challenges.user_pk")
-          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "users.user_id", "challenges.resource_name", "challenges.source", "challenges.device_ids", "challenges.expires_at"])
+          .select(["challenges.id", "challenges.virtual_server_id", "challenges.user_pk", "users.user_id", "challenges.resource_name", "challenges.source", "challenges.device_ids", "challenges.expires_at", "challenges.end_push_owed"])
           .where("challenges.id", "=", challengeId)
           .where("challenges.application_id", "=", application.id)
           .where("users.virtual_server_id", "=", application.virtualServerId);
@@ -518,12 +573,12 @@ export function createPushService(
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
-        return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at, resourceName: row.resource_name };
+        return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 };
       });
       if (typeof closed === "string") return closed;
       hub.challengeChanged(challengeId);
       // The phones showing it hear that it ended.
-      tellEnded([{ id: challengeId, deviceIds: closed.deviceIds, outcome: "cancelled", expiresAt: closed.expiresAt, resourceName: closed.resourceName }]);
+      void tellEnded([{ id: challengeId, deviceIds: closed.deviceIds, outcome: "cancelled", expiresAt: closed.expiresAt, resourceName: closed.resourceName, owed: closed.owed }]);
       return "cancelled";
     },
 
@@ -587,7 +642,7 @@ export function createPushService(
       hub.challengeChanged(challengeId);
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
-      tellEnded([{ id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name }]);
+      void tellEnded([{ id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 }]);
       return result;
     },
   };

@@ -36,7 +36,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     });
     api = await createTestApp(core);
     t = await createTenant(core.services, "WebPush");
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 6 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 8 });
     appKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "vpn", resourceName: "Corporate VPN", kind: "rest", pushOtp: true })).apiKey!;
   });
   afterAll(async () => {
@@ -148,8 +148,70 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
       ]),
     );
     expect(push.handled).toBe(before + 7);
+    // Each was told, so none is owed: half a minute on, a look sends nothing again.
+    const owed = () => core.storage.db.selectFrom("challenges").select("id").where("id", "in", [withdrawn, approved, expired]).where("end_push_owed", "=", 1).execute();
+    await expect.poll(owed).toEqual([]);
+    core.clock.advance(31_000);
+    expect(await core.services.push.sendOwedEnds()).toBe(0);
+    expect(push.handled).toBe(before + 7);
     expect(push.rejected).toEqual([]);
     expect(failures).toEqual([]);
+  });
+
+  it("sends the end a node did not send (it stopped after the commit), half a minute later, once", async () => {
+    const { id, subscription } = push.subscribe();
+    await enrolledUser("owen", subscription);
+    let before = push.handled;
+    const challengeId = (await login("owen")).json.challengeId as string;
+    await push.waitFor(before + 1);
+    const owed = async () => (await core.storage.db.selectFrom("challenges").select("end_push_owed").where("id", "=", challengeId).executeTakeFirstOrThrow()).end_push_owed;
+    expect(await owed()).toBe(1);
+    // A node withdrew it and stopped before sending anything: the database holds the
+    // end, committed, and the mark.
+    await core.storage.db.updateTable("challenges").set({ status: "cancelled", answered_at: core.clock.nowMs() }).where("id", "=", challengeId).execute();
+    expect(await owed()).toBe(1);
+    // The node that ended it has half a minute to send it.
+    expect(await core.services.push.sendOwedEnds()).toBe(0);
+    core.clock.advance(31_000);
+    before = push.handled;
+    expect(await core.services.push.sendOwedEnds()).toBe(1);
+    await push.waitFor(before + 1);
+    expect(push.received.at(-1)).toMatchObject({ subscriptionId: id, payload: { type: "ended", id: challengeId, outcome: "cancelled", resourceName: "Corporate VPN" } });
+    expect(await owed()).toBe(0);
+    expect(await core.services.push.sendOwedEnds()).toBe(0);
+    expect(push.handled).toBe(before + 1);
+    expect(failures).toEqual([]);
+  });
+
+  it("sends an end again after its push service failed, for ten minutes after the login ended", async () => {
+    const { id, subscription } = push.subscribe();
+    await enrolledUser("fay", subscription);
+    const withdrawnWhileDown = async () => {
+      const before = push.handled;
+      const challengeId = (await login("fay")).json.challengeId as string;
+      await push.waitFor(before + 1);
+      push.answerWith(id, 503);
+      expect((await api.call("DELETE", `/api/v1/auth/challenges/${challengeId}`, appKey)).status).toBe(204);
+      await push.waitFor(before + 2);
+      return challengeId;
+    };
+    const first = await withdrawnWhileDown();
+    await expect.poll(() => failures.length).toBe(1);
+    expect(failures[0]).toContain("503");
+    push.answerWith(id, 201);
+    core.clock.advance(31_000);
+    let before = push.handled;
+    expect(await core.services.push.sendOwedEnds()).toBe(1);
+    await push.waitFor(before + 1);
+    expect(push.received.at(-1)).toMatchObject({ subscriptionId: id, payload: { type: "ended", id: first, outcome: "cancelled" } });
+    // Ten minutes after the end, it is no longer tried.
+    await withdrawnWhileDown();
+    push.answerWith(id, 201);
+    core.clock.advance(10 * 60_000 + 1);
+    before = push.handled;
+    expect(await core.services.push.sendOwedEnds()).toBe(0);
+    expect(push.handled).toBe(before);
+    failures.length = 0;
   });
 
   it("forgets a subscription the push service no longer knows (410 Gone), and the live connection and poll still deliver", async () => {
