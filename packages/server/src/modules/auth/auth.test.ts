@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { openStorage } from "../../storage/database.js";
 import { createTestCore, describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
-import { placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
-import { verifyAuditChain } from "../audit/service.js";
+import { createTenant, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
+import { auditFields, prepareAuditedUpdate, verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { endedWindowSweeper, memoryGuessingLimits, sourceLimitKey, type GuessingLimits } from "./limits.js";
+import { databaseGuessingLimits, endedWindowSweeper, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type TakeParams } from "./limits.js";
 import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
@@ -233,7 +233,13 @@ describeEachDatabase("passcode authentication", (kind) => {
       const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-trips" });
       core.clock.advance(30_000);
       const statements: string[] = [];
-      const storage = openStorage(core.database.target, { log: (event) => void statements.push(event.query.sql.trim().split(/\s+/)[0]!.toLowerCase()) });
+      const texts: string[] = [];
+      const storage = openStorage(core.database.target, {
+        log: (event) => {
+          statements.push(event.query.sql.trim().split(/\s+/)[0]!.toLowerCase());
+          texts.push(event.query.sql);
+        },
+      });
       try {
         const auth = createAuthService({ db: storage.db, kind: storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring });
         const attempt = (passcode: string) => auth.authenticate({ application, userId: "two-trips", passcode, source: "192.0.2.41", method: "rest" });
@@ -241,6 +247,8 @@ describeEachDatabase("passcode authentication", (kind) => {
         // The user's attempt taken with the user's tokens and the counts read, and the
         // compare-and-set with the audit record and the delete of the user's count.
         expect(statements).toEqual(["with", "with"]);
+        expect(texts[0]).toMatch(/insert into "auth_failures"/);
+        expect(texts[1]).toMatch(/delete from "auth_failures"/);
         statements.length = 0;
         core.clock.advance(30_000);
         expect(await attempt(code() === "000000" ? "111111" : "000000")).toMatchObject({ result: "reject", reason: "wrong" });
@@ -345,6 +353,16 @@ describeEachDatabase("passcode authentication", (kind) => {
     } finally {
       await node2?.close();
     }
+  });
+
+  it("does not let a source past its limit spend the limit of the users it names", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "named" });
+    core.clock.advance(30_000);
+    // Thirty failures from one address (its limit), then ten more attempts from it at one user.
+    for (let i = 0; i < 30; i++) expect(await login(`nobody-${i}`, "000000", "203.0.113.5")).toMatchObject({ reason: "user_unknown" });
+    for (let i = 0; i < 10; i++) expect(await login("named", code(), "203.0.113.5")).toMatchObject({ reason: "rate_limited" });
+    // The user, from elsewhere, still gets in: none of those counted against them.
+    expect(await login("named", code(), "192.0.2.9")).toMatchObject({ result: "accept", serial });
   });
 
   it("undoes the counts of a group commit that rolled back, so its logins count once when they run again", async () => {
@@ -531,5 +549,23 @@ describe("ended guessing-limit windows on PostgreSQL", () => {
     endedWindowSweeper(db, clock)();
     const left = async () => (await db.selectFrom("auth_failures").select("key").where("key", "like", "source:sweep-%").execute()).map((row) => row.key);
     await expect.poll(left, { timeout: 10_000 }).toEqual(["source:sweep-running"]);
+  });
+
+  it("deletes a user's count in the statement that stores the step only when the step was stored", async () => {
+    const { storage, clock, services } = core!;
+    const { db } = storage;
+    const t = await createTenant(services, "Forget");
+    const serial = await placeTokenInState(services, t.virtualServerId, "active", { userId: "kept" });
+    const limits = databaseGuessingLimits(db, clock, { sourceFailures: 30, userFailures: 10, windowSeconds: 600 });
+    const store = prepareAuditedUpdate<{ serial: string } & TakeParams>(db, (db, param) => db.updateTable("tokens").set({ updated_at: 1 }).where("serial", "=", param("serial")), limits.takenAtOnce!.forget);
+    const params = limits.takenAtOnce!.params("192.0.2.1", `${t.virtualServerId}:kept`);
+    await db.insertInto("auth_failures").values({ key: params.takeUserKey, failures: 3, window_ends: clock.nowMs() + 60_000 }).execute();
+    const record = auditFields(installerPrincipal, { action: "test.store", virtualServerId: t.virtualServerId, targetType: "token", targetId: serial }, clock.nowMs());
+    const count = async () => (await db.selectFrom("auth_failures").select("failures").where("key", "=", params.takeUserKey).executeTakeFirst())?.failures;
+    // A compare-and-set that changed nothing (another login won, the token was locked): the count stays.
+    expect(Number((await db.executeQuery(store({ serial: "no-such-serial", ...params, ...record }))).numAffectedRows)).toBe(0);
+    expect(await count()).toBe(3);
+    expect(Number((await db.executeQuery(store({ serial, ...params, ...record }))).numAffectedRows)).toBe(1);
+    expect(await count()).toBeUndefined();
   });
 });

@@ -166,13 +166,14 @@ export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => vo
  * transaction (the `trx` each method is given), or, for a right passcode, as part of
  * its statements (`takenAtOnce`, and the delete in the statement that stores the step).
  *
- * Locks, in one order everywhere: a login's token rows by serial, then the user's
- * count, then the source's. A right passcode's first statement takes the user's count
- * alone and commits; in a transaction the user's count is upserted (taken, or a push
- * request for nobody) or deleted (a success) before the source's is upserted (a
- * failure), and the source's row is the last a login locks. So logins cannot deadlock
- * over them; the rows of ended windows are swept elsewhere (`endedWindowSweeper`),
- * skipping rows a login holds.
+ * Locks: a login's token rows by serial, then the user's count, then the source's. A
+ * right passcode's first statement takes the user's count alone and commits; in a
+ * transaction the user's count is deleted (a success) or given back (refused for its
+ * source) after the token rows, and the source's count is upserted (a failure) last.
+ * Only a transaction that takes the attempt itself (a user id that cannot exist, which
+ * holds no token) or a push request for nobody locks the user's count first, and they
+ * touch no token row. So logins cannot deadlock over them; the rows of ended windows
+ * are swept elsewhere (`endedWindowSweeper`), skipping rows a login holds.
  */
 export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {
   // The caller gives keys without NUL, which PostgreSQL text cannot hold (see decide()).
@@ -200,13 +201,19 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
     },
     async take({ trx }, source, user, taken) {
       prepared ??= prepareAll(trx);
+      let found: TakenVerdict;
       if (taken) {
         const row = (await trx.executeQuery(prepared.sourceCount({ sourceKey: sourceKey(source), now: clock.nowMs() }))).rows[0];
-        return { over: taken.userOver || Number(row?.failures ?? 0) >= settings.sourceFailures };
+        found = { over: taken.userOver || Number(row?.failures ?? 0) >= settings.sourceFailures, userOver: taken.userOver };
+      } else {
+        const row = (await trx.executeQuery(prepared.take(takeParams(source, user)))).rows[0]!;
+        sweep();
+        found = verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0));
       }
-      const row = (await trx.executeQuery(prepared.take(takeParams(source, user)))).rows[0]!;
-      sweep();
-      return verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0));
+      // Refused for its source alone: the user gets the attempt back, or a source past
+      // its limit could still spend the limit of every user it names.
+      if (found.over && !found.userOver) await trx.executeQuery(prepared.giveBack({ userKey: userKey(user) }));
+      return { over: found.over };
     },
     takenAtOnce: {
       params: takeParams,
@@ -269,6 +276,13 @@ function prepareAll(db: Kysely<Database>) {
     ),
     sourceCount: prepareQuery<{ sourceKey: string; now: number }, { failures: number }>(db, (db, param) =>
       db.selectFrom("auth_failures").select("failures").where("key", "=", param("sourceKey")).where("window_ends", ">", param("now")),
+    ),
+    giveBack: prepareQuery<{ userKey: string }, never>(db, (db, param) =>
+      db
+        .updateTable("auth_failures")
+        .set((eb) => ({ failures: eb("failures", "-", 1) }))
+        .where("key", "=", param("userKey"))
+        .where("failures", ">", 0),
     ),
     /** The user's attempt and the source's count in one statement. */
     take: prepareQuery<TakeParams, { user_attempts: number; source_failures: number | null }>(db, selectTaken),
