@@ -61,26 +61,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Push challenges nobody answered are closed and audited within seconds of their
   // expiry, and the phones that show them hear that they ended (Web Push included, so
   // that the notification leaves the tray). One indexed read when there are none.
-  // A look still running (a slow database) is not joined by another.
-  let expiring: Promise<unknown> | null = null;
-  const expirer = setInterval(() => {
-    expiring ??= services.push
-      .closeExpired()
-      .catch((error: unknown) => app.log.error({ err: error }, "expired push challenges not closed"))
-      .finally(() => (expiring = null));
-  }, EXPIRED_CHALLENGE_SWEEP_MS);
+  const expirer = everyWithoutOverlap(EXPIRED_CHALLENGE_SWEEP_MS, () => services.push.closeExpired(), (error) => app.log.error({ err: error }, "expired push challenges not closed"));
   // The Web Push messages that push logins ended which their node did not send (it
   // stopped after the commit, or the push service failed) go out from here.
-  let telling: Promise<unknown> | null = null;
-  const teller = setInterval(() => {
-    telling ??= services.push
-      .sendOwedEnds()
-      .catch((error: unknown) => app.log.error({ err: error }, "owed push end messages not sent"))
-      .finally(() => (telling = null));
-  }, OWED_END_LOOK_MS);
-  expirer.unref();
+  const teller = everyWithoutOverlap(OWED_END_LOOK_MS, () => services.push.sendOwedEnds(), (error) => app.log.error({ err: error }, "owed push end messages not sent"));
   sweeper.unref();
-  teller.unref();
   const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;
   const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
   if (radius) services.metrics.watchRadius(() => radius.stats());
@@ -99,12 +84,30 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await radius?.close();
       await acrossNodes?.close();
       clearInterval(sweeper);
-      clearInterval(expirer);
-      clearInterval(teller);
-      await Promise.all([sweeping, expiring, telling]);
+      await Promise.all([sweeping, expirer.stop(), teller.stop()]);
       await mail.close();
       await app.close();
       await services.storage.close();
+    },
+  };
+}
+
+/**
+ * Runs `task` every `ms`; a run still going (a slow database) is not joined by another.
+ * The timer does not keep the process alive; `stop` ends it and waits for a run in progress.
+ */
+function everyWithoutOverlap(ms: number, task: () => Promise<unknown>, failed: (error: unknown) => void): { stop(): Promise<unknown> } {
+  let running: Promise<unknown> | null = null;
+  const timer = setInterval(() => {
+    running ??= task()
+      .catch(failed)
+      .finally(() => (running = null));
+  }, ms);
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      return running ?? Promise.resolve();
     },
   };
 }
