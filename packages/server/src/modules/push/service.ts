@@ -507,30 +507,44 @@ export function createPushService(
      * Sends the messages that push logins ended which their nodes did not send: the
      * node stopped after the commit, or a push service failed (each node, every 30 s).
      * Only ends at least OWED_END_DELAY_MS old, so that the node that ended it has had
-     * its turn, and at most OWED_END_WINDOW_MS. Each goes to every device the login went
-     * to, the one that answered included, which its app ignores; should two nodes look
-     * at once, a device gets it twice, which ends nothing twice. Returns how many it
-     * looked at.
+     * its turn, and at most OWED_END_WINDOW_MS, a page of OWED_END_BATCH at a time in
+     * the order they ended until none is left, so that ends a failing push service keeps
+     * owed do not hold back the ones after them. Each goes to every device the login
+     * went to, the one that answered included, which its app ignores; should two nodes
+     * look at once, a device gets it twice, which ends nothing twice. Returns how many
+     * it looked at.
      */
     async sendOwedEnds(): Promise<number> {
       if (!deps.webPush) return 0;
       const now = clock.nowMs();
-      const rows = await db
-        .selectFrom("challenges")
-        .select(["id", "device_ids", "status", "expires_at", "resource_name"])
-        // Written out, so that both databases take the partial index.
-        .where("end_push_owed", "=", sql.lit(1))
-        .where("answered_at", "<=", now - OWED_END_DELAY_MS)
-        .where("answered_at", ">", now - OWED_END_WINDOW_MS)
-        .orderBy("answered_at")
-        .limit(OWED_END_BATCH)
-        .execute();
-      if (rows.length === 0) return 0;
-      await tellEnded(
-        rows.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: statusOf(row, now), expiresAt: row.expires_at, resourceName: row.resource_name, owed: true })),
-        false,
-      );
-      return rows.length;
+      type Cursor = { answeredAt: number; id: string };
+      let after: Cursor | null = null;
+      let looked = 0;
+      for (;;) {
+        const from: Cursor | null = after;
+        const rows: Array<Pick<ChallengeRow, "id" | "device_ids" | "status" | "expires_at" | "resource_name" | "answered_at">> = await db
+          .selectFrom("challenges")
+          .select(["id", "device_ids", "status", "expires_at", "resource_name", "answered_at"])
+          // Written out, so that both databases take the partial index.
+          .where("end_push_owed", "=", sql.lit(1))
+          .where("answered_at", "<=", now - OWED_END_DELAY_MS)
+          .where("answered_at", ">", now - OWED_END_WINDOW_MS)
+          .$if(from !== null, (query) => query.where((eb) => eb.or([eb("answered_at", ">", from!.answeredAt), eb.and([eb("answered_at", "=", from!.answeredAt), eb("id", ">", from!.id)])])))
+          .orderBy("answered_at")
+          .orderBy("id")
+          .limit(OWED_END_BATCH)
+          .execute();
+        if (rows.length > 0) {
+          await tellEnded(
+            rows.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: statusOf(row, now), expiresAt: row.expires_at, resourceName: row.resource_name, owed: true })),
+            false,
+          );
+        }
+        looked += rows.length;
+        if (rows.length < OWED_END_BATCH) return looked;
+        const last = rows[rows.length - 1]!;
+        after = { answeredAt: Number(last.answered_at), id: last.id };
+      }
     },
 
     /**

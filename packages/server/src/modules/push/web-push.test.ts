@@ -8,7 +8,7 @@ import { reencryptSealedColumns } from "../../crypto/rotate.js";
 import { createTestApp } from "../../http/testing-app.js";
 import { createTestCore, describeEachDatabase, testMasterKey, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser, simulatedDevice } from "../../testing/device.js";
-import { createTenant, type TestTenant } from "../../testing/fixtures.js";
+import { createTenant, expiredChallengeRow, type TestTenant } from "../../testing/fixtures.js";
 import { startTestPushService } from "../../testing/push-service.js";
 import { installerPrincipal } from "../operators/access.js";
 import { hashEnrollmentCode, newEnrollmentCode } from "../provisioning/codes.js";
@@ -36,7 +36,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     });
     api = await createTestApp(core);
     t = await createTenant(core.services, "WebPush");
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 8 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 10 });
     appKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "vpn", resourceName: "Corporate VPN", kind: "rest", pushOtp: true })).apiKey!;
   });
   afterAll(async () => {
@@ -211,6 +211,44 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     before = push.handled;
     expect(await core.services.push.sendOwedEnds()).toBe(0);
     expect(push.handled).toBe(before);
+    failures.length = 0;
+  });
+
+  it("sends every owed end in one look, a page at a time, though the first pages keep failing", async () => {
+    const down = push.subscribe();
+    const up = push.subscribe();
+    await enrolledUser("dora", down.subscription);
+    await enrolledUser("uli", up.subscription);
+    const deviceOf = async (subscriptionId: string) =>
+      (await core.storage.db.selectFrom("devices").select("device_id").where("push_subscription", "like", `%${subscriptionId}%`).executeTakeFirstOrThrow()).device_id!;
+    const [downDevice, upDevice] = [await deviceOf(down.id), await deviceOf(up.id)];
+    const users = await core.storage.db.selectFrom("users").select(["id", "user_id"]).where("user_id", "in", ["dora", "uli"]).execute();
+    const application = await core.storage.db.selectFrom("applications").select("id").where("name", "=", "vpn").executeTakeFirstOrThrow();
+    // 150 logins that ended a minute ago and still owe their end: the first 120 to a
+    // push service that fails, the last 30 to one that works.
+    const endedAt = core.clock.nowMs() - 60_000;
+    const rows = Array.from({ length: 150 }, (_, i) => {
+      const user = users.find((u) => u.user_id === (i < 120 ? "dora" : "uli"))!;
+      return {
+        ...expiredChallengeRow({ id: `chl-owed-${String(i).padStart(3, "0")}`, virtualServerId: t.virtualServerId, applicationId: application.id, userPk: user.id, nowMs: endedAt }),
+        device_ids: JSON.stringify([i < 120 ? downDevice : upDevice]),
+        status: "expired",
+        answered_at: endedAt + i,
+        end_push_owed: 1,
+      };
+    });
+    await core.storage.db.insertInto("challenges").values(rows).execute();
+    push.answerWith(down.id, 503);
+    const before = push.handled;
+    expect(await core.services.push.sendOwedEnds()).toBe(150);
+    await push.waitFor(before + 150);
+    expect(push.received.filter((message) => message.subscriptionId === up.id && message.payload.type === "ended")).toHaveLength(30);
+    const stillOwed = await core.storage.db.selectFrom("challenges").select("id").where("id", "like", "chl-owed-%").where("end_push_owed", "=", 1).execute();
+    expect(stillOwed).toHaveLength(120);
+    // Once it works again, the next look sends the rest.
+    push.answerWith(down.id, 201);
+    expect(await core.services.push.sendOwedEnds()).toBe(120);
+    expect(await core.storage.db.selectFrom("challenges").select("id").where("id", "like", "chl-owed-%").where("end_push_owed", "=", 1).execute()).toEqual([]);
     failures.length = 0;
   });
 
