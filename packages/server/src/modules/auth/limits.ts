@@ -188,9 +188,9 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
     return { takeSourceKey: sourceKey(source), takeUserKey: userKey(user), takeNow: now, takeWindowEnds: now + windowMs };
   };
   // The user's count includes the attempt just taken.
-  const verdict = (userAttempts: number, sourceFailures: number): TakenVerdict => {
-    const userOver = userAttempts > settings.userFailures;
-    return { over: userOver || sourceFailures >= settings.sourceFailures, userOver };
+  const verdict = (row: { user_attempts: number | null; source_failures: number | null }): TakenVerdict => {
+    const userOver = Number(row.user_attempts ?? 0) > settings.userFailures;
+    return { over: userOver || Number(row.source_failures ?? 0) >= settings.sourceFailures, userOver };
   };
   return {
     async check({ trx }, source, user) {
@@ -208,7 +208,7 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
       } else {
         const row = (await trx.executeQuery(prepared.take(takeParams(source, user)))).rows[0]!;
         sweep();
-        found = verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0));
+        found = verdict(row);
       }
       // Refused for its source alone: the user gets the attempt back, or a source past
       // its limit could still spend the limit of every user it names.
@@ -218,7 +218,7 @@ export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, setti
     takenAtOnce: {
       params: takeParams,
       select: (db, param) => selectTaken(db, param),
-      verdict: (row) => verdict(Number(row.user_attempts ?? 0), Number(row.source_failures ?? 0)),
+      verdict,
       forget: (db, param) => db.deleteFrom("auth_failures").where("key", "=", param("takeUserKey")),
     },
     async failed({ trx }, source) {

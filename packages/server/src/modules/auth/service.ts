@@ -1,4 +1,4 @@
-import type { Kysely, QueryCreator, Transaction } from "kysely";
+import type { Kysely, QueryCreator, SelectQueryBuilder, Transaction } from "kysely";
 import type { CoreDeps } from "../../deps.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database, TokenRow } from "../../storage/schema.js";
@@ -159,13 +159,15 @@ type UserTokenRow = { holder_pk: string } & { [K in keyof LoginToken]: LoginToke
 
 /** The user and the tokens that may answer, in one query: a user without such tokens is one row of nulls. */
 function userTokens(db: QueryCreator<Database>, param: Param<UserTokensParams>) {
-  return db
-    .selectFrom("users")
+  return withLoginTokens(db.selectFrom("users").where("users.virtual_server_id", "=", param("virtualServerId")).where("users.user_id", "=", param("userId")));
+}
+
+/** The tokens that may answer joined to the user `query` reads, with the columns a login uses and the user's key. */
+function withLoginTokens(query: SelectQueryBuilder<Database, "users", object>) {
+  return query
     .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
     .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
     .select("users.id as holder_pk")
-    .where("users.virtual_server_id", "=", param("virtualServerId"))
-    .where("users.user_id", "=", param("userId"))
     .orderBy("tokens.serial");
 }
 type StoreTotp = { serial: string; step: number; driftSteps: number; now: number };
@@ -212,13 +214,13 @@ export function createAuthService(
           taken,
           // One row at least, also for an unknown user, since it selects from the taking.
           takeWithUserTokens: prepareQuery<UserTokensParams & TakeParams, { [K in keyof UserTokenRow]: UserTokenRow[K] | null } & { user_attempts: number; source_failures: number | null }>(db, (db, param) =>
-            taken
-              .select(db, param)
-              .leftJoin("users", (join) => join.on("users.virtual_server_id", "=", param("virtualServerId")).on("users.user_id", "=", param("userId")))
-              .leftJoin("tokens", (join) => join.onRef("tokens.user_pk", "=", "users.id").on("tokens.state", "in", ["active", "locked"]))
-              .select(LOGIN_TOKEN_COLUMNS.map((column) => `tokens.${column}` as const))
-              .select("users.id as holder_pk")
-              .orderBy("tokens.serial"),
+            withLoginTokens(
+              // The user joined to the taking (so one row also when there is no such user):
+              // typed as a query of users, which is all the join needs.
+              taken
+                .select(db, param)
+                .leftJoin("users", (join) => join.on("users.virtual_server_id", "=", param("virtualServerId")).on("users.user_id", "=", param("userId"))) as unknown as SelectQueryBuilder<Database, "users", object>,
+            ),
           ),
           storeTotp: prepareAuditedUpdate<StoreTotp & TakeParams>(db, storeTotp, taken.forget),
           storeHotp: prepareAuditedUpdate<StoreHotp & TakeParams>(db, storeHotp, taken.forget),
@@ -449,12 +451,12 @@ export function createAuthService(
         return opened.result;
       }
 
-      const atOnce = impossibleUser ? null : await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
-      if (atOnce && "result" in atOnce) return atOnce;
+      const first = impossibleUser ? null : await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
+      if (first && "result" in first) return first;
       // Passcode checks arriving together share a transaction (group commit).
       return writes.run(async (trx, scope) => {
         const tx = { trx, scope };
-        const limit = await limits.take(tx, sourceKey, userKey, atOnce?.taken);
+        const limit = await limits.take(tx, sourceKey, userKey, first?.taken);
         if (limit.over) {
           // Refused without a look at any token, but audited (on SQLite in the group
           // commit of the logins around it, so a flood of refused guesses does not cost

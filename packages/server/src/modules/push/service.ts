@@ -207,15 +207,11 @@ export function createPushService(
   };
 
   /**
-   * Posts one message to the push services of the devices that have a subscription.
-   * Not awaited by the caller: a login answers at once; the push service's round trip
-   * (often hundreds of milliseconds) is the device's business.
+   * Posts one message to the push services of the devices that have a subscription;
+   * true when every one took it or has no more use for it (gone, or not allowed). A
+   * login does not wait for it: the push service's round trip (often hundreds of
+   * milliseconds) is the device's business. Never rejects.
    */
-  function webPushTo(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): void {
-    void sendWebPush(targets, payload, ttlSeconds);
-  }
-
-  /** `webPushTo`, for a caller that waits: true when every push service took the message or has no more use for it (gone). */
   async function sendWebPush(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): Promise<boolean> {
     if (!deps.webPush) return false;
     const subscribed = targets.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
@@ -244,7 +240,7 @@ export function createPushService(
       numberToMatch: challenge.number_to_match,
       expiresAt: new Date(challenge.expires_at).toISOString(),
     };
-    webPushTo(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000);
+    void sendWebPush(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000);
   }
 
   /**
