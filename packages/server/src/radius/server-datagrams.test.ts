@@ -183,12 +183,12 @@ describe("RADIUS server over raw UDP", () => {
     expect(attempts).toBe(2);
   });
 
-  it("survives findClient throwing and an impossible decision", async () => {
+  it("survives findClients throwing and an impossible decision", async () => {
     let findCalls = 0;
     const { port, server } = await startTestServer({
-      findClient: async () => {
+      findClients: async () => {
         if (++findCalls === 1) throw new Error("lookup failed");
-        return { id: "vpn", secret };
+        return [{ id: "vpn", secret }];
       },
       authenticate: async () => ({ result: "challenge", state: Buffer.alloc(300) }),
     });
@@ -258,7 +258,7 @@ describe("RADIUS server over raw UDP", () => {
     const random = seededRandom(seed);
     const seededInt = (min: number, maxExclusive?: number) => (maxExclusive === undefined ? random.int(min) : min + random.int(maxExclusive - min));
     const seededBytes = (length: number) => random.bytes(length);
-    const { port, server, calls } = await startTestServer({ findClient: async (address) => (address === "127.0.0.1" ? { id: "vpn", secret } : null) });
+    const { port, server, calls } = await startTestServer({ findClients: async (address) => (address === "127.0.0.1" ? [{ id: "vpn", secret }] : []) });
     const nas = await createTestNas(port);
     const valid = () => alice({ identifier: seededInt(256) });
     const mutants: ((index: number) => Buffer)[] = [

@@ -60,8 +60,14 @@ export interface RadiusServerOptions {
   host: string;
   /** UDP port; 0 takes a free one (see address()). RFC 2865 section 3: 1812. */
   port: number;
-  /** The client a source address belongs to, or null. IPv4-mapped IPv6 sources arrive as plain IPv4. */
-  findClient(address: string): Promise<RadiusClient | null> | RadiusClient | null;
+  /**
+   * The clients whose addresses hold a source address, the most specific first; empty
+   * for none. The request belongs to the first whose shared secret verifies its
+   * Message-Authenticator, so that a client whose range holds another's address (in
+   * another virtual server, say) cannot take that client's requests. IPv4-mapped IPv6
+   * sources arrive as plain IPv4.
+   */
+  findClients(address: string): Promise<RadiusClient[]> | RadiusClient[];
   /** Decides one PAP request; may take as long as a push takes (the NAS retransmits meanwhile). */
   authenticate(request: AccessRequest): Promise<AccessDecision>;
   /** Whether Status-Server is answered: the server can decide logins now. @default always */
@@ -105,7 +111,7 @@ export type RadiusStats = {
   overloaded: number;
   /** Status-Server while the server could not decide logins (`ready` said no, or failed). */
   notReady: number;
-  /** Thrown by findClient or authenticate, a bad decision, or a failed send. */
+  /** Thrown by findClients or authenticate, a bad decision, or a failed send. */
   errors: number;
   /** Now, not since start: requests being authenticated, answers cached. */
   inFlight: number;
@@ -126,7 +132,7 @@ const DROP_LOG_INTERVAL_MS = 10_000;
 
 /** Starts the server; resolves once the socket is bound, rejects if it cannot bind. */
 export async function createRadiusServer(options: RadiusServerOptions): Promise<RadiusServer> {
-  const { findClient, authenticate, logger } = options;
+  const { findClients, authenticate, logger } = options;
   const clock = options.clock ?? systemClock;
   const cache = createDuplicateCache({
     ttlMs: options.duplicateCacheMs ?? 30_000,
@@ -192,11 +198,23 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     if (packet.code !== Code.AccessRequest && packet.code !== Code.StatusServer) return drop("unexpectedCode", { source: remote.address, code: packet.code });
 
     const source = { address: plainAddress(remote.address), port: remote.port };
-    const client = await findClient(source.address);
-    if (!client) return drop("unknownClient", { source: source.address });
-    // BlastRADIUS: without a verified Message-Authenticator an Access-Request could be forged.
-    const signed = verifyPacketMessageAuthenticator(packet, client.secret);
-    if (!signed.ok) return drop("badAuthenticator", { source: source.address, clientId: client.id, problem: signed.reason });
+    const candidates = await findClients(source.address);
+    if (candidates.length === 0) return drop("unknownClient", { source: source.address });
+    // BlastRADIUS: without a verified Message-Authenticator an Access-Request could be
+    // forged. The shared secret that verifies it also says whose request it is.
+    let client: RadiusClient | undefined;
+    let problem = "";
+    for (const candidate of candidates) {
+      const signed = verifyPacketMessageAuthenticator(packet, candidate.secret);
+      if (signed.ok) {
+        client = candidate;
+        break;
+      }
+      problem ||= signed.reason;
+      // Missing or repeated: no secret can verify it.
+      if (signed.reason !== "mismatch") break;
+    }
+    if (!client) return drop("badAuthenticator", { source: source.address, clientId: candidates[0]!.id, problem });
 
     // Proxy-States are copied into the answer: when they leave no room for it, the request
     // is dropped before it is authenticated, not after (a passcode spent, no answer sent).

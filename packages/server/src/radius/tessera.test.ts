@@ -53,19 +53,35 @@ describe("RADIUS in the running server, checked by radclient", () => {
     });
   });
 
-  it("takes the client whose matching range is the most specific, not the one with the narrowest entry anywhere", async () => {
-    const vsId = (await server.services.storage.db.selectFrom("virtual_servers").select("id").executeTakeFirstOrThrow()).id;
+  it("tells overlapping clients apart by their shared secret, so that another virtual server's range cannot take a NAS's requests", async () => {
+    const db = server.services.storage.db;
+    const vsId = (await db.selectFrom("virtual_servers").select("id").where("name", "=", "VPN users").executeTakeFirstOrThrow()).id;
+    const otherVs = await server.services.virtualServers.create(installerPrincipal, { name: "Another organisation" });
     const wide = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "wide", kind: "radius", radiusAddresses: ["192.0.2.7", "127.0.0.0/12"], radiusSecret: "the-wide-ranges-shared-secret" });
     const narrow = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "narrow", kind: "radius", radiusAddresses: ["127.0.0.0/16"], radiusSecret: "the-narrow-ranges-shared-secret" });
+    // Another organisation's admin names this NAS's own address, and everything, as theirs.
+    const intruder = await server.services.applications.create(installerPrincipal, { virtualServerId: otherVs.id, name: "intruder", kind: "radius", radiusAddresses: ["127.0.0.1", "0.0.0.0/0"], radiusSecret: "the-other-organisations-secret" });
+    // The same secret as narrow's on a wider range: where both verify, the most specific range decides.
+    const twin = await server.services.applications.create(installerPrincipal, { virtualServerId: otherVs.id, name: "twin", kind: "radius", radiusAddresses: ["127.0.0.0/14"], radiusSecret: "the-narrow-ranges-shared-secret" });
     await server.refreshRadiusClients();
+    const answeredBy = async (secret: string) => {
+      const answer = await radclient(server.radius!.port, secret, `${request("000000")}Response-Packet-Type = Access-Reject\n`);
+      expect(answer.stdout).toContain("Received Access-Reject");
+      await server.services.audit.settle();
+      return (await db.selectFrom("audit_log").select("actor").where("action", "like", "auth.%").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow()).actor;
+    };
     try {
-      // 127.0.0.1 is in both ranges; the /16 is narrower than the /12 (192.0.2.7 is a /32, but not this source's).
-      const narrowAnswer = await radclient(server.radius!.port, "the-narrow-ranges-shared-secret", `${request("000000")}Response-Packet-Type = Access-Reject\n`);
-      expect(narrowAnswer.stdout).toContain("Received Access-Reject");
-      const wideAnswer = await radclient(server.radius!.port, "the-wide-ranges-shared-secret", request("000000"));
-      expect(`${wideAnswer.stdout}${wideAnswer.stderr}`).toMatch(/no reply/i);
+      expect(await answeredBy(SECRET)).toBe("application:vpn");
+      expect(await answeredBy("the-wide-ranges-shared-secret")).toBe("application:wide");
+      expect(await answeredBy("the-narrow-ranges-shared-secret")).toBe("application:narrow");
+      expect(await answeredBy("the-other-organisations-secret")).toBe("application:intruder");
+      const badAuthenticators = async () => Number(/^tessera_radius_packets\{counter="badAuthenticator"\} (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
+      const before = await badAuthenticators();
+      const wrong = await radclient(server.radius!.port, "nobodys-shared-secret", request("000000"));
+      expect(`${wrong.stdout}${wrong.stderr}`).toMatch(/no reply/i);
+      expect(await badAuthenticators()).toBeGreaterThan(before);
     } finally {
-      for (const application of [wide, narrow]) await server.services.applications.delete(installerPrincipal, application.id);
+      for (const application of [wide, narrow, intruder, twin]) await server.services.applications.delete(installerPrincipal, application.id);
       await server.refreshRadiusClients();
     }
   });

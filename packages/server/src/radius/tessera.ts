@@ -28,8 +28,8 @@ function specificityOf(entry: string): number {
 
 /**
  * Tessera's RADIUS server: clients are the RADIUS applications of every virtual server,
- * recognised by source address (the most specific range wins where ranges overlap) and
- * their shared secret; decisions come from the same authentication service as REST.
+ * recognised by source address and shared secret (where ranges overlap, the secret that
+ * verifies the request decides, then the most specific range); decisions come from the same authentication service as REST.
  * The client table is built once and rebuilt whenever an application changes, on this
  * node or another (and every ten seconds, should a notification be lost), so that a
  * datagram never costs a query or a decryption before its client is known.
@@ -45,10 +45,13 @@ export async function startTesseraRadius(services: Services, options: { host: st
     const rows = await services.storage.db.selectFrom("applications").selectAll().where("kind", "=", "radius").execute();
     if (turn < applied) return;
     applied = turn;
-    // Where ranges of two applications overlap, the entry with the longer prefix that
-    // holds the source decides: 10.1.0.0/16 of one wins over 10.0.0.0/8 of another, even
-    // when the other also lists a single address elsewhere.
+    // Where ranges of two applications overlap, the shared secret decides whose request
+    // it is, so that an application of one virtual server (10.0.0.0/8, even 0.0.0.0/0)
+    // cannot take the requests of another's NAS. Where both secrets would verify, the
+    // entry with the longer prefix that holds the source decides (10.1.0.0/16 of one over
+    // 10.0.0.0/8 of another), then the older application.
     table = rows
+      .sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1))
       .flatMap((row) => {
         const client = { id: row.id, secret: services.applications.radiusSecretOf(row) };
         return (JSON.parse(row.radius_addresses ?? "[]") as string[]).map((entry) => ({ matches: addressMatcher([entry]), specificity: specificityOf(entry), client }));
@@ -91,7 +94,11 @@ export async function startTesseraRadius(services: Services, options: { host: st
         clearTimeout(timer);
       }
     },
-    findClient: (address) => table.find((entry) => entry.matches(address))?.client ?? null,
+    findClients: (address) => {
+      const found: RadiusClient[] = [];
+      for (const entry of table) if (entry.matches(address) && !found.includes(entry.client)) found.push(entry.client);
+      return found;
+    },
     async authenticate(request) {
       const application = applications.get(request.clientId);
       if (!application) return { result: "reject", replyMessage: "Access denied" };

@@ -93,7 +93,10 @@ export async function startTestServer(overrides: Partial<RadiusServerOptions> = 
   const server = await createRadiusServer({
     host: "127.0.0.1",
     port: 0,
-    findClient: (address) => clients.get(address) ?? null,
+    findClients: (address) => {
+      const client = clients.get(address);
+      return client ? [client] : [];
+    },
     async authenticate(request) {
       calls.push(request);
       if (request.userName === "alice" && request.password === "123456") return { result: "accept", replyMessage: "Welcome, alice", sessionTimeoutSeconds: 3600 };
