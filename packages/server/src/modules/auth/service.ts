@@ -21,7 +21,7 @@ export type AuthResult =
 /** How the answer to an Access-Challenge ends; `no_answer`: the user did not answer in time. */
 export type RedeemResult =
   | { result: "accept"; serial: string; userId: string }
-  | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" | "cancelled" };
+  | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" | "cancelled" | "no_token" };
 
 export interface AuthRequest {
   application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name" | "push_timeout_seconds">;
@@ -82,6 +82,15 @@ const messages: Record<RejectReason, string> = {
   rate_limited: "Too many attempts; try again later",
   push_unavailable: "Push OTP is not available for you here: type the passcode from your app",
 };
+
+/**
+ * How long after a push login would have expired its approval still lets the user in:
+ * the application that waits for it (the RADIUS client coming back with the State, the
+ * REST application reading the outcome) uses it within the challenge's life, or this
+ * soon after when the user approved at the last moment. Later it counts as expired, so
+ * that a State kept for hours is no key.
+ */
+export const APPROVAL_GRACE_MS = 60_000;
 
 /**
  * Letters kept for asking something other than push (an SMS or email code, say); none is
@@ -150,6 +159,7 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
     ),
     storeTotp: prepareQuery<StoreTotp, never>(db, storeTotp),
     storeHotp: prepareQuery<StoreHotp, never>(db, storeHotp),
+    tokenState: prepareQuery<{ serial: string }, { state: string }>(db, (db, param) => db.selectFrom("tokens").select("state").where("serial", "=", param("serial"))),
   };
 }
 
@@ -318,16 +328,26 @@ export function createAuthService(
       const now = clock.nowMs();
       let result: RedeemResult;
       if (!outcome) result = { result: "reject", reason: "unknown_challenge" };
+      else if (outcome.status === "approved" && now > outcome.row.expires_at + APPROVAL_GRACE_MS) result = { result: "reject", reason: "expired" };
       else if (outcome.status === "approved") {
-        // Compare-and-set: of two requests with the same State, on one node or two, one gets in.
+        // Compare-and-set: of two requests with the same State, on one node or two, one
+        // gets in; and only while the token that approved is active (not suspended, nor
+        // revoked as lost, since the approval).
         const redeemed = await trx
           .updateTable("challenges")
           .set({ redeemed_at: now })
           .where("id", "=", outcome.row.id)
           .where("status", "=", "approved")
           .where("redeemed_at", "is", null)
+          .where(({ exists, selectFrom, ref }) =>
+            exists(selectFrom("tokens").select("tokens.serial").whereRef("tokens.serial", "=", ref("challenges.answered_serial")).where("tokens.state", "=", "active")),
+          )
           .executeTakeFirst();
-        result = Number(redeemed.numUpdatedRows) === 1 ? { result: "accept", serial: outcome.row.answered_serial ?? "", userId } : { result: "reject", reason: "redeemed" };
+        if (Number(redeemed.numUpdatedRows) === 1) result = { result: "accept", serial: outcome.row.answered_serial ?? "", userId };
+        else {
+          const token = outcome.row.answered_serial ? (await trx.executeQuery(queries.tokenState({ serial: outcome.row.answered_serial }))).rows[0] : undefined;
+          result = { result: "reject", reason: token?.state === "active" ? "redeemed" : "no_token" };
+        }
       } else result = { result: "reject", reason: outcome.status === "pending" ? "no_answer" : outcome.status === "fraud" ? "denied" : outcome.status };
       const who = { userId, source, userPk: user?.id ?? null, serial: result.result === "accept" ? result.serial : null };
       await audit.append(trx, authPrincipal(application), [loginRecord(request, result, who, { push: true, challengeId: request.challengeId.replaceAll("\0", "\\0") })]);
@@ -345,8 +365,14 @@ export function createAuthService(
       switch (outcome.status) {
         case "pending":
           return { status: "pending" };
-        case "approved":
+        case "approved": {
+          // As a redemption (see redeem): an approval is good for the challenge's life and
+          // APPROVAL_GRACE_MS, while the token that gave it is active.
+          if (clock.nowMs() > outcome.row.expires_at + APPROVAL_GRACE_MS) return { status: "reject", reason: "expired" };
+          const token = outcome.row.answered_serial ? (await db.executeQuery(queries.tokenState({ serial: outcome.row.answered_serial }))).rows[0] : undefined;
+          if (token?.state !== "active") return { status: "reject", reason: "no_token" };
           return { status: "accept", serial: outcome.row.answered_serial ?? undefined };
+        }
         default:
           return { status: "reject", reason: outcome.status === "fraud" ? "denied" : outcome.status };
       }

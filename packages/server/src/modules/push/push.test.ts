@@ -3,6 +3,7 @@ import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
 import { expiredChallengeRow, type TestTenant } from "../../testing/fixtures.js";
+import { APPROVAL_GRACE_MS } from "../auth/service.js";
 import { installerPrincipal } from "../operators/access.js";
 import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
 
@@ -312,6 +313,36 @@ describeEachDatabase("Push OTP over REST", (kind) => {
       ["auth.accept", null],
       ["auth.reject", "redeemed"],
     ]);
+  });
+
+  it("takes an approval only within the challenge's life and a minute after, and only while the token that gave it is active", async () => {
+    const { device, serial } = await enrolledUser("uri", true);
+    const portal = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const redeem = (challengeId: string) => core.services.auth.redeemChallenge({ application: portal, userId: "uri", challengeId, source: "198.51.100.23", method: "radius" }, 0);
+    const approvedLogin = async () => {
+      const id = (await authenticate(pushKey, "uri")).json.challengeId as string;
+      expect((await device.answer(id, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+      return id;
+    };
+
+    // Suspended after the approval: neither the RADIUS State nor the REST outcome lets the user in.
+    const beforeSuspension = await approvedLogin();
+    await core.services.tokenLifecycle.suspend(installerPrincipal, serial);
+    expect(await redeem(beforeSuspension)).toEqual({ result: "reject", reason: "no_token" });
+    expect((await outcome(pushKey, beforeSuspension)).json).toEqual({ status: "reject", reason: "no_token" });
+    await core.services.tokenLifecycle.reactivate(installerPrincipal, serial);
+    expect((await outcome(pushKey, beforeSuspension)).json).toEqual({ status: "accept", serial });
+    expect(await redeem(beforeSuspension)).toEqual({ result: "accept", serial, userId: "uri" });
+
+    // A State kept: good until a minute after the challenge would have expired, not after.
+    const late = await approvedLogin();
+    const kept = await approvedLogin();
+    core.clock.advance(CHALLENGE_TTL_MS + APPROVAL_GRACE_MS);
+    expect((await outcome(pushKey, late)).json).toEqual({ status: "accept", serial });
+    expect(await redeem(late)).toEqual({ result: "accept", serial, userId: "uri" });
+    core.clock.advance(1);
+    expect(await redeem(kept)).toEqual({ result: "reject", reason: "expired" });
+    expect((await outcome(pushKey, kept)).json).toEqual({ status: "reject", reason: "expired" });
   });
 
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {
