@@ -1,4 +1,5 @@
 import { hotp, totp } from "@tessera/otp";
+import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { openStorage } from "../../storage/database.js";
@@ -476,6 +477,47 @@ describeEachDatabase("passcode authentication", (kind) => {
     }
     expect((await tokenRow(serial)).drift_steps).toBe(-19);
   });
+
+  it("resynchronises an HOTP token from two consecutive codes far ahead, after which neither code, nor any before, logs in", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "hotp-resync" });
+    await core.storage.db.updateTable("tokens").set({ otp_mode: "hotp", hotp_counter: 0 }).where("serial", "=", serial).execute();
+    const at = (counter: number) => hotp(KEY, { counter, digits: 6, algorithm: "SHA1" });
+    // 40 presses ahead: beyond the look-ahead of 10, so a login alone cannot catch up.
+    expect(await login("hotp-resync", at(40))).toMatchObject({ result: "reject", reason: "wrong" });
+    const resync = (first: string, second: string) => api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first, second });
+    expect((await resync(at(40), at(42))).json.error.code).toBe("RESYNC_FAILED");
+    expect((await resync(at(40), at(41))).json).toEqual({ serial, hotp_counter: 42 });
+    expect((await tokenRow(serial)).hotp_counter).toBe(42);
+    // Two refusals: a third in a row would lock the token.
+    for (const spent of [at(41), at(5)]) expect(await login("hotp-resync", spent)).toMatchObject({ result: "reject" });
+    expect(await login("hotp-resync", at(42))).toMatchObject({ result: "accept", serial });
+    expect((await tokenRow(serial)).hotp_counter).toBe(43);
+  });
+
+  // SQLite has one writer: a resync's read and write cannot have another write between them.
+  if (kind === "postgres")
+    it("does not undo a login accepted on another node while an HOTP resync was running: the counter only moves forward", async () => {
+      const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "hotp-race" });
+      await core.storage.db.updateTable("tokens").set({ otp_mode: "hotp", hotp_counter: 0 }).where("serial", "=", serial).execute();
+      const at = (counter: number) => hotp(KEY, { counter, digits: 6, algorithm: "SHA1" });
+      const node2 = await openSecondNode(core);
+      try {
+        // Node 2 has accepted code 9 (counter 10) and not yet committed when the resync
+        // reads the token (counter 0), finds codes 2 and 3 and stores 4: its write waits
+        // for node 2's commit, then must not write the counter back.
+        let resynced: ReturnType<typeof api.call> | undefined;
+        await node2.services.storage.db.transaction().execute(async (trx) => {
+          await trx.updateTable("tokens").set({ hotp_counter: 10 }).where("serial", "=", serial).execute();
+          resynced = api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first: at(2), second: at(3) });
+          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting)).toBe(1);
+        });
+        expect((await resynced!).json).toMatchObject({ serial, hotp_counter: 10 });
+      } finally {
+        await node2.close();
+      }
+      expect((await tokenRow(serial)).hotp_counter).toBe(10);
+      expect(await login("hotp-race", at(9))).toMatchObject({ result: "reject" });
+    });
 
   it("never moves the accepted step back on a resync, so a passcode once accepted stays spent", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "spent" });

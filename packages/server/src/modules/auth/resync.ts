@@ -41,14 +41,17 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       }
       key.fill(0);
       if (!changes) throw fail("RESYNC_FAILED", { serial });
-      // The accepted step never moves back: codes of steps up to the last accepted one
-      // were seen, and a resync with older codes must not open them again.
-      const { last_totp_step: step, ...rest } = changes;
+      // The accepted step and the counter never move back: codes up to the last accepted
+      // one were seen, and a resync with older codes must not open them again; nor may a
+      // login accepted meanwhile (on another connection or node, after the read above)
+      // be undone by writing a lower counter over the one it stored.
+      const { last_totp_step: step, hotp_counter: counter, ...rest } = changes;
       await trx
         .updateTable("tokens")
         .set({
           ...rest,
           ...(step === undefined ? {} : { last_totp_step: sql<number>`case when last_totp_step is null or last_totp_step < ${step} then ${step} else last_totp_step end` }),
+          ...(counter === undefined ? {} : { hotp_counter: sql<number>`case when hotp_counter < ${counter} then ${counter} else hotp_counter end` }),
           failures: 0,
           updated_at: now,
         })
