@@ -143,6 +143,28 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await tokenRow(serial)).toMatchObject({ state: "active", failures: 0, locked_until: null });
   });
 
+  it("locks only on failures in a row: a success on one of a user's tokens starts every one afresh, and so does reactivation", async () => {
+    const first = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-tokens" });
+    const second = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "two-tokens" });
+    const wrong = () => (code() === "000000" ? "111111" : "000000");
+    core.clock.advance(30_000);
+    for (let i = 0; i < 2; i++) expect(await login("two-tokens", wrong())).toMatchObject({ reason: "wrong" });
+    // Both keys are the same here: the first token in serial order answers.
+    expect(await login("two-tokens", code())).toMatchObject({ result: "accept", serial: first });
+    expect(await tokenRow(second)).toMatchObject({ state: "active", failures: 0 });
+    // A week later, one typo: one failure, not the third in a row.
+    core.clock.advance(7 * 86_400_000);
+    expect(await login("two-tokens", wrong())).toMatchObject({ reason: "wrong" });
+    expect(await tokenRow(second)).toMatchObject({ state: "active", failures: 1 });
+
+    // Locked, suspended while locked, reactivated: back with no failures and no lock.
+    for (let i = 0; i < 2; i++) expect(await login("two-tokens", wrong())).toMatchObject({ reason: "wrong" });
+    expect(await tokenRow(second)).toMatchObject({ state: "locked", failures: 3 });
+    await core.services.tokenLifecycle.suspend(installerPrincipal, second);
+    await core.services.tokenLifecycle.reactivate(installerPrincipal, second);
+    expect(await tokenRow(second)).toMatchObject({ state: "active", failures: 0, locked_until: null });
+  });
+
   it("never lets a suspended, assigned, lost or inventory token in", async () => {
     for (const state of ["suspended", "assigned"] as const) {
       await placeTokenInState(core.services, t.virtualServerId, state, { userId: `holder-${state}` });
@@ -152,6 +174,11 @@ describeEachDatabase("passcode authentication", (kind) => {
     const lost = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "loser" });
     await core.services.tokenLifecycle.revoke(t.principals.operator, lost, { to: "lost", reason: "stolen" });
     expect(await login("loser", code())).toMatchObject({ result: "reject", reason: "no_token" });
+    // Back on the shelf: in inventory it belongs to nobody, and its old holder is refused.
+    const returned = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "returner" });
+    await core.services.tokenLifecycle.revoke(t.principals.operator, returned, { to: "inventory", reason: "left the company" });
+    expect(await tokenRow(returned)).toMatchObject({ state: "inventory", user_pk: null });
+    expect(await login("returner", code())).toMatchObject({ result: "reject", reason: "no_token" });
     expect(await login("nobody-here", code())).toMatchObject({ result: "reject", reason: "user_unknown" });
   });
 

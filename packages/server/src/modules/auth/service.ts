@@ -136,7 +136,7 @@ function authPrincipal(application: AuthRequest["application"]): Principal {
  * the whole row made the read half again as dear.
  */
 const LOGIN_TOKEN_COLUMNS = [
-  "serial", "virtual_server_id", "user_pk", "state", "locked_until", "key_ciphertext", "key_id",
+  "serial", "virtual_server_id", "user_pk", "state", "failures", "locked_until", "key_ciphertext", "key_id",
   "otp_mode", "digits", "algorithm", "period_seconds", "last_totp_step", "drift_steps", "hotp_counter",
 ] as const satisfies readonly (keyof TokenRow)[];
 
@@ -159,6 +159,7 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
     ),
     storeTotp: prepareQuery<StoreTotp, never>(db, storeTotp),
     storeHotp: prepareQuery<StoreHotp, never>(db, storeHotp),
+    resetFailures: prepareQuery<ResetFailures, never>(db, resetFailures),
     tokenState: prepareQuery<{ serial: string }, { state: string }>(db, (db, param) => db.selectFrom("tokens").select("state").where("serial", "=", param("serial"))),
   };
 }
@@ -182,6 +183,22 @@ function withLoginTokens(query: SelectQueryBuilder<Database, "users", object>) {
 }
 type StoreTotp = { serial: string; step: number; driftSteps: number; now: number };
 type StoreHotp = { serial: string; counter: number; nextCounter: number; now: number };
+
+type ResetFailures = { userPk: string; now: number };
+
+/**
+ * A success ends the user's run of failures on each of their active tokens, not only on
+ * the one that answered: a wrong passcode counts against every one of them, so only a
+ * run of failures with no success between locks any.
+ */
+export function resetFailures(db: QueryCreator<Database>, param: Param<ResetFailures>) {
+  return db.updateTable("tokens").set({ failures: 0, updated_at: param("now") }).where("user_pk", "=", param("userPk")).where("state", "=", "active").where("failures", ">", 0);
+}
+
+/** Whether tokens other than the one that answered still count failures: `resetFailures` has work only then. */
+function othersFailed(tokens: Array<Pick<LoginToken, "serial" | "state" | "failures">>, answered: string): boolean {
+  return tokens.some((token) => token.serial !== answered && token.state === "active" && Number(token.failures) > 0);
+}
 
 /** Compare-and-set of an accepted TOTP step: only a later step than the last one accepted is stored. */
 function storeTotp(db: QueryCreator<Database>, param: Param<StoreTotp>) {
@@ -275,6 +292,7 @@ export function createAuthService(
       );
       if (Number(stored.numAffectedRows) !== 1) return onward;
       audit.written();
+      if (othersFailed(held, token.serial)) await db.executeQuery(queries.resetFailures({ userPk: holderPk, now }));
       return result;
     }
     return onward;
@@ -458,8 +476,12 @@ export function createAuthService(
             return result;
           };
           if (impossibleUser) return { result: await unknown() };
-          const user = (await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
-          if (!user) return { result: await unknown() };
+          const rows = (await trx.executeQuery(queries.userTokens({ virtualServerId: vsId, userId }))).rows;
+          if (rows.length === 0) return { result: await unknown() };
+          const user = { id: rows[0]!.holder_pk };
+          // A lock whose duration has passed ends at a push request as at a typed
+          // passcode: the unlocked token's device is asked like any other.
+          await unlockExpired(trx, principal, rows.filter((row) => row.serial !== null) as LoginToken[], now);
           const challenge = deps.push
             ? await deps.push.open(trx, { virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source, timeoutMs: application.push_timeout_seconds * 1000 })
             : null;
@@ -521,6 +543,7 @@ export function createAuthService(
             continue;
           }
           const result: AuthResult = { result: "accept", serial: token.serial, userId };
+          if (othersFailed(active, token.serial)) await trx.executeQuery(queries.resetFailures({ userPk: user.id, now }));
           await record(trx, result, user.id, token.serial);
           await limits.succeeded(tx, userKey);
           return result;

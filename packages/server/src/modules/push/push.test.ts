@@ -2,7 +2,7 @@ import { expect, it, vi } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { enrollSimulatedUser } from "../../testing/device.js";
-import { expiredChallengeRow, type TestTenant } from "../../testing/fixtures.js";
+import { expiredChallengeRow, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
 import { APPROVAL_GRACE_MS } from "../auth/service.js";
 import { installerPrincipal } from "../operators/access.js";
 import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
@@ -343,6 +343,29 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     core.clock.advance(1);
     expect(await redeem(kept)).toEqual({ result: "reject", reason: "expired" });
     expect((await outcome(pushKey, kept)).json).toEqual({ status: "reject", reason: "expired" });
+  });
+
+  it("asks the phone again once the lock duration of its token has passed, as a typed passcode would find it", async () => {
+    const { device, serial } = await enrolledUser("lou", true);
+    await core.storage.db.updateTable("tokens").set({ state: "locked", failures: 3, locked_until: core.clock.nowMs() + 900_000 }).where("serial", "=", serial).execute();
+    expect((await authenticate(pushKey, "lou")).json).toMatchObject({ result: "reject", reason: "push_unavailable" });
+    core.clock.advance(900_000);
+    const pending = await authenticate(pushKey, "lou");
+    expect(pending.json).toMatchObject({ result: "pending" });
+    expect(await core.storage.db.selectFrom("tokens").select(["state", "failures", "locked_until"]).where("serial", "=", serial).executeTakeFirstOrThrow()).toEqual({ state: "active", failures: 0, locked_until: null });
+    expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "accept", serial });
+    const unlocked = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=token.unlock`, t.apiKeys.auditor);
+    expect(unlocked.json.items).toEqual([expect.objectContaining({ reason: "lock duration passed", targetId: serial })]);
+  });
+
+  it("starts the failures of the user's other tokens afresh when a push login is approved", async () => {
+    const { device, serial } = await enrolledUser("rho", true);
+    const other = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "rho" });
+    await core.storage.db.updateTable("tokens").set({ failures: 2 }).where("serial", "=", other).execute();
+    const pending = await authenticate(pushKey, "rho");
+    expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    expect(await core.storage.db.selectFrom("tokens").select(["state", "failures"]).where("serial", "=", other).executeTakeFirstOrThrow()).toEqual({ state: "active", failures: 0 });
   });
 
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {

@@ -6,6 +6,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
+import { resetFailures } from "../auth/service.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -162,6 +163,7 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("state", "=", "active")
         .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", param("step"))])),
     ),
+    resetFailures: prepareQuery<{ userPk: string; now: number }, never>(db, resetFailures),
     closeChallenge: prepareQuery<{ id: string; status: string; now: number; serial: string | null }, never>(db, (db, param) =>
       db
         .updateTable("challenges")
@@ -633,6 +635,8 @@ export function createPushService(
           // meanwhile), this throws and the close rolls back with it.
           const stored = await trx.executeQuery(queries.storeApprovalStep({ ...approval, now }));
           if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" });
+          // A success, as a typed passcode's: the user's other tokens start counting afresh.
+          await trx.executeQuery(queries.resetFailures({ userPk: row.user_pk, now }));
         }
         await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
           {

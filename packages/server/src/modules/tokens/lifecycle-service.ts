@@ -124,8 +124,13 @@ export function createTokenLifecycle(deps: Pick<CoreDeps, "db" | "clock" | "audi
     suspend: (principal: Principal, serial: string, reason?: string) =>
       transition(principal, serial, "suspend", "tokens.support", { reason: reason ?? null }) as Promise<Token>,
 
+    // A token suspended while locked, or with failures counted, comes back with none: the
+    // operator who reactivates it has looked at it, and its next typo must not lock it.
     reactivate: (principal: Principal, serial: string, reason?: string) =>
-      transition(principal, serial, "reactivate", "tokens.support", { reason: reason ?? null }) as Promise<Token>,
+      transition(principal, serial, "reactivate", "tokens.support", {
+        reason: reason ?? null,
+        changes: () => ({ failures: 0, locked_until: null }),
+      }) as Promise<Token>,
 
     unlock: (principal: Principal, serial: string, reason?: string) =>
       transition(principal, serial, "unlock", "tokens.support", {
