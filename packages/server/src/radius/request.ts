@@ -35,7 +35,18 @@ function usesAnotherMethod(packet: RadiusPacket): boolean {
   return allAttributes(packet, Attribute.VendorSpecific).some((value) => value.length >= 4 && value.readUInt32BE(0) === MICROSOFT_VENDOR_ID);
 }
 
-export function readPapRequest(packet: RadiusPacket, secret: Uint8Array): { ok: true; request: PapRequest } | { ok: false; reason: PapRequestFailure } {
+/** Who a refused request names, for the audit trail: what it says of itself, no password. */
+export type RefusedRequest = Pick<PapRequest, "nasIdentifier" | "callingStationId"> & { userName: string | null };
+
+export function readPapRequest(
+  packet: RadiusPacket,
+  secret: Uint8Array,
+): { ok: true; request: PapRequest } | { ok: false; reason: PapRequestFailure; named?: RefusedRequest } {
+  const named = (): RefusedRequest => ({
+    userName: textAttribute(packet, Attribute.UserName),
+    nasIdentifier: textAttribute(packet, Attribute.NasIdentifier),
+    callingStationId: textAttribute(packet, Attribute.CallingStationId),
+  });
   const passwords = allAttributes(packet, Attribute.UserPassword);
   if (passwords.length > 1) return { ok: false, reason: "repeated-password" };
   const hidden = passwords[0];
@@ -45,13 +56,13 @@ export function readPapRequest(packet: RadiusPacket, secret: Uint8Array): { ok: 
     if (!decrypted.ok) return { ok: false, reason: "malformed-password" };
     password = decrypted.password.toString("utf8");
   } else if (usesAnotherMethod(packet)) {
-    return { ok: false, reason: "not-pap" };
+    return { ok: false, reason: "not-pap", named: named() };
   }
   // Otherwise no User-Password is an empty one (a Push OTP login): RFC 2865 section 5.2 would
   // send 16 hidden NULs, but FreeRADIUS (radclient, radtest, and FreeRADIUS proxying to
   // Tessera) never sends a zero-length attribute and leaves an empty User-Password out.
   const userName = textAttribute(packet, Attribute.UserName);
-  if (userName === null) return { ok: false, reason: "no-user-name" };
+  if (userName === null) return { ok: false, reason: "no-user-name", named: named() };
   return {
     ok: true,
     request: {

@@ -6,7 +6,7 @@ import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
 import { signResponse, verifyPacketMessageAuthenticator } from "./crypto.js";
 import { createDuplicateCache, duplicateKey } from "./duplicates.js";
 import { answerFits, replyFor, type AccessDecision } from "./reply.js";
-import { readPapRequest, REJECTED_FAILURES } from "./request.js";
+import { readPapRequest, REJECTED_FAILURES, type RefusedRequest } from "./request.js";
 
 /**
  * Tessera's RADIUS server (RFC 2865, PAP only) on one UDP socket. The pipeline, cheapest
@@ -70,6 +70,13 @@ export interface RadiusServerOptions {
   findClients(address: string): Promise<RadiusClient[]> | RadiusClient[];
   /** Decides one PAP request; may take as long as a push takes (the NAS retransmits meanwhile). */
   authenticate(request: AccessRequest): Promise<AccessDecision>;
+  /**
+   * A signed request refused before any user or passcode is looked at (CHAP or another
+   * method instead of PAP, no User-Name), so that it is audited and counted too; its
+   * Access-Reject goes out once this resolves (if it throws, none does, as when
+   * authenticate throws).
+   */
+  refused?(request: RefusedRequest & { clientId: string; reason: "not-pap" | "no-user-name"; source: { address: string; port: number } }): Promise<void>;
   /** Whether Status-Server is answered: the server can decide logins now. @default always */
   ready?(): Promise<boolean>;
   /** How long an answer is kept to answer retransmissions. @default 30000 */
@@ -174,7 +181,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     const read = readPapRequest(packet, client.secret);
     if (read.ok) return authenticate({ clientId: client.id, ...read.request, source });
     const replyMessage = REJECTED_FAILURES[read.reason];
-    return replyMessage === undefined ? null : { result: "reject", replyMessage };
+    if (replyMessage === undefined) return null;
+    if (options.refused && read.named && (read.reason === "not-pap" || read.reason === "no-user-name")) await options.refused({ clientId: client.id, reason: read.reason, ...read.named, source });
+    return { result: "reject", replyMessage };
   }
 
   /**

@@ -86,6 +86,25 @@ describe("RADIUS in the running server, checked by radclient", () => {
     }
   });
 
+  it("audits and counts a request refused for using CHAP instead of PAP, and one without a User-Name", async () => {
+    const db = server.services.storage.db;
+    const lastLogin = async () => {
+      await server.services.audit.settle();
+      const row = await db.selectFrom("audit_log").select(["action", "reason", "details", "token_serial"]).where("action", "like", "auth.%").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
+      return { ...row, details: JSON.parse(row.details!) };
+    };
+    const chap = await radclient(server.radius!.port, SECRET, `User-Name = "alice"\nCHAP-Password = "123456"\nNAS-Identifier = "old-vpn"\nCalling-Station-Id = "203.0.113.61"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
+    expect(chap.stdout).toContain("Received Access-Reject");
+    expect(chap.stdout).toContain('Reply-Message = "PAP only"');
+    expect(await lastLogin()).toMatchObject({ action: "auth.reject", reason: "not_pap", token_serial: null, details: { method: "radius", userId: "alice", source: "203.0.113.61", client: "127.0.0.1", nasIdentifier: "old-vpn", application: "vpn" } });
+    const nameless = await radclient(server.radius!.port, SECRET, `User-Password = "123456"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
+    expect(nameless.stdout).toContain("Received Access-Reject");
+    expect(await lastLogin()).toMatchObject({ action: "auth.reject", reason: "no_user_name", details: { method: "radius", userId: "", source: "127.0.0.1" } });
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="not_pap"\} 1$/m);
+    expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="no_user_name"\} 1$/m);
+  });
+
   it("answers Status-Server while its database answers", async () => {
     const run = await radclientStatus(server.radius!.port, SECRET);
     expect(run.exitCode, run.stderr).toBe(0);

@@ -99,6 +99,21 @@ export async function startTesseraRadius(services: Services, options: { host: st
       for (const entry of table) if (entry.matches(address) && !found.includes(entry.client)) found.push(entry.client);
       return found;
     },
+    async refused(request) {
+      const application = applications.get(request.clientId);
+      if (!application) return;
+      const reason = request.reason === "not-pap" ? "not_pap" : "no_user_name";
+      await services.auth.refuse(
+        {
+          application,
+          userId: request.userName ?? "",
+          source: request.callingStationId ?? request.source.address,
+          method: "radius",
+          client: { address: request.source.address, nasIdentifier: request.nasIdentifier },
+        },
+        reason,
+      );
+    },
     async authenticate(request) {
       const application = applications.get(request.clientId);
       if (!application) return { result: "reject", replyMessage: "Access denied" };

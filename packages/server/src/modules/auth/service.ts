@@ -23,6 +23,9 @@ export type RedeemResult =
   | { result: "accept"; serial: string; userId: string }
   | { result: "reject"; reason: "unknown_challenge" | "redeemed" | "no_answer" | "denied" | "expired" | "cancelled" | "no_token" };
 
+/** A RADIUS request refused before any user or passcode is looked at: another method than PAP, or no User-Name. */
+export type RefusedReason = "not_pap" | "no_user_name";
+
 export interface AuthRequest {
   application: Pick<ApplicationRow, "id" | "name" | "virtual_server_id" | "push_otp" | "resource_name" | "push_timeout_seconds">;
   userId: string;
@@ -47,7 +50,7 @@ export interface AuthRequest {
  */
 function loginRecord(
   request: Pick<AuthRequest, "application" | "method" | "client">,
-  ended: AuthResult | RedeemResult,
+  ended: AuthResult | RedeemResult | { result: "reject"; reason: RefusedReason },
   who: { userId: string; source: string; userPk: string | null; serial: string | null },
   details: Record<string, unknown>,
 ): AuditEntry {
@@ -405,6 +408,19 @@ export function createAuthService(
      */
     async redeemChallenge(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
       return measured(request.method, () => redeem(request, waitMs));
+    },
+
+    /**
+     * A request refused before any user or passcode is looked at (a RADIUS client that
+     * sent CHAP, say): audited as `auth.reject` with the reason, and counted, like any
+     * login that did not get in. Nothing else changes: no limit, no token.
+     */
+    async refuse(request: Omit<AuthRequest, "passcode">, reason: RefusedReason): Promise<void> {
+      const started = process.hrtime.bigint();
+      const userId = request.userId.replaceAll("\0", "\\0");
+      const source = request.source.replaceAll("\0", "\\0");
+      await writes.run((trx) => audit.append(trx, authPrincipal(request.application), [loginRecord(request, { result: "reject", reason }, { userId, source, userPk: null, serial: null }, { push: false })]));
+      deps.metrics?.authentication(request.method, "reject", reason, Number(process.hrtime.bigint() - started) / 1e9);
     },
 
     async authenticate(request: AuthRequest): Promise<AuthResult> {
