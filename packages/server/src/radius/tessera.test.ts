@@ -1,3 +1,5 @@
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { totp } from "@tessera/otp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../config.js";
@@ -103,6 +105,37 @@ describe("RADIUS in the running server, checked by radclient", () => {
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="not_pap"\} 1$/m);
     expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="no_user_name"\} 1$/m);
+  });
+
+  it("accepts the codes oathtool computes for HOTP, TOTP SHA-256 with 8 digits and TOTP SHA-512 with 60 s, once each", async () => {
+    const db = server.services.storage.db;
+    const vsId = (await db.selectFrom("virtual_servers").select("id").where("name", "=", "VPN users").executeTakeFirstOrThrow()).id;
+    const kinds = [
+      { userId: "hotp-user", otpMode: "hotp" as const, algorithm: "SHA1" as const, digits: 6 as const, periodSeconds: 30, oathtool: ["--hotp", "-c", "4", "-d", "6"] },
+      { userId: "sha256-user", otpMode: "totp" as const, algorithm: "SHA256" as const, digits: 8 as const, periodSeconds: 30, oathtool: ["--totp=sha256", "-s", "30s", "-d", "8"] },
+      { userId: "sha512-user", otpMode: "totp" as const, algorithm: "SHA512" as const, digits: 6 as const, periodSeconds: 60, oathtool: ["--totp=sha512", "-s", "60s", "-d", "6"] },
+    ];
+    const secrets = new Map<string, Buffer>();
+    for (const kind of kinds) {
+      const secret = randomBytes(kind.algorithm === "SHA1" ? 20 : kind.algorithm === "SHA256" ? 32 : 64);
+      secrets.set(kind.userId, secret);
+      const serial = `OATH-${kind.userId}`.toUpperCase();
+      await server.services.tokens.importSeeds(installerPrincipal, { virtualServerId: vsId, seeds: [{ serial, secret, otpMode: kind.otpMode, digits: kind.digits, periodSeconds: kind.periodSeconds, algorithm: kind.algorithm, counter: 0 }] });
+      await server.services.users.create(installerPrincipal, vsId, { userId: kind.userId, firstName: "", lastName: "", email: "", groups: [] });
+      const user = await db.selectFrom("users").select("id").where("virtual_server_id", "=", vsId).where("user_id", "=", kind.userId).executeTakeFirstOrThrow();
+      await db.updateTable("tokens").set({ state: "active", user_pk: user.id }).where("serial", "=", serial).execute();
+      // oathtool is the independent client: our code computes nothing here.
+      const passcode = execFileSync("oathtool", [...kind.oathtool, secret.toString("hex")], { encoding: "utf8" }).trim();
+      expect(passcode).toMatch(new RegExp(`^\\d{${kind.digits}}$`));
+      const ask = (code: string, expected: string) => radclient(server.radius!.port, SECRET, `User-Name = "${kind.userId}"\nUser-Password = "${code}"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = ${expected}\n`);
+      expect((await ask(passcode, "Access-Accept")).stdout, kind.userId).toContain("Received Access-Accept");
+      expect((await ask(passcode, "Access-Reject")).stdout, kind.userId).toContain("Received Access-Reject");
+    }
+    // The HOTP counter moved past 4: an earlier press of the device no longer works, the next one does.
+    const hotpCode = (counter: number) => execFileSync("oathtool", ["--hotp", "-c", String(counter), "-d", "6", secrets.get("hotp-user")!.toString("hex")], { encoding: "utf8" }).trim();
+    const hotpAsk = (code: string, expected: string) => radclient(server.radius!.port, SECRET, `User-Name = "hotp-user"\nUser-Password = "${code}"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = ${expected}\n`);
+    expect((await hotpAsk(hotpCode(2), "Access-Reject")).stdout).toContain("Received Access-Reject");
+    expect((await hotpAsk(hotpCode(5), "Access-Accept")).stdout).toContain("Received Access-Accept");
   });
 
   it("answers Status-Server while its database answers", async () => {
