@@ -38,9 +38,12 @@ export function startPushWatcher(context: AppContext): void {
             if (waiting.has(challenge.id)) return;
             waiting.set(challenge.id, challenge);
             // Opened from its notification, the app may show this request's screen before
-            // the request itself has arrived: show it again now that it has.
+            // the request itself has arrived: show it again now that it has. A request on
+            // screen that still waits for its answer stays there; one that ended ("No
+            // longer waiting") gives way to the new one.
             const screen = `#/push/${encodeURIComponent(challenge.id)}`;
-            if (!location.hash.startsWith("#/push/") || location.hash === screen) context.navigate(screen);
+            const shown = location.hash.startsWith("#/push/") ? decodeURIComponent(location.hash.slice("#/push/".length)) : null;
+            if (shown === null || shown === challenge.id || (!waiting.has(shown) && !answering.has(shown))) context.navigate(screen);
           },
           {
             // Answered on another device, expired, or the user typed the passcode instead:

@@ -227,7 +227,7 @@ describe("the tessera web app against a running server", () => {
     await reopened.locator(`[data-token="${serial}"]`).waitFor();
   }, 180_000);
 
-  it("shows a push login with the application, source and number to match; Approve lets it in, Deny and report rejects it, an ended one leaves", async () => {
+  it("shows a push login with the application, source and number to match; Approve lets it in, an ended one leaves, Deny and report rejects it and stops push for the user", async () => {
     const intranet = await server.services.applications.create(installerPrincipal, { virtualServerId: vsId, name: "intranet", resourceName: "Company intranet", kind: "rest", pushOtp: true });
     const pushKey = intranet.apiKey!;
     const { page } = await enrolledAllowingNotifications("web-cy", IPHONE);
@@ -256,12 +256,6 @@ describe("the tessera web app against a running server", () => {
     const device = await server.services.storage.db.selectFrom("devices").innerJoin("tokens", "tokens.serial", "devices.token_serial").innerJoin("users", "users.id", "tokens.user_pk").select("devices.live_capable").where("users.user_id", "=", "web-cy").executeTakeFirstOrThrow();
     expect(device.live_capable).toBe(1);
 
-    const second = await login();
-    await page.locator(`[data-number-to-match="${second.numberToMatch}"]`).waitFor();
-    await page.getByRole("button", { name: "Deny and report" }).click();
-    await page.locator('[data-push-outcome="fraud"]').waitFor();
-    expect(await outcome(second.challengeId)).toMatchObject({ status: "reject" });
-
     // A login that ends without the phone (the application withdrew it: the user typed
     // the passcode instead) leaves the screen: the app hears of it over the live connection.
     const third = await login();
@@ -277,6 +271,14 @@ describe("the tessera web app against a running server", () => {
     expect(await page.getByRole("button", { name: "Approve" }).count()).toBe(0);
     // Its notification leaves the tray too.
     await expect.poll(tray, { timeout: UI_TIMEOUT_MS }).toEqual([]);
+
+    const reported = await login();
+    await page.locator(`[data-number-to-match="${reported.numberToMatch}"]`).waitFor();
+    await page.getByRole("button", { name: "Deny and report" }).click();
+    await page.locator('[data-push-outcome="fraud"]').waitFor();
+    expect(await outcome(reported.challengeId)).toMatchObject({ status: "reject" });
+    // Reported: no push for this user for a while; the passcode is typed instead.
+    expect(await login()).toMatchObject({ result: "reject", reason: "push_blocked" });
   }, 180_000);
 
   it("turns a Web Push message into a sign-in notification, from the service worker, when the app is closed, stays quiet while it is in front, and puts how the login ended in the request's place", async () => {

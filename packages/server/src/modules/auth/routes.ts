@@ -31,7 +31,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         response: {
           200: z.object({
             result: z.enum(["accept", "reject", "pending"]),
-            reason: z.enum(["user_unknown", "no_token", "wrong", "replayed", "locked", "rate_limited", "push_unavailable"]).optional(),
+            reason: z.enum(["user_unknown", "no_token", "wrong", "replayed", "locked", "rate_limited", "push_unavailable", "push_blocked"]).optional(),
             message: z.string().optional(),
             serial: z.string().optional(),
             challengeId: z.string().optional(),

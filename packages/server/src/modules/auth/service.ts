@@ -11,7 +11,7 @@ import type { OpenedChallenge, PushService } from "../push/service.js";
 import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction, type TakenVerdict, type TakeParams } from "./limits.js";
 import { verifyPasscode } from "./verify.js";
 
-export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable";
+export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable" | "push_blocked";
 
 export type AuthResult =
   | { result: "accept"; serial: string; userId: string }
@@ -84,6 +84,7 @@ const messages: Record<RejectReason, string> = {
   locked: "Access denied",
   rate_limited: "Too many attempts; try again later",
   push_unavailable: "Push OTP is not available for you here: type the passcode from your app",
+  push_blocked: "Push OTP is not available for you here: type the passcode from your app",
 };
 
 /**
@@ -501,15 +502,18 @@ export function createAuthService(
           const challenge = deps.push
             ? await deps.push.open(trx, { virtualServerId: vsId, applicationId: application.id, resourceName: application.resource_name, userPk: user.id, source, timeoutMs: application.push_timeout_seconds * 1000 })
             : null;
-          // A user with three sign-ins waiting on the phone already: too many attempts.
+          // A user with three sign-ins waiting on the phone already: too many attempts. A
+          // user who lately reported one as fraud: no push, the passcode is typed.
           const result: AuthResult =
             challenge === "busy"
               ? reject("rate_limited")
-              : challenge
-                ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
-                : reject("push_unavailable");
+              : challenge === "blocked"
+                ? reject("push_blocked")
+                : challenge
+                  ? { result: "pending", challengeId: challenge.id, numberToMatch: challenge.numberToMatch, expiresAt: challenge.expiresAt, message: `Approve the sign-in on your phone (number ${challenge.numberToMatch})` }
+                  : reject("push_unavailable");
           await record(trx, result, user.id, null);
-          return challenge && challenge !== "busy" ? { result, challenge } : { result };
+          return challenge && challenge !== "busy" && challenge !== "blocked" ? { result, challenge } : { result };
         });
         if (opened.challenge) deps.push?.announce(opened.challenge);
         return opened.result;

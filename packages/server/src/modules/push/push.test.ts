@@ -5,7 +5,7 @@ import { enrollSimulatedUser } from "../../testing/device.js";
 import { expiredChallengeRow, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
 import { APPROVAL_GRACE_MS } from "../auth/service.js";
 import { installerPrincipal } from "../operators/access.js";
-import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
+import { CHALLENGE_RETENTION_MS, CHALLENGE_TTL_MS, FRAUD_PUSH_BLOCK_MS, MAX_OPEN_CHALLENGES_PER_USER } from "./service.js";
 
 describeEachDatabase("Push OTP over REST", (kind) => {
   let core: TestCore;
@@ -56,16 +56,16 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     await device.answer(denied.json.challengeId, "deny");
     expect((await outcome(pushKey, denied.json.challengeId)).json).toMatchObject({ status: "reject", reason: "denied" });
 
+    const ignored = await authenticate(pushKey, "quinn");
+    core.clock.advance(61_000);
+    expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
+    expect((await device.answer(ignored.json.challengeId, "deny")).json.error.code).toBe("CHALLENGE_CLOSED");
+
     const fraud = await authenticate(pushKey, "quinn");
     await device.answer(fraud.json.challengeId, "fraud");
     expect((await outcome(pushKey, fraud.json.challengeId)).json).toMatchObject({ status: "reject" });
     const reports = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.fraud_reported`, t.apiKeys.auditor);
     expect(reports.json.items).toHaveLength(1);
-
-    const ignored = await authenticate(pushKey, "quinn");
-    core.clock.advance(61_000);
-    expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
-    expect((await device.answer(ignored.json.challengeId, "deny")).json.error.code).toBe("CHALLENGE_CLOSED");
 
     // How each ended is in the trail: the expiry too, once a node's sweep closes it.
     const ended = async (action: string) =>
@@ -366,6 +366,29 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     const pending = await authenticate(pushKey, "rho");
     expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
     expect(await core.storage.db.selectFrom("tokens").select(["state", "failures"]).where("serial", "=", other).executeTakeFirstOrThrow()).toEqual({ state: "active", failures: 0 });
+  });
+
+  it("sends no push to a user for half an hour after they reported one as fraud, and files the report under their token", async () => {
+    const { device, serial } = await enrolledUser("fay", true);
+    const { device: otherDevice } = await enrolledUser("gus", true);
+    const reported = await authenticate(pushKey, "fay");
+    expect((await device.answer(reported.json.challengeId, "fraud")).json).toEqual({ status: "fraud" });
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&serial=${serial}&action=auth.fraud_reported`, t.apiKeys.auditor);
+    expect(trail.json.items).toEqual([expect.objectContaining({ targetId: serial, details: expect.objectContaining({ challengeId: reported.json.challengeId }) })]);
+
+    // Whoever asked again gets nothing onto the phone; the user still gets in by typing.
+    expect((await authenticate(pushKey, "fay")).json).toEqual({ result: "reject", reason: "push_blocked", message: "Push OTP is not available for you here: type the passcode from your app" });
+    expect((await device.poll()).json.items).toEqual([]);
+    expect((await authenticate(pushKey, "fay", device.passcode())).json).toMatchObject({ result: "accept", serial });
+    // Nobody else is affected.
+    const other = await authenticate(pushKey, "gus");
+    expect(other.json).toMatchObject({ result: "pending" });
+    await otherDevice.answer(other.json.challengeId, "deny");
+
+    core.clock.advance(FRAUD_PUSH_BLOCK_MS - 1);
+    expect((await authenticate(pushKey, "fay")).json).toMatchObject({ result: "reject", reason: "push_blocked" });
+    core.clock.advance(1);
+    expect((await authenticate(pushKey, "fay")).json).toMatchObject({ result: "pending" });
   });
 
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {

@@ -27,6 +27,13 @@ export const CHALLENGE_RETENTION_MS = 24 * 3600_000;
  */
 export const MAX_OPEN_CHALLENGES_PER_USER = 3;
 
+/**
+ * How long after a user reported a push login as fraud (deny and report) no push is
+ * sent to them: whoever knows their password and keeps asking gets nothing onto the
+ * phone, and the user types passcodes meanwhile.
+ */
+export const FRAUD_PUSH_BLOCK_MS = 30 * 60_000;
+
 /** Challenges a prune deletes in one statement. */
 const PRUNE_BATCH = 1000;
 
@@ -113,13 +120,16 @@ function preparePushQueries(db: Kysely<Database>) {
         .where("devices.device_id", "is not", null),
     ),
     challenge: prepareQuery<{ id: string }, ChallengeRow>(db, (db, param) => db.selectFrom("challenges").selectAll().where("id", "=", param("id"))),
-    openOfUser: prepareQuery<{ userPk: string; now: number }, { open: number }>(db, (db, param) =>
+    /** The user's open challenges, and the fraud reports since `reportedSince`: one look on the (user_pk, status, expires_at) index. */
+    openOfUser: prepareQuery<{ userPk: string; now: number; reportedSince: number }, { open: number; reported: number }>(db, (db, param) =>
       db
         .selectFrom("challenges")
-        .select((eb) => eb.fn.countAll<number>().as("open"))
+        .select([
+          sql<number>`count(case when status = 'pending' and expires_at > ${param("now")} then 1 end)`.as("open"),
+          sql<number>`count(case when status = 'fraud' and answered_at > ${param("reportedSince")} then 1 end)`.as("reported"),
+        ])
         .where("user_pk", "=", param("userPk"))
-        .where("status", "=", "pending")
-        .where("expires_at", ">", param("now")),
+        .where("status", "in", ["pending", "fraud"]),
     ),
     insertChallenge: prepareInsert<"challenges", ChallengeRow>(db, "challenges", CHALLENGE_COLUMNS),
     /**
@@ -296,13 +306,14 @@ export function createPushService(
      * Opens a challenge for the user's push-capable devices inside the login's own
      * transaction (so that the login's checks, the challenge and its audit record take
      * one commit); null when they have none, "busy" when the user has
-     * MAX_OPEN_CHALLENGES_PER_USER open already. Nothing leaves the transaction: once it
+     * MAX_OPEN_CHALLENGES_PER_USER open already, "blocked" when the user reported a push
+     * login as fraud within FRAUD_PUSH_BLOCK_MS. Nothing leaves the transaction: once it
      * has committed, `announce` tells the devices.
      */
     async open(
       trx: Transaction<Database>,
       input: { virtualServerId: string; applicationId: string; resourceName: string; userPk: string; source: string; timeoutMs?: number },
-    ): Promise<OpenedChallenge | "busy" | null> {
+    ): Promise<OpenedChallenge | "busy" | "blocked" | null> {
       // Counted and opened in one transaction: on SQLite, with its one writer, requests
       // that arrive together stop exactly at the limit. On PostgreSQL they would all count
       // before any inserts, on connections and nodes of their own: the user's row is
@@ -318,7 +329,8 @@ export function createPushService(
       const devices = [...byDevice.values()];
       if (devices.length === 0) return null;
       const now = clock.nowMs();
-      const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now }))).rows[0];
+      const open = (await trx.executeQuery(queries.openOfUser({ userPk: input.userPk, now, reportedSince: now - FRAUD_PUSH_BLOCK_MS }))).rows[0];
+      if (Number(open?.reported ?? 0) > 0) return "blocked";
       if (Number(open?.open ?? 0) >= MAX_OPEN_CHALLENGES_PER_USER) return "busy";
       const row: ChallengeRow = {
         id: newId("chl"),
@@ -625,6 +637,10 @@ export function createPushService(
           if (!verdict.ok || verdict.mode !== "totp") return { refused: fail("CHALLENGE_ANSWER_INVALID", { problem: verdict.ok ? "not a TOTP token" : `passcode ${verdict.reason}` }) };
           approval = { serial: token.serial, step: verdict.step, driftSteps: verdict.driftSteps };
           serial = token.serial;
+        } else {
+          // A denial or a report names the token of the user on the device that gave it,
+          // so that it shows in that token's trail (and the operator sees whose phone said no).
+          serial = (await trx.executeQuery(queries.activeTokensOnDevice({ deviceId: signed.deviceId }))).rows.find((token) => token.user_pk === row.user_pk)?.serial ?? null;
         }
         // Closed meanwhile (answered on another device, withdrawn): nothing written yet,
         // so the refusal is returned. Two devices answering at once is common enough.
