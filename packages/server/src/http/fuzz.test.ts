@@ -1,13 +1,12 @@
-import { createHash } from "node:crypto";
 import type { ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { canonicalRequest, exportPublicKey, generateEnrollmentKeys, sha256Base64url, signRequest } from "@tessera/otp";
-import { sql, type Kysely } from "kysely";
+import type { Kysely } from "kysely";
 import { expect, it } from "vitest";
 import { errorCatalogue } from "../errors.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { hashEnrollmentCode, newEnrollmentCode } from "../modules/provisioning/codes.js";
-import { describeEachDatabase, type TestCore } from "../testing/databases.js";
+import { describeEachDatabase, snapshotTables, type TestCore } from "../testing/databases.js";
 import { simulatedDevice } from "../testing/device.js";
 import type { TestTenant } from "../testing/fixtures.js";
 import { BODY_LIMIT_BYTES, describeCase, fetchCase, rawCase, sendRaw, type Answer, type Case, type Target } from "../testing/http-fuzz.js";
@@ -47,17 +46,6 @@ function problemWith(fuzzCase: Case, answer: Answer | "closed" | null): string |
     return MALFORMED_INPUT_CODES.includes(code) ? null : `code ${code}: the body got past validation`;
   }
   return `${answer.status} without the error shape`;
-}
-
-/** Every table's rows, counted and digested, to show nothing changed. */
-async function snapshotTables(db: Kysely<unknown>): Promise<Record<string, { rows: number; sha256: string }>> {
-  const snapshot: Record<string, { rows: number; sha256: string }> = {};
-  for (const { name } of await db.introspection.getTables()) {
-    const { rows } = await sql<Record<string, unknown>>`select * from ${sql.table(name)}`.execute(db);
-    const lines = rows.map((row) => JSON.stringify(row)).sort();
-    snapshot[name] = { rows: rows.length, sha256: createHash("sha256").update(lines.join("\n")).digest("hex") };
-  }
-  return snapshot;
 }
 
 async function inPool<T>(items: readonly T[], concurrency: number, run: (item: T) => Promise<void>): Promise<void> {

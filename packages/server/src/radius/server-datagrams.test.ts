@@ -4,7 +4,7 @@ import { fuzzSeed, seededRandom } from "../testing/random.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, textAttribute } from "./codec.js";
 import { verifyResponse } from "./crypto.js";
-import { accessRequest, createTestNas, eventually, startTestServer, TEST_SECRET, type TestRequest } from "./testing.js";
+import { accessRequest, createTestNas, eventually, malformedDatagrams, startTestServer, TEST_SECRET, type TestRequest } from "./testing.js";
 
 /** The server over raw UDP: what radclient cannot send (retransmissions, strangers, junk). */
 
@@ -256,44 +256,10 @@ describe("RADIUS server over raw UDP", () => {
     // Seeded: a failure names its seed, and TESSERA_FUZZ_SEED=<seed> replays the mutations.
     const seed = fuzzSeed();
     const random = seededRandom(seed);
-    const seededInt = (min: number, maxExclusive?: number) => (maxExclusive === undefined ? random.int(min) : min + random.int(maxExclusive - min));
-    const seededBytes = (length: number) => random.bytes(length);
     const { port, server, calls } = await startTestServer({ findClients: async (address) => (address === "127.0.0.1" ? [{ id: "vpn", secret }] : []) });
     const nas = await createTestNas(port);
-    const valid = () => alice({ identifier: seededInt(256) });
-    const mutants: ((index: number) => Buffer)[] = [
-      // Random bytes of any length, including none and more than 4096.
-      (index) => seededBytes(index % 10 === 0 ? seededInt(4097, 5000) : seededInt(0, 120)),
-      // A signed request cut short anywhere.
-      () => {
-        const bytes = valid();
-        return bytes.subarray(0, seededInt(0, bytes.length));
-      },
-      // A signed request whose Length field says anything else.
-      () => {
-        const bytes = valid();
-        let length = seededInt(0, 0x10000);
-        if (length === bytes.length) length = 0;
-        bytes.writeUInt16BE(length, 2);
-        return bytes;
-      },
-      // A signed request with an attribute Length of 0, 1 or past the end.
-      () => {
-        const bytes = valid();
-        bytes[21] = [0, 1, 200, 255][seededInt(4)]!;
-        return bytes;
-      },
-      // A signed request with one to three distinct bits flipped inside its Length.
-      () => {
-        const bytes = valid();
-        const bits = new Set<number>();
-        for (let tries = seededInt(1, 4); tries > 0; tries--) bits.add(seededInt(0, bytes.length * 8));
-        for (const bit of bits) bytes[bit >> 3]! ^= 1 << (bit & 7);
-        return bytes;
-      },
-      // A well-formed packet of a random code, unsigned or signed with another secret.
-      () => accessRequest({ secret: seededBytes(8), userName: "alice", password: "123456", code: seededInt(256), messageAuthenticator: seededInt(2) ? "none" : "last" }),
-    ];
+    const valid = () => alice({ identifier: random.int(256) });
+    const mutants = malformedDatagrams(valid, random);
 
     const total = 5_000;
     for (let sent = 0; sent < total; ) {

@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { randomBytes, createHmac } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { onTestFinished } from "vitest";
+import type { Random } from "../testing/random.js";
 import { Attribute, Code, HEADER_LENGTH, MESSAGE_AUTHENTICATOR_LENGTH } from "./attributes.js";
 import { encodePacket, type RadiusAttribute } from "./codec.js";
 import { encryptUserPassword } from "./crypto.js";
@@ -161,4 +162,47 @@ function runRadclient(port: number, secret: string, command: "auth" | "status", 
     });
     child.stdin.end(attributes);
   });
+}
+
+/**
+ * Makers of datagrams no server may answer, each from a valid signed request `valid`
+ * makes (for user alice): random bytes, a request cut short, a wrong Length, an
+ * attribute Length of 0, 1 or past the end, flipped bits, and well-formed packets of any
+ * code that are unsigned or signed with another secret. Seeded by `random`.
+ */
+export function malformedDatagrams(valid: () => Buffer, random: Random): Array<(index: number) => Buffer> {
+  const int = (min: number, maxExclusive: number) => min + random.int(maxExclusive - min);
+  return [
+    // Random bytes of any length, including none and more than 4096.
+    (index) => random.bytes(index % 10 === 0 ? int(4097, 5000) : int(0, 120)),
+    // A signed request cut short anywhere.
+    () => {
+      const bytes = valid();
+      return bytes.subarray(0, int(0, bytes.length));
+    },
+    // A signed request whose Length field says anything else.
+    () => {
+      const bytes = valid();
+      let length = int(0, 0x10000);
+      if (length === bytes.length) length = 0;
+      bytes.writeUInt16BE(length, 2);
+      return bytes;
+    },
+    // A signed request with an attribute Length of 0, 1 or past the end.
+    () => {
+      const bytes = valid();
+      bytes[21] = [0, 1, 200, 255][random.int(4)]!;
+      return bytes;
+    },
+    // A signed request with one to three distinct bits flipped inside its Length.
+    () => {
+      const bytes = valid();
+      const bits = new Set<number>();
+      for (let tries = int(1, 4); tries > 0; tries--) bits.add(int(0, bytes.length * 8));
+      for (const bit of bits) bytes[bit >> 3]! ^= 1 << (bit & 7);
+      return bytes;
+    },
+    // A well-formed packet of a random code, unsigned or signed with another secret.
+    () => accessRequest({ secret: random.bytes(8), userName: "alice", password: "123456", code: random.int(256), messageAuthenticator: random.int(2) ? "none" : "last" }),
+  ];
 }

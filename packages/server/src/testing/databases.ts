@@ -1,8 +1,8 @@
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { sql, type KyselyConfig } from "kysely";
+import { sql, type Kysely, type KyselyConfig } from "kysely";
 import pg from "pg";
 import { describe } from "vitest";
 import { fixedClock, type Clock } from "../clock.js";
@@ -137,4 +137,15 @@ export async function openSecondNode(core: TestCore): Promise<{ services: Servic
 /** Runs the same suite on SQLite and on PostgreSQL. */
 export function describeEachDatabase(name: string, suite: (kind: DatabaseKind) => void): void {
   for (const kind of databaseKinds) describe(`${name} [${kind}]`, () => suite(kind));
+}
+
+/** Every table's rows, counted and digested, to show nothing changed. */
+export async function snapshotTables(db: Kysely<unknown>): Promise<Record<string, { rows: number; sha256: string }>> {
+  const snapshot: Record<string, { rows: number; sha256: string }> = {};
+  for (const { name } of await db.introspection.getTables()) {
+    const { rows } = await sql<Record<string, unknown>>`select * from ${sql.table(name)}`.execute(db);
+    const lines = rows.map((row) => JSON.stringify(row)).sort();
+    snapshot[name] = { rows: rows.length, sha256: createHash("sha256").update(lines.join("\n")).digest("hex") };
+  }
+  return snapshot;
 }
