@@ -40,6 +40,12 @@ export function createMetrics() {
     labelNames: ["outcome"] as const,
     registers: [registry],
   });
+  const pushEnded = new Counter({
+    name: "tessera_push_logins_ended_total",
+    help: "Push logins by how they ended (approved, denied, fraud: denied and reported, expired, cancelled: the passcode was typed or the application withdrew it)",
+    labelNames: ["outcome"] as const,
+    registers: [registry],
+  });
   const auditLinks = new Counter({
     name: "tessera_audit_link_passes_total",
     help: "Passes that linked audit records into the chain after their commit (PostgreSQL), by outcome (linked, failed: the records wait and the next pass tries again)",
@@ -64,6 +70,9 @@ export function createMetrics() {
     },
     webPush(outcome: string): void {
       webPushes.inc({ outcome });
+    },
+    pushEnded(outcome: string, count = 1): void {
+      pushEnded.inc({ outcome }, count);
     },
     auditLinkPass(outcome: { linked: number } | { failed: unknown }): void {
       if ("linked" in outcome) {

@@ -50,7 +50,12 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await authenticate(pushKey, "pia", device.passcode())).json).toMatchObject({ result: "reject", reason: "replayed" });
   });
 
+  /** tessera_push_logins_ended_total for one outcome. */
+  const endedCount = async (outcome: string) =>
+    Number(new RegExp(`^tessera_push_logins_ended_total\\{outcome="${outcome}"\\} (\\d+)$`, "m").exec((await core.services.metrics.render()).body)?.[1] ?? 0);
+
   it("rejects on deny, on deny-and-report (audited for operators) and on expiry", async () => {
+    const counted = Object.fromEntries(await Promise.all(["denied", "fraud", "expired"].map(async (outcome) => [outcome, await endedCount(outcome)] as const)));
     const { device } = await enrolledUser("quinn", true);
     const denied = await authenticate(pushKey, "quinn");
     await device.answer(denied.json.challengeId, "deny");
@@ -78,6 +83,10 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(await ended("auth.push_expired")).toEqual([expect.objectContaining({ details: expect.objectContaining({ challengeId: ignored.json.challengeId, result: "reject", source: "198.51.100.23" }) })]);
     expect(await core.services.push.closeExpired()).toBe(0);
     expect((await outcome(pushKey, ignored.json.challengeId)).json).toMatchObject({ status: "reject", reason: "expired" });
+    // Counted in the metrics by how each ended.
+    expect(await endedCount("denied")).toBe(counted.denied! + 1);
+    expect(await endedCount("fraud")).toBe(counted.fraud! + 1);
+    expect(await endedCount("expired")).toBeGreaterThanOrEqual(counted.expired! + 1);
   });
 
   it("lets a challenge live as long as its application's push timeout says", async () => {

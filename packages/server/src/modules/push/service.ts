@@ -487,6 +487,7 @@ export function createPushService(
           }
           return { looked: rows.length, ended };
         });
+        if (ended.length > 0) deps.metrics?.pushEnded("expired", ended.length);
         void tellEnded(ended.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: "expired", expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 })));
         closed += ended.length;
         if (looked < EXPIRE_BATCH) return closed;
@@ -600,6 +601,7 @@ export function createPushService(
         return { deviceIds: JSON.parse(row.device_ids) as string[], expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 };
       });
       if (typeof closed === "string") return closed;
+      deps.metrics?.pushEnded("cancelled");
       hub.challengeChanged(challengeId);
       // The phones showing it hear that it ended.
       void tellEnded([{ id: challengeId, deviceIds: closed.deviceIds, outcome: "cancelled", expiresAt: closed.expiresAt, resourceName: closed.resourceName, owed: closed.owed }]);
@@ -669,6 +671,7 @@ export function createPushService(
         return { status };
       });
       if ("refused" in result) throw result.refused;
+      deps.metrics?.pushEnded(status);
       hub.challengeChanged(challengeId);
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
