@@ -24,6 +24,8 @@ export interface RunningServer {
 /** How often each node closes the push challenges that expired since its last look. */
 const EXPIRED_CHALLENGE_SWEEP_MS = 5_000;
 const OWED_END_LOOK_MS = 30_000;
+/** How often each node sends the Web Push messages of open push logins that their node did not send. */
+const OWED_WAKE_LOOK_MS = 5_000;
 
 /** Composition root: config -> storage -> services -> surfaces. */
 export async function startServer(config: Config): Promise<RunningServer> {
@@ -65,6 +67,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // The Web Push messages that push logins ended which their node did not send (it
   // stopped after the commit, or the push service failed) go out from here.
   const teller = everyWithoutOverlap(OWED_END_LOOK_MS, () => services.push.sendOwedEnds(), (error) => app.log.error({ err: error }, "owed push end messages not sent"));
+  // And the messages that ask for an answer, while the login is open.
+  const waker = everyWithoutOverlap(OWED_WAKE_LOOK_MS, () => services.push.sendOwedWakes(), (error) => app.log.error({ err: error }, "owed push request messages not sent"));
   sweeper.unref();
   const acrossNodes = config.database.kind === "postgres" ? await connectHubAcrossNodes(services.pushHub, services.storage.db, config.database.url, app.log) : null;
   const radius = config.radius ? await startTesseraRadius(services, { ...config.radius, logger: app.log }) : null;
@@ -84,7 +88,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await radius?.close();
       await acrossNodes?.close();
       clearInterval(sweeper);
-      await Promise.all([sweeping, expirer.stop(), teller.stop()]);
+      await Promise.all([sweeping, expirer.stop(), teller.stop(), waker.stop()]);
       await mail.close();
       await app.close();
       await services.storage.close();

@@ -13,6 +13,7 @@ import { pushTimeoutMigration } from "./migrations/010-push-timeout.js";
 import { auditPendingMigration } from "./migrations/011-audit-pending.js";
 import { challengesByUserMigration } from "./migrations/012-challenges-by-user.js";
 import { endedPushOwedMigration } from "./migrations/013-ended-push-owed.js";
+import { wakePushOwedMigration } from "./migrations/014-wake-push-owed.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -31,6 +32,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "011-audit-pending": auditPendingMigration(storage.kind),
     "012-challenges-by-user": challengesByUserMigration(),
     "013-ended-push-owed": endedPushOwedMigration(),
+    "014-wake-push-owed": wakePushOwedMigration(),
   };
 }
 

@@ -261,6 +261,7 @@ export interface ChallengesTable {
   redeemed_at: number | null;
   /** 1 while its devices with a Web Push subscription are owed the message that it ended. */
   end_push_owed: number;
+  wake_push_owed: number;
 }
 
 /** A secret of the service itself (the Web Push key pair), sealed under the master key. */

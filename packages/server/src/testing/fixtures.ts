@@ -115,5 +115,6 @@ export function expiredChallengeRow(input: { id: string; virtualServerId: string
     answered_at: null,
     redeemed_at: null,
     end_push_owed: 0,
+    wake_push_owed: 0,
   };
 }

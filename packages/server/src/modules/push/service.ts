@@ -54,6 +54,16 @@ const ENDED_MESSAGE_GRACE_MS = 60_000;
 const OWED_END_DELAY_MS = 30_000;
 const OWED_END_WINDOW_MS = 10 * 60_000;
 
+/**
+ * How long the node that opened a push login has to send its Web Push message before any
+ * node sends it instead (`sendOwedWakes`): the node stopped after the commit, or the
+ * push service failed. Short, as the login lives a minute by default.
+ */
+const OWED_WAKE_DELAY_MS = 5_000;
+
+/** The longest a push login lives (the application's push timeout, at most 300 s): older ones owe no wake. */
+const LONGEST_CHALLENGE_MS = 300_000;
+
 /** Owed end messages sent in one look. */
 const OWED_END_BATCH = 100;
 
@@ -77,7 +87,7 @@ export interface ChallengeView {
 
 const CHALLENGE_COLUMNS = [
   "id", "virtual_server_id", "application_id", "user_pk", "device_ids", "resource_name", "source", "number_to_match",
-  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at", "end_push_owed",
+  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at", "end_push_owed", "wake_push_owed",
 ] as const satisfies readonly (keyof ChallengeRow)[];
 
 /** A challenge that ended, for the devices that showed it; `owed`: it owes its Web Push devices the message. */
@@ -242,8 +252,12 @@ export function createPushService(
     }
   }
 
-  /** The message a device's service worker turns into a notification: what the app would show. */
-  function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: ChallengeRow) {
+  /**
+   * The message a device's service worker turns into a notification: what the app would
+   * show. Once every push service took it, the login owes it no more (`wake_push_owed`);
+   * otherwise `sendOwedWakes` sends it again while the login is open. Never rejects.
+   */
+  async function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: Pick<ChallengeRow, "id" | "resource_name" | "source" | "number_to_match" | "expires_at">): Promise<void> {
     const payload = {
       type: "challenge",
       id: challenge.id,
@@ -252,7 +266,12 @@ export function createPushService(
       numberToMatch: challenge.number_to_match,
       expiresAt: new Date(challenge.expires_at).toISOString(),
     };
-    void sendWebPush(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000);
+    if (!(await sendWebPush(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000))) return;
+    try {
+      await db.updateTable("challenges").set({ wake_push_owed: 0 }).where("id", "=", challenge.id).where("wake_push_owed", "=", 1).execute();
+    } catch (error) {
+      deps.onWebPushFailure?.("*", (error as Error).message);
+    }
   }
 
   /**
@@ -348,6 +367,7 @@ export function createPushService(
         answered_at: null,
         redeemed_at: null,
         end_push_owed: devices.some((device) => device.push_subscription) ? 1 : 0,
+        wake_push_owed: devices.some((device) => device.push_subscription) ? 1 : 0,
       };
       await trx.executeQuery(queries.insertChallenge(row));
       return { ...view(row, now), row, devices };
@@ -356,7 +376,7 @@ export function createPushService(
     /** After the transaction that opened it committed: the devices hear of the challenge (live connection, signed poll, Web Push). */
     announce(opened: OpenedChallenge): void {
       hub.deviceHasWork(opened.devices.map((d) => d.device_id));
-      wake(opened.devices, opened.row);
+      void wake(opened.devices, opened.row);
     },
 
     /**
@@ -511,6 +531,47 @@ export function createPushService(
         const deleted = Number(result.numDeletedRows);
         pruned += deleted;
         if (deleted < PRUNE_BATCH) return pruned;
+      }
+    },
+
+    /**
+     * Sends the Web Push messages of open push logins that their nodes did not send: the
+     * node stopped after the commit, or a push service failed (each node, every few
+     * seconds). Only logins at least OWED_WAKE_DELAY_MS old, so that the node that opened
+     * one has had its turn; a device that got it already shows the same notification
+     * again in its place (it is tagged with the login). A page of OWED_END_BATCH at a
+     * time, oldest first, until none is left. Returns how many it looked at.
+     */
+    async sendOwedWakes(): Promise<number> {
+      if (!deps.webPush) return 0;
+      const now = clock.nowMs();
+      let after: { createdAt: number; id: string } | null = null;
+      let looked = 0;
+      for (;;) {
+        const from: typeof after = after;
+        const rows: Array<Pick<ChallengeRow, "id" | "device_ids" | "resource_name" | "source" | "number_to_match" | "expires_at" | "created_at">> = await db
+          .selectFrom("challenges")
+          .select(["id", "device_ids", "resource_name", "source", "number_to_match", "expires_at", "created_at"])
+          // Written out, so that both databases take the partial index.
+          .where("wake_push_owed", "=", sql.lit(1))
+          .where("created_at", "<=", now - OWED_WAKE_DELAY_MS)
+          .where("created_at", ">", now - LONGEST_CHALLENGE_MS)
+          .where("status", "=", "pending")
+          .where("expires_at", ">", now)
+          .$if(from !== null, (query) => query.where((eb) => eb.or([eb("created_at", ">", from!.createdAt), eb.and([eb("created_at", "=", from!.createdAt), eb("id", ">", from!.id)])])))
+          .orderBy("created_at")
+          .orderBy("id")
+          .limit(OWED_END_BATCH)
+          .execute();
+        if (rows.length > 0) {
+          const deviceIds = [...new Set(rows.flatMap((row) => JSON.parse(row.device_ids) as string[]))];
+          const devices = await db.selectFrom("devices").select(["device_id", "push_subscription"]).where("device_id", "in", deviceIds).where("push_subscription", "is not", null).execute();
+          await Promise.all(rows.map((row) => wake(devices.filter((device) => (JSON.parse(row.device_ids) as string[]).includes(device.device_id!)), row)));
+        }
+        looked += rows.length;
+        if (rows.length < OWED_END_BATCH) return looked;
+        const last = rows[rows.length - 1]!;
+        after = { createdAt: last.created_at, id: last.id };
       }
     },
 

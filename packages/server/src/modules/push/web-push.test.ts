@@ -36,7 +36,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     });
     api = await createTestApp(core);
     t = await createTenant(core.services, "WebPush");
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 10 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 12 });
     appKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "vpn", resourceName: "Corporate VPN", kind: "rest", pushOtp: true })).apiKey!;
   });
   afterAll(async () => {
@@ -181,6 +181,49 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     expect(await core.services.push.sendOwedEnds()).toBe(0);
     expect(push.handled).toBe(before + 1);
     expect(failures).toEqual([]);
+  });
+
+  it("sends a push login's request again after its push service failed, five seconds on, while the login is open, once taken", async () => {
+    const { id, subscription } = push.subscribe();
+    await enrolledUser("wes", subscription);
+    const owed = async (challengeId: string) => (await core.storage.db.selectFrom("challenges").select("wake_push_owed").where("id", "=", challengeId).executeTakeFirstOrThrow()).wake_push_owed;
+    // Taken at once: owed no more.
+    let before = push.handled;
+    const taken = (await login("wes")).json.challengeId as string;
+    await push.waitFor(before + 1);
+    await expect.poll(() => owed(taken)).toBe(0);
+    expect((await api.call("DELETE", `/api/v1/auth/challenges/${taken}`, appKey)).status).toBe(204);
+    await push.waitFor(before + 2);
+
+    // Refused by the push service (or its node stopped): owed, and sent by the next look five seconds on.
+    push.answerWith(id, 503);
+    before = push.handled;
+    const refused = (await login("wes")).json.challengeId as string;
+    await push.waitFor(before + 1);
+    await expect.poll(() => failures.length).toBe(1);
+    expect(await owed(refused)).toBe(1);
+    push.answerWith(id, 201);
+    expect(await core.services.push.sendOwedWakes()).toBe(0);
+    core.clock.advance(5_000);
+    before = push.handled;
+    expect(await core.services.push.sendOwedWakes()).toBe(1);
+    await push.waitFor(before + 1);
+    expect(push.received.at(-1)).toMatchObject({ subscriptionId: id, payload: { type: "challenge", id: refused, resourceName: "Corporate VPN", source: "203.0.113.9" } });
+    expect(await owed(refused)).toBe(0);
+    expect(await core.services.push.sendOwedWakes()).toBe(0);
+
+    // Once the login has ended, it is not sent again.
+    push.answerWith(id, 503);
+    before = push.handled;
+    const ended = (await login("wes")).json.challengeId as string;
+    await push.waitFor(before + 1);
+    push.answerWith(id, 201);
+    expect((await api.call("DELETE", `/api/v1/auth/challenges/${ended}`, appKey)).status).toBe(204);
+    await push.waitFor(before + 2);
+    core.clock.advance(5_000);
+    expect(await core.services.push.sendOwedWakes()).toBe(0);
+    expect(await owed(ended)).toBe(1);
+    failures.length = 0;
   });
 
   it("sends an end again after its push service failed, for ten minutes after the login ended", async () => {
