@@ -67,6 +67,29 @@ const LONGEST_CHALLENGE_MS = 300_000;
 /** Owed end messages sent in one look. */
 const OWED_END_BATCH = 100;
 
+/**
+ * Owed Web Push messages, a page at a time: `page(after)` reads up to OWED_END_BATCH rows
+ * in (its time column, as `timeOf` reads it, and id) order after the cursor, and each page goes to `send` before
+ * the next is read, until a short page; so that messages a failing push service keeps
+ * owed do not hold back the ones after them. Returns how many rows it looked at.
+ */
+async function everyOwedPage<Row extends { id: string }>(
+  page: (after: { at: number; id: string } | null) => Promise<Row[]>,
+  timeOf: (row: Row) => number,
+  send: (rows: Row[]) => Promise<void>,
+): Promise<number> {
+  let after: { at: number; id: string } | null = null;
+  let looked = 0;
+  for (;;) {
+    const rows = await page(after);
+    if (rows.length > 0) await send(rows);
+    looked += rows.length;
+    if (rows.length < OWED_END_BATCH) return looked;
+    const last = rows[rows.length - 1]!;
+    after = { at: timeOf(last), id: last.id };
+  }
+}
+
 /** Expired challenges closed (and audited) in one transaction. */
 const EXPIRE_BATCH = 500;
 
@@ -545,34 +568,29 @@ export function createPushService(
     async sendOwedWakes(): Promise<number> {
       if (!deps.webPush) return 0;
       const now = clock.nowMs();
-      let after: { createdAt: number; id: string } | null = null;
-      let looked = 0;
-      for (;;) {
-        const from: typeof after = after;
-        const rows: Array<Pick<ChallengeRow, "id" | "device_ids" | "resource_name" | "source" | "number_to_match" | "expires_at" | "created_at">> = await db
-          .selectFrom("challenges")
-          .select(["id", "device_ids", "resource_name", "source", "number_to_match", "expires_at", "created_at"])
-          // Written out, so that both databases take the partial index.
-          .where("wake_push_owed", "=", sql.lit(1))
-          .where("created_at", "<=", now - OWED_WAKE_DELAY_MS)
-          .where("created_at", ">", now - LONGEST_CHALLENGE_MS)
-          .where("status", "=", "pending")
-          .where("expires_at", ">", now)
-          .$if(from !== null, (query) => query.where((eb) => eb.or([eb("created_at", ">", from!.createdAt), eb.and([eb("created_at", "=", from!.createdAt), eb("id", ">", from!.id)])])))
-          .orderBy("created_at")
-          .orderBy("id")
-          .limit(OWED_END_BATCH)
-          .execute();
-        if (rows.length > 0) {
+      return everyOwedPage(
+        (after) =>
+          db
+            .selectFrom("challenges")
+            .select(["id", "device_ids", "resource_name", "source", "number_to_match", "expires_at", "created_at"])
+            // Written out, so that both databases take the partial index.
+            .where("wake_push_owed", "=", sql.lit(1))
+            .where("created_at", "<=", now - OWED_WAKE_DELAY_MS)
+            .where("created_at", ">", now - LONGEST_CHALLENGE_MS)
+            .where("status", "=", "pending")
+            .where("expires_at", ">", now)
+            .$if(after !== null, (query) => query.where((eb) => eb.or([eb("created_at", ">", after!.at), eb.and([eb("created_at", "=", after!.at), eb("id", ">", after!.id)])])))
+            .orderBy("created_at")
+            .orderBy("id")
+            .limit(OWED_END_BATCH)
+            .execute(),
+        (row) => row.created_at,
+        async (rows) => {
           const deviceIds = [...new Set(rows.flatMap((row) => JSON.parse(row.device_ids) as string[]))];
           const devices = await db.selectFrom("devices").select(["device_id", "push_subscription"]).where("device_id", "in", deviceIds).where("push_subscription", "is not", null).execute();
           await Promise.all(rows.map((row) => wake(devices.filter((device) => (JSON.parse(row.device_ids) as string[]).includes(device.device_id!)), row)));
-        }
-        looked += rows.length;
-        if (rows.length < OWED_END_BATCH) return looked;
-        const last = rows[rows.length - 1]!;
-        after = { createdAt: last.created_at, id: last.id };
-      }
+        },
+      );
     },
 
     /**
@@ -589,34 +607,27 @@ export function createPushService(
     async sendOwedEnds(): Promise<number> {
       if (!deps.webPush) return 0;
       const now = clock.nowMs();
-      type Cursor = { answeredAt: number; id: string };
-      let after: Cursor | null = null;
-      let looked = 0;
-      for (;;) {
-        const from: Cursor | null = after;
-        const rows: Array<Pick<ChallengeRow, "id" | "device_ids" | "status" | "expires_at" | "resource_name" | "answered_at">> = await db
-          .selectFrom("challenges")
-          .select(["id", "device_ids", "status", "expires_at", "resource_name", "answered_at"])
-          // Written out, so that both databases take the partial index.
-          .where("end_push_owed", "=", sql.lit(1))
-          .where("answered_at", "<=", now - OWED_END_DELAY_MS)
-          .where("answered_at", ">", now - OWED_END_WINDOW_MS)
-          .$if(from !== null, (query) => query.where((eb) => eb.or([eb("answered_at", ">", from!.answeredAt), eb.and([eb("answered_at", "=", from!.answeredAt), eb("id", ">", from!.id)])])))
-          .orderBy("answered_at")
-          .orderBy("id")
-          .limit(OWED_END_BATCH)
-          .execute();
-        if (rows.length > 0) {
-          await tellEnded(
+      return everyOwedPage(
+        (after) =>
+          db
+            .selectFrom("challenges")
+            .select(["id", "device_ids", "status", "expires_at", "resource_name", "answered_at"])
+            // Written out, so that both databases take the partial index.
+            .where("end_push_owed", "=", sql.lit(1))
+            .where("answered_at", "<=", now - OWED_END_DELAY_MS)
+            .where("answered_at", ">", now - OWED_END_WINDOW_MS)
+            .$if(after !== null, (query) => query.where((eb) => eb.or([eb("answered_at", ">", after!.at), eb.and([eb("answered_at", "=", after!.at), eb("id", ">", after!.id)])])))
+            .orderBy("answered_at")
+            .orderBy("id")
+            .limit(OWED_END_BATCH)
+            .execute(),
+        (row) => Number(row.answered_at),
+        (rows) =>
+          tellEnded(
             rows.map((row) => ({ id: row.id, deviceIds: JSON.parse(row.device_ids) as string[], outcome: statusOf(row, now), expiresAt: row.expires_at, resourceName: row.resource_name, owed: true })),
             false,
-          );
-        }
-        looked += rows.length;
-        if (rows.length < OWED_END_BATCH) return looked;
-        const last = rows[rows.length - 1]!;
-        after = { answeredAt: Number(last.answered_at), id: last.id };
-      }
+          ),
+      );
     },
 
     /**
