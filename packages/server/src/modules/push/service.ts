@@ -399,7 +399,8 @@ export function createPushService(
     /** After the transaction that opened it committed: the devices hear of the challenge (live connection, signed poll, Web Push). */
     announce(opened: OpenedChallenge): void {
       hub.deviceHasWork(opened.devices.map((d) => d.device_id));
-      void wake(opened.devices, opened.row);
+      // Without a subscription among its devices the login owes no message: nothing to send, nothing to mark.
+      if (opened.row.wake_push_owed === 1) void wake(opened.devices, opened.row);
     },
 
     /**

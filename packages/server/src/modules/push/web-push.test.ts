@@ -21,6 +21,9 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
   let t: TestTenant;
   let appKey: string;
   const failures: string[] = [];
+  // The statements the core runs while `recording`.
+  const statements: string[] = [];
+  let recording = false;
 
   const enrolledUser = (userId: string, pushSubscription?: object) => enrollSimulatedUser(core, api, t.virtualServerId, userId, { pushPermitted: true, pushSubscription });
 
@@ -33,6 +36,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     core = await createTestCore(kind, {
       webPush: { subject: "mailto:security@example.test", allowedHosts: [new URL(push.origin).host], agent: new Agent({ ca: push.ca }) },
       onWebPushFailure: (deviceId, detail) => failures.push(`${deviceId}: ${detail}`),
+      log: (event) => void (recording && statements.push(event.query.sql)),
     });
     api = await createTestApp(core);
     t = await createTenant(core.services, "WebPush");
@@ -224,6 +228,24 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     expect(await core.services.push.sendOwedWakes()).toBe(0);
     expect(await owed(ended)).toBe(1);
     failures.length = 0;
+  });
+
+  it("owes and writes nothing more for a push login whose devices have no subscription", async () => {
+    const { device, serial } = await enrolledUser("nils");
+    const before = push.handled;
+    statements.length = 0;
+    recording = true;
+    const pending = await login("nils");
+    expect(pending.json).toMatchObject({ result: "pending" });
+    expect((await device.answer(pending.json.challengeId, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    recording = false;
+    // The login's own statements ran (the challenge opened, then answered)...
+    expect(statements.filter((statement) => /^insert into "challenges"/.test(statement))).toHaveLength(1);
+    // ...and no message was owed, so none was sent and no mark was cleared afterwards.
+    expect(statements.filter((statement) => /_push_owed" = \?/.test(statement))).toEqual([]);
+    expect(push.handled).toBe(before);
+    expect(await core.storage.db.selectFrom("challenges").select(["wake_push_owed", "end_push_owed"]).where("id", "=", pending.json.challengeId).executeTakeFirstOrThrow()).toEqual({ wake_push_owed: 0, end_push_owed: 0 });
+    expect(failures).toEqual([]);
   });
 
   it("sends an end again after its push service failed, for ten minutes after the login ended", async () => {
