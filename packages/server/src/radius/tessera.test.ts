@@ -77,7 +77,7 @@ describe("RADIUS in the running server, checked by radclient", () => {
       expect(await answeredBy("the-wide-ranges-shared-secret")).toBe("application:wide");
       expect(await answeredBy("the-narrow-ranges-shared-secret")).toBe("application:narrow");
       expect(await answeredBy("the-other-organisations-secret")).toBe("application:intruder");
-      const badAuthenticators = async () => Number(/^tessera_radius_packets\{counter="badAuthenticator"\} (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
+      const badAuthenticators = async () => Number(/^tessera_radius_packets_total\{counter="badAuthenticator"\} (\d+)$/m.exec(await (await fetch(`${server.url}/metrics`)).text())?.[1]);
       const before = await badAuthenticators();
       const wrong = await radclient(server.radius!.port, "nobodys-shared-secret", request("000000"));
       expect(`${wrong.stdout}${wrong.stderr}`).toMatch(/no reply/i);
@@ -143,7 +143,12 @@ describe("RADIUS in the running server, checked by radclient", () => {
     expect(run.exitCode, run.stderr).toBe(0);
     expect(run.stdout).toMatch(/Received Access-Accept[^\n]*\n\tMessage-Authenticator = 0x[0-9a-f]{32}\n\tReply-Message = "Tessera is up"/);
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    expect(metrics).toMatch(/^tessera_radius_packets\{counter="statusAnswers"\} 1$/m);
+    expect(metrics).toMatch(/^tessera_radius_packets_total\{counter="statusAnswers"\} 1$/m);
+    // Counts since start are counters; what the server holds now, gauges.
+    expect(metrics).toMatch(/^# TYPE tessera_radius_packets_total counter$/m);
+    expect(metrics).not.toMatch(/counter="(inFlight|cached)"/);
+    expect(metrics).toMatch(/^# TYPE tessera_radius_in_flight gauge\ntessera_radius_in_flight 0$/m);
+    expect(metrics).toMatch(/^# TYPE tessera_radius_cached_answers gauge\ntessera_radius_cached_answers \d+$/m);
   });
 
   it("stays silent to a wrong shared secret", async () => {

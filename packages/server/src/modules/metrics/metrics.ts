@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { RadiusStats } from "../../radius/server.js";
 
 /**
  * Prometheus metrics of one Tessera process: authentications by method and result with
@@ -28,11 +29,36 @@ export function createMetrics() {
     buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
-  const radiusPackets = new Gauge({
-    name: "tessera_radius_packets",
-    help: "RADIUS server counters since start (requests, accepts, rejects, challenges, duplicates, dropped, unknownClient, badAuthenticator, malformed...)",
+  let radiusStats: (() => RadiusStats) | null = null;
+  // Read from the RADIUS server at each scrape: its counts since start as counters, and
+  // what it holds at that moment as gauges.
+  new Counter({
+    name: "tessera_radius_packets_total",
+    help: "RADIUS server counts since start, by counter (requests, accepts, rejects, challenges, statusAnswers, duplicates, resent, dropped, unknownClient, badAuthenticator, malformed, unexpectedCode, overloaded, notReady, errors)",
     labelNames: ["counter"] as const,
     registers: [registry],
+    collect() {
+      if (!radiusStats) return;
+      this.reset();
+      const { inFlight: _inFlight, cached: _cached, ...counts } = radiusStats();
+      for (const [counter, value] of Object.entries(counts)) this.inc({ counter }, value);
+    },
+  });
+  new Gauge({
+    name: "tessera_radius_in_flight",
+    help: "RADIUS requests being authenticated now",
+    registers: [registry],
+    collect() {
+      if (radiusStats) this.set(radiusStats().inFlight);
+    },
+  });
+  new Gauge({
+    name: "tessera_radius_cached_answers",
+    help: "RADIUS answers held now for retransmissions (the duplicate cache)",
+    registers: [registry],
+    collect() {
+      if (radiusStats) this.set(radiusStats().cached);
+    },
   });
   const webPushes = new Counter({
     name: "tessera_web_push_total",
@@ -57,8 +83,6 @@ export function createMetrics() {
     help: "Audit records linked into the chain after their commit (PostgreSQL)",
     registers: [registry],
   });
-  let radiusStats: (() => Record<string, number>) | null = null;
-
   return {
     registry,
     authentication(method: string, result: string, reason: string | undefined, seconds: number): void {
@@ -80,11 +104,10 @@ export function createMetrics() {
         auditLinked.inc(outcome.linked);
       } else auditLinks.inc({ outcome: "failed" });
     },
-    watchRadius(stats: () => Record<string, number>): void {
+    watchRadius(stats: () => RadiusStats): void {
       radiusStats = stats;
     },
     async render(): Promise<{ contentType: string; body: string }> {
-      if (radiusStats) for (const [counter, value] of Object.entries(radiusStats())) radiusPackets.set({ counter }, value);
       return { contentType: registry.contentType, body: await registry.metrics() };
     },
   };
