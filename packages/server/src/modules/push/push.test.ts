@@ -1,3 +1,4 @@
+import { sql } from "kysely";
 import { expect, it, vi } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
@@ -399,6 +400,62 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     core.clock.advance(1);
     expect((await authenticate(pushKey, "fay")).json).toMatchObject({ result: "pending" });
   });
+
+  it("denies the user's other waiting push logins with a fraud report, so none is left on the phone to approve by mistake", async () => {
+    const { device, serial } = await enrolledUser("ida", true);
+    const { device: otherDevice } = await enrolledUser("jon", true);
+    const [reported, second, third] = [await authenticate(pushKey, "ida"), await authenticate(pushKey, "ida"), await authenticate(pushKey, "ida")];
+    const strangers = await authenticate(pushKey, "jon");
+    const deniedBefore = await endedCount("denied");
+    // The application waits on one of them as the report comes in.
+    const waiting = outcome(pushKey, third.json.challengeId, 10);
+    expect((await device.answer(reported.json.challengeId, "fraud")).json).toEqual({ status: "fraud" });
+    expect((await waiting).json).toEqual({ status: "reject", reason: "denied" });
+    expect((await outcome(pushKey, second.json.challengeId)).json).toEqual({ status: "reject", reason: "denied" });
+    expect((await device.poll()).json.items).toEqual([]);
+    expect((await device.answer(second.json.challengeId, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
+    expect(await endedCount("denied")).toBe(deniedBefore + 2);
+    // Filed under the reporting token, each naming its own login.
+    await core.services.audit.settle();
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&serial=${serial}&action=auth.push_denied`, t.apiKeys.auditor);
+    expect(trail.json.items.map((item: { details: { challengeId: string }; reason: string }) => [item.details.challengeId, item.reason]).sort()).toEqual(
+      [second.json.challengeId, third.json.challengeId].sort().map((id) => [id, "denied with the user's fraud report on another push login"]),
+    );
+    // Another user's waiting login is not touched.
+    expect((await outcome(pushKey, strangers.json.challengeId)).json).toEqual({ status: "pending" });
+    await otherDevice.answer(strangers.json.challengeId, "deny");
+  });
+
+  // On SQLite the report and the request have the one writer in turn.
+  if (kind === "postgres")
+    it("leaves no push login waiting that another node opened while the user reported fraud", async () => {
+      const { device } = await enrolledUser("kai", true);
+      const reported = await authenticate(pushKey, "kai");
+      const user = await core.storage.db.selectFrom("users").select("id").where("user_id", "=", "kai").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+      const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+      const node2 = await openSecondNode(core);
+      let opened: Awaited<ReturnType<typeof node2.services.auth.authenticate>> | undefined;
+      try {
+        // Node 2's push request holds the user's row and has opened its challenge, not yet
+        // committed, when the report arrives on node 1: the report waits for it, then
+        // denies that challenge too.
+        let answered: Promise<unknown> | undefined;
+        await node2.services.storage.db.transaction().execute(async (trx) => {
+          await trx.selectFrom("users").select("id").where("id", "=", user.id).forUpdate().execute();
+          answered = device.answer(reported.json.challengeId, "fraud");
+          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting)).toBe(1);
+          const row = await trx.selectFrom("challenges").selectAll().where("id", "=", reported.json.challengeId).executeTakeFirstOrThrow();
+          await trx.insertInto("challenges").values({ ...row, id: "chl_kai_node2", status: "pending", created_at: core.clock.nowMs(), expires_at: core.clock.nowMs() + CHALLENGE_TTL_MS }).execute();
+        });
+        expect(((await answered) as { json: unknown }).json).toEqual({ status: "fraud" });
+        // And a request after the report, on either node, is refused.
+        opened = await node2.services.auth.authenticate({ application, userId: "kai", passcode: "", source: "198.51.100.30", method: "rest" });
+      } finally {
+        await node2.close();
+      }
+      expect((await core.storage.db.selectFrom("challenges").select("status").where("id", "=", "chl_kai_node2").executeTakeFirstOrThrow()).status).toBe("denied");
+      expect(opened).toMatchObject({ result: "reject", reason: "push_blocked" });
+    });
 
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {
     const { device } = await enrolledUser("xia", true);

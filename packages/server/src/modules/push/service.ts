@@ -6,6 +6,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
+import type { AuditEntry } from "../audit/service.js";
 import { resetFailures } from "../auth/service.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
@@ -694,7 +695,12 @@ export function createPushService(
       // around them (on SQLite, the group commit). An answer refused before it wrote
       // anything returns its refusal instead of throwing, so that it does not roll back
       // the answers and logins it shares the transaction with.
-      const result = await writes.run(async (trx): Promise<{ status: ChallengeStatus } | { refused: ReturnType<typeof fail> }> => {
+      type Closed = Pick<ChallengeRow, "id" | "device_ids" | "expires_at" | "resource_name" | "source" | "application_id" | "end_push_owed">;
+      const result = await writes.run(async (trx): Promise<{ status: ChallengeStatus; alsoClosed: Closed[] } | { refused: ReturnType<typeof fail> }> => {
+        // A report and a push request for the same user on two nodes (PostgreSQL) take
+        // the user's row in turn, as `open` does: the request either counts the report
+        // and is refused, or committed first and its challenge is closed below.
+        if (status === "fraud" && deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", row.user_pk).forUpdate().execute();
         let serial: string | null = null;
         let approval: { serial: string; step: number; driftSteps: number } | null = null;
         if (status === "approved") {
@@ -729,27 +735,52 @@ export function createPushService(
           // A success, as a typed passcode's: the user's other tokens start counting afresh.
           await trx.executeQuery(queries.resetFailures({ userPk: row.user_pk, now }));
         }
-        await audit.append(trx, { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } }, [
-          {
-            action: status === "fraud" ? "auth.fraud_reported" : `auth.push_${status}`,
-            virtualServerId: row.virtual_server_id,
-            targetType: "token",
-            targetId: serial ?? challengeId,
-            tokenSerial: serial,
-            userPk: row.user_pk,
-            reason: status === "fraud" ? "the user denied the login and reported it as fraud" : status === "denied" ? "the user denied the login" : null,
-            details: { challengeId, applicationId: row.application_id, resourceName: row.resource_name, source: row.source, result: status === "approved" ? "accept" : "reject" },
-          },
+        // A report says "this is not me": the user's other push logins still waiting came
+        // from the same moment, likely the same stranger, and are denied with it, so that
+        // none is left on the phone to be approved by mistake.
+        const alsoClosed: Closed[] =
+          status === "fraud"
+            ? await trx
+                .updateTable("challenges")
+                .set({ status: "denied", answered_at: now })
+                .where("user_pk", "=", row.user_pk)
+                .where("status", "=", "pending")
+                .where("expires_at", ">", now)
+                .where("id", "!=", challengeId)
+                .returning(["id", "device_ids", "expires_at", "resource_name", "source", "application_id", "end_push_owed"])
+                .execute()
+            : [];
+        const device = { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } } as const;
+        const record = (closed: Pick<ChallengeRow, "id" | "application_id" | "resource_name" | "source">, action: string, reason: string | null): AuditEntry => ({
+          action,
+          virtualServerId: row.virtual_server_id,
+          targetType: "token",
+          targetId: serial ?? closed.id,
+          tokenSerial: serial,
+          userPk: row.user_pk,
+          reason,
+          details: { challengeId: closed.id, applicationId: closed.application_id, resourceName: closed.resource_name, source: closed.source, result: status === "approved" ? "accept" : "reject" },
+        });
+        await audit.append(trx, device, [
+          record(row, status === "fraud" ? "auth.fraud_reported" : `auth.push_${status}`, status === "fraud" ? "the user denied the login and reported it as fraud" : status === "denied" ? "the user denied the login" : null),
+          ...alsoClosed.map((closed) => record(closed, "auth.push_denied", "denied with the user's fraud report on another push login")),
         ]);
-        return { status };
+        return { status, alsoClosed };
       });
       if ("refused" in result) throw result.refused;
       deps.metrics?.pushEnded(status);
       hub.challengeChanged(challengeId);
+      if (result.alsoClosed.length > 0) {
+        deps.metrics?.pushEnded("denied", result.alsoClosed.length);
+        for (const closed of result.alsoClosed) hub.challengeChanged(closed.id);
+        void tellEnded(
+          result.alsoClosed.map((closed) => ({ id: closed.id, deviceIds: JSON.parse(closed.device_ids) as string[], outcome: "denied", expiresAt: closed.expires_at, resourceName: closed.resource_name, owed: closed.end_push_owed === 1 })),
+        );
+      }
       // The user's other devices showing it hear that it was answered (the one that
       // answered knows; it hears of the end at its connection's next look).
       void tellEnded([{ id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 }]);
-      return result;
+      return { status: result.status };
     },
   };
 }
