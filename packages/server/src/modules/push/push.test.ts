@@ -443,7 +443,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
         await node2.services.storage.db.transaction().execute(async (trx) => {
           await trx.selectFrom("users").select("id").where("id", "=", user.id).forUpdate().execute();
           answered = device.answer(reported.json.challengeId, "fraud");
-          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting)).toBe(1);
+          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting), { timeout: 10_000 }).toBe(1);
           const row = await trx.selectFrom("challenges").selectAll().where("id", "=", reported.json.challengeId).executeTakeFirstOrThrow();
           await trx.insertInto("challenges").values({ ...row, id: "chl_kai_node2", status: "pending", created_at: core.clock.nowMs(), expires_at: core.clock.nowMs() + CHALLENGE_TTL_MS }).execute();
         });
