@@ -442,8 +442,11 @@ describeEachDatabase("Push OTP over REST", (kind) => {
         let answered: Promise<unknown> | undefined;
         await node2.services.storage.db.transaction().execute(async (trx) => {
           await trx.selectFrom("users").select("id").where("id", "=", user.id).forUpdate().execute();
+          const holder = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid;
           answered = device.answer(reported.json.challengeId, "fraud");
-          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting), { timeout: 10_000 }).toBe(1);
+          // The report waits on this transaction, and on nothing else.
+          const blocked = () => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where ${holder}::int = any(pg_blocking_pids(pid))`.execute(core.storage.db).then((r) => r.rows[0]!.waiting);
+          await expect.poll(blocked, { timeout: 10_000 }).toBe(1);
           const row = await trx.selectFrom("challenges").selectAll().where("id", "=", reported.json.challengeId).executeTakeFirstOrThrow();
           await trx.insertInto("challenges").values({ ...row, id: "chl_kai_node2", status: "pending", created_at: core.clock.nowMs(), expires_at: core.clock.nowMs() + CHALLENGE_TTL_MS }).execute();
         });

@@ -770,16 +770,15 @@ export function createPushService(
       if ("refused" in result) throw result.refused;
       deps.metrics?.pushEnded(status);
       hub.challengeChanged(challengeId);
-      if (result.alsoClosed.length > 0) {
-        deps.metrics?.pushEnded("denied", result.alsoClosed.length);
-        for (const closed of result.alsoClosed) hub.challengeChanged(closed.id);
-        void tellEnded(
-          result.alsoClosed.map((closed) => ({ id: closed.id, deviceIds: JSON.parse(closed.device_ids) as string[], outcome: "denied", expiresAt: closed.expires_at, resourceName: closed.resource_name, owed: closed.end_push_owed === 1 })),
-        );
-      }
+      if (result.alsoClosed.length > 0) deps.metrics?.pushEnded("denied", result.alsoClosed.length);
+      for (const closed of result.alsoClosed) hub.challengeChanged(closed.id);
       // The user's other devices showing it hear that it was answered (the one that
-      // answered knows; it hears of the end at its connection's next look).
-      void tellEnded([{ id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 }]);
+      // answered knows; it hears of the end at its connection's next look); every device
+      // showing one the report denied with it hears of that one.
+      void tellEnded([
+        { id: challengeId, deviceIds: deviceIds.filter((deviceId) => deviceId !== signed.deviceId), outcome: status, expiresAt: row.expires_at, resourceName: row.resource_name, owed: row.end_push_owed === 1 },
+        ...result.alsoClosed.map((closed) => ({ id: closed.id, deviceIds: JSON.parse(closed.device_ids) as string[], outcome: "denied" as const, expiresAt: closed.expires_at, resourceName: closed.resource_name, owed: closed.end_push_owed === 1 })),
+      ]);
       return { status: result.status };
     },
   };
