@@ -164,7 +164,10 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
     storeTotp: prepareQuery<StoreTotp, never>(db, storeTotp),
     storeHotp: prepareQuery<StoreHotp, never>(db, storeHotp),
     resetFailures: prepareQuery<ResetFailures, never>(db, resetFailures),
-    tokenState: prepareQuery<{ serial: string }, { state: string }>(db, (db, param) => db.selectFrom("tokens").select("state").where("serial", "=", param("serial"))),
+    /** The state of the token that approved a push login, found only while it is still that user's. */
+    approverState: prepareQuery<{ serial: string; userPk: string }, { state: string }>(db, (db, param) =>
+      db.selectFrom("tokens").select("state").where("serial", "=", param("serial")).where("user_pk", "=", param("userPk")),
+    ),
   };
 }
 
@@ -353,8 +356,8 @@ export function createAuthService(
       else if (outcome.status === "approved" && now > outcome.row.expires_at + APPROVAL_GRACE_MS) result = { result: "reject", reason: "expired" };
       else if (outcome.status === "approved") {
         // Compare-and-set: of two requests with the same State, on one node or two, one
-        // gets in; and only while the token that approved is active (not suspended, nor
-        // revoked as lost, since the approval).
+        // gets in; and only while the token that approved is active and the user's (not
+        // suspended, revoked, nor returned and issued to someone else since the approval).
         const redeemed = await trx
           .updateTable("challenges")
           .set({ redeemed_at: now })
@@ -362,12 +365,12 @@ export function createAuthService(
           .where("status", "=", "approved")
           .where("redeemed_at", "is", null)
           .where(({ exists, selectFrom, ref }) =>
-            exists(selectFrom("tokens").select("tokens.serial").whereRef("tokens.serial", "=", ref("challenges.answered_serial")).where("tokens.state", "=", "active")),
+            exists(selectFrom("tokens").select("tokens.serial").whereRef("tokens.serial", "=", ref("challenges.answered_serial")).whereRef("tokens.user_pk", "=", ref("challenges.user_pk")).where("tokens.state", "=", "active")),
           )
           .executeTakeFirst();
         if (Number(redeemed.numUpdatedRows) === 1) result = { result: "accept", serial: outcome.row.answered_serial ?? "", userId };
         else {
-          const token = outcome.row.answered_serial ? (await trx.executeQuery(queries.tokenState({ serial: outcome.row.answered_serial }))).rows[0] : undefined;
+          const token = outcome.row.answered_serial ? (await trx.executeQuery(queries.approverState({ serial: outcome.row.answered_serial, userPk: outcome.row.user_pk }))).rows[0] : undefined;
           result = { result: "reject", reason: token?.state === "active" ? "redeemed" : "no_token" };
         }
       } else result = { result: "reject", reason: outcome.status === "pending" ? "no_answer" : outcome.status === "fraud" ? "denied" : outcome.status };
@@ -389,9 +392,9 @@ export function createAuthService(
           return { status: "pending" };
         case "approved": {
           // As a redemption (see redeem): an approval is good for the challenge's life and
-          // APPROVAL_GRACE_MS, while the token that gave it is active.
+          // APPROVAL_GRACE_MS, while the token that gave it is active and still the user's.
           if (clock.nowMs() > outcome.row.expires_at + APPROVAL_GRACE_MS) return { status: "reject", reason: "expired" };
-          const token = outcome.row.answered_serial ? (await db.executeQuery(queries.tokenState({ serial: outcome.row.answered_serial }))).rows[0] : undefined;
+          const token = outcome.row.answered_serial ? (await db.executeQuery(queries.approverState({ serial: outcome.row.answered_serial, userPk: outcome.row.user_pk }))).rows[0] : undefined;
           if (token?.state !== "active") return { status: "reject", reason: "no_token" };
           return { status: "accept", serial: outcome.row.answered_serial ?? undefined };
         }

@@ -355,6 +355,20 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await outcome(pushKey, kept)).json).toEqual({ status: "reject", reason: "expired" });
   });
 
+  it("takes an approval only while the token that gave it is still the user's: not once it was returned and issued to someone else", async () => {
+    const { device, serial } = await enrolledUser("ugo", true);
+    const portal = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "portal").where("virtual_server_id", "=", t.virtualServerId).executeTakeFirstOrThrow();
+    const [forRest, forRadius] = [(await authenticate(pushKey, "ugo")).json.challengeId as string, (await authenticate(pushKey, "ugo")).json.challengeId as string];
+    for (const id of [forRest, forRadius]) expect((await device.answer(id, "approve", serial, device.passcode())).json).toEqual({ status: "approved" });
+    // Within the minute: the token goes back to inventory and is active again, another user's.
+    await core.services.tokenLifecycle.revoke(installerPrincipal, serial, { to: "inventory", reason: "left the company" });
+    const other = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "vic" });
+    const vic = await core.storage.db.selectFrom("tokens").select("user_pk").where("serial", "=", other).executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("tokens").set({ state: "active", user_pk: vic.user_pk }).where("serial", "=", serial).execute();
+    expect((await outcome(pushKey, forRest)).json).toEqual({ status: "reject", reason: "no_token" });
+    expect(await core.services.auth.redeemChallenge({ application: portal, userId: "ugo", challengeId: forRadius, source: "198.51.100.23", method: "radius" }, 0)).toEqual({ result: "reject", reason: "no_token" });
+  });
+
   it("asks the phone again once the lock duration of its token has passed, as a typed passcode would find it", async () => {
     const { device, serial } = await enrolledUser("lou", true);
     await core.storage.db.updateTable("tokens").set({ state: "locked", failures: 3, locked_until: core.clock.nowMs() + 900_000 }).where("serial", "=", serial).execute();
