@@ -44,6 +44,8 @@ export interface ServiceOptions {
   onWebPushFailure?: (deviceId: string, detail: string) => void;
   /** Told when audit records could not be linked into the chain (PostgreSQL): they wait, and the next pass tries again. */
   onAuditLinkFailure?: (error: unknown) => void;
+  /** Told when work after a committed login failed (the login stands). */
+  onFollowUpFailure?: (what: string, error: unknown) => void;
 }
 
 export function createServices(storage: Storage, keyring: Keyring, options: ServiceOptions = {}) {
@@ -105,7 +107,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     webPush,
     mail: createMailService(deps),
     applications,
-    auth: createAuthService({ ...deps, push, metrics, writes }),
+    auth: createAuthService({ ...deps, push, metrics, writes, onFollowUpFailure: options.onFollowUpFailure }),
     metrics,
     resyncToken: createResync(deps),
   };
@@ -121,6 +123,7 @@ export async function openCore(
     clock?: Clock;
     onWebPushFailure?: ServiceOptions["onWebPushFailure"];
     onAuditLinkFailure?: ServiceOptions["onAuditLinkFailure"];
+    onFollowUpFailure?: ServiceOptions["onFollowUpFailure"];
     /** A long-running server: SQLite checkpoints in a thread of their own. */
     backgroundCheckpoints?: boolean;
     /** Instead of the configured address (a server on a port picked at start). */
@@ -149,5 +152,6 @@ export async function openCore(
     },
     onWebPushFailure: options.onWebPushFailure,
     onAuditLinkFailure: options.onAuditLinkFailure,
+    onFollowUpFailure: options.onFollowUpFailure,
   });
 }

@@ -296,6 +296,30 @@ describeEachDatabase("passcode authentication", (kind) => {
       expect(await verifyAuditChain(core.storage.db)).toMatchObject({ ok: true });
     });
 
+  if (kind === "postgres")
+    it("lets in a user whose passcode was accepted on PostgreSQL even when the reset of their other tokens' failures then fails", async () => {
+      const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "half-reset" });
+      const other = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "half-reset" });
+      await core.storage.db.updateTable("tokens").set({ failures: 2 }).where("serial", "=", other).execute();
+      // The other token's row refuses the reset, as a database that went away would.
+      await sql`create function refuse_reset() returns trigger language plpgsql as $$ begin raise exception 'the database went away'; end $$`.execute(core.storage.db);
+      await sql`create trigger refuse_reset before update on tokens for each row when (old.serial = ${sql.lit(other)} and new.failures = 0) execute function refuse_reset()`.execute(core.storage.db);
+      try {
+        const failures: string[] = [];
+        const auth = createAuthService({ db: core.storage.db, kind: core.storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, onFollowUpFailure: (what, error) => failures.push(`${what}: ${(error as Error).message}`) });
+        core.clock.advance(30_000);
+        expect(await auth.authenticate({ application, userId: "half-reset", passcode: code(), source: "192.0.2.42", method: "rest" })).toMatchObject({ result: "accept", serial });
+        expect(failures).toEqual([expect.stringMatching(/other tokens.*the database went away/)]);
+        expect((await tokenRow(other)).failures).toBe(2);
+        await core.services.audit.settle();
+        const accepted = await core.storage.db.selectFrom("audit_log").select("action").where("token_serial", "=", serial).where("action", "like", "auth.%").execute();
+        expect(accepted).toEqual([{ action: "auth.accept" }]);
+      } finally {
+        await sql`drop trigger refuse_reset on tokens`.execute(core.storage.db);
+        await sql`drop function refuse_reset()`.execute(core.storage.db);
+      }
+    });
+
   it("fails a login whole when its failure count cannot be stored: no token failure, no audit record", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "uncounted" });
     core.clock.advance(30_000);

@@ -228,7 +228,14 @@ function storeHotp(db: QueryCreator<Database>, param: Param<StoreHotp>) {
 }
 
 export function createAuthService(
-  deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & { push?: PushService; metrics?: Metrics; writes?: WriteBatcher; limits?: GuessingLimits },
+  deps: Pick<CoreDeps, "db" | "kind" | "clock" | "audit" | "keyring"> & {
+    push?: PushService;
+    metrics?: Metrics;
+    writes?: WriteBatcher;
+    limits?: GuessingLimits;
+    /** Told when work after a committed decision failed (for the log): the decision stands. */
+    onFollowUpFailure?: (what: string, error: unknown) => void;
+  },
 ) {
   const { db, clock, audit, keyring } = deps;
   // Grouped on SQLite, where there is one writer and the commit is the dear part. Not on
@@ -299,7 +306,16 @@ export function createAuthService(
       );
       if (Number(stored.numAffectedRows) !== 1) return onward;
       audit.written();
-      if (othersFailed(held, token.serial)) await db.executeQuery(queries.resetFailures({ userPk: holderPk, now }));
+      // The login is accepted and audited: should the reset of the user's other tokens
+      // fail now (the database gone a moment), they keep their counts, and the user
+      // still gets in.
+      if (othersFailed(held, token.serial)) {
+        try {
+          await db.executeQuery(queries.resetFailures({ userPk: holderPk, now }));
+        } catch (error) {
+          deps.onFollowUpFailure?.("reset of the failures of the user's other tokens after an accepted login", error);
+        }
+      }
       return result;
     }
     return onward;
