@@ -144,7 +144,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
           return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: application.push_timeout_seconds };
         }
         // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
-        const decided = await services.auth.challengeOutcome(application, outcome.challengeId, pushWaitMs);
+        const decided = await services.auth.challengeOutcome(asked, outcome.challengeId, pushWaitMs);
         return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" || decided.reason === "expired" ? NO_ANSWER : "Access denied" };
       }
       return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };

@@ -79,7 +79,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
     },
     async (request) => {
       const application = await restApplicationOf(request.headers.authorization);
-      return services.auth.challengeOutcome(application, request.params.challengeId, request.query.wait * 1000);
+      return services.auth.challengeOutcome({ application, method: "rest", client: { address: request.ip } }, request.params.challengeId, request.query.wait * 1000);
     },
   );
 

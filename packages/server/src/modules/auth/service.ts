@@ -397,11 +397,22 @@ export function createAuthService(
   }
 
   const service = {
-    /** Where a push login stands, waiting up to `waitMs` for the user's answer. */
-    async challengeOutcome(application: Pick<ApplicationRow, "id">, challengeId: string, waitMs: number): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
+    /**
+     * Where a push login stands, waiting up to `waitMs` for the user's answer. An approval
+     * that can no longer let the user in (past its grace, or its token no longer active
+     * and the user's) is a login refused: audited as `auth.reject` and counted, as the
+     * trail would otherwise show only the approval. Each look that answers so is one
+     * refusal; the application stops asking at the first.
+     */
+    async challengeOutcome(
+      request: Pick<AuthRequest, "application" | "method" | "client">,
+      challengeId: string,
+      waitMs: number,
+    ): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
       if (!deps.push) throw new Error("push is not configured");
+      const started = process.hrtime.bigint();
       // Another application's challenge is unknown at once: it learns nothing, not even when it is answered.
-      const outcome = await deps.push.outcome(challengeId, waitMs, application.id);
+      const outcome = await deps.push.outcome(challengeId, waitMs, request.application.id);
       if (!outcome) return { status: "reject", reason: "unknown_challenge" };
       switch (outcome.status) {
         case "pending":
@@ -409,10 +420,22 @@ export function createAuthService(
         case "approved": {
           // As a redemption (see redeem): an approval is good for the challenge's life and
           // APPROVAL_GRACE_MS, while the token that gave it is active and still the user's.
-          if (clock.nowMs() > outcome.row.expires_at + APPROVAL_GRACE_MS) return { status: "reject", reason: "expired" };
-          const token = outcome.row.answered_serial ? (await db.executeQuery(queries.approverState({ serial: outcome.row.answered_serial, userPk: outcome.row.user_pk }))).rows[0] : undefined;
-          if (token?.state !== "active") return { status: "reject", reason: "no_token" };
-          return { status: "accept", serial: outcome.row.answered_serial ?? undefined };
+          const { row } = outcome;
+          let refused: "expired" | "no_token" | null = null;
+          if (clock.nowMs() > row.expires_at + APPROVAL_GRACE_MS) refused = "expired";
+          else {
+            const token = row.answered_serial ? (await db.executeQuery(queries.approverState({ serial: row.answered_serial, userPk: row.user_pk }))).rows[0] : undefined;
+            if (token?.state !== "active") refused = "no_token";
+          }
+          if (!refused) return { status: "accept", serial: row.answered_serial ?? undefined };
+          const ended = { result: "reject", reason: refused } as const;
+          await writes.run(async (trx) => {
+            const user = await trx.selectFrom("users").select("user_id").where("id", "=", row.user_pk).executeTakeFirst();
+            const who = { userId: user?.user_id ?? row.user_pk, source: row.source, userPk: row.user_pk, serial: null };
+            await audit.append(trx, authPrincipal(request.application), [loginRecord(request, ended, who, { push: true, challengeId, approvedBy: row.answered_serial })]);
+          });
+          deps.metrics?.authentication(request.method, "reject", refused, Number(process.hrtime.bigint() - started) / 1e9);
+          return { status: "reject", reason: refused };
         }
         default:
           return { status: "reject", reason: outcome.status === "fraud" ? "denied" : outcome.status };

@@ -352,7 +352,12 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(await redeem(late)).toEqual({ result: "accept", serial, userId: "uri" });
     core.clock.advance(1);
     expect(await redeem(kept)).toEqual({ result: "reject", reason: "expired" });
+    const expiredBefore = await refusals("rest", "expired");
     expect((await outcome(pushKey, kept)).json).toEqual({ status: "reject", reason: "expired" });
+    expect(await refusals("rest", "expired")).toBe(expiredBefore + 1);
+    await core.services.audit.settle();
+    const refused = await core.storage.db.selectFrom("audit_log").select(["reason", "details"]).where("action", "=", "auth.reject").where("target_id", "=", "uri").where("details", "like", `%"method":"rest"%`).orderBy("seq").execute();
+    expect(refused.map((row) => [row.reason, JSON.parse(row.details!).challengeId])).toEqual([["no_token", beforeSuspension], ["expired", kept]]);
   });
 
   it("takes an approval only while the token that gave it is still the user's: not once it was returned and issued to someone else", async () => {
@@ -365,9 +370,22 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     const other = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "vic" });
     const vic = await core.storage.db.selectFrom("tokens").select("user_pk").where("serial", "=", other).executeTakeFirstOrThrow();
     await core.storage.db.updateTable("tokens").set({ state: "active", user_pk: vic.user_pk }).where("serial", "=", serial).execute();
+    const refusedBefore = await refusals("rest", "no_token");
     expect((await outcome(pushKey, forRest)).json).toEqual({ status: "reject", reason: "no_token" });
     expect(await core.services.auth.redeemChallenge({ application: portal, userId: "ugo", challengeId: forRadius, source: "198.51.100.23", method: "radius" }, 0)).toEqual({ result: "reject", reason: "no_token" });
+    // Both refusals in the user's trail (not the token's: it is someone else's now), and counted.
+    expect(await refusals("rest", "no_token")).toBe(refusedBefore + 1);
+    await core.services.audit.settle();
+    const trail = await core.storage.db.selectFrom("audit_log").select(["action", "reason", "target_type", "target_id", "token_serial", "details"]).where("action", "=", "auth.reject").where("target_id", "=", "ugo").orderBy("seq").execute();
+    expect(trail.map((row) => ({ ...row, details: JSON.parse(row.details!) }))).toEqual([
+      { action: "auth.reject", reason: "no_token", target_type: "user", target_id: "ugo", token_serial: null, details: expect.objectContaining({ method: "rest", challengeId: forRest, push: true, approvedBy: serial, source: "198.51.100.23" }) },
+      { action: "auth.reject", reason: "no_token", target_type: "user", target_id: "ugo", token_serial: null, details: expect.objectContaining({ method: "radius", challengeId: forRadius, push: true }) },
+    ]);
   });
+
+  /** tessera_authentications_total for one method and refusal reason. */
+  const refusals = async (method: string, reason: string) =>
+    Number(new RegExp(`^tessera_authentications_total\\{method="${method}",result="reject",reason="${reason}"\\} (\\d+)$`, "m").exec((await core.services.metrics.render()).body)?.[1] ?? 0);
 
   it("asks the phone again once the lock duration of its token has passed, as a typed passcode would find it", async () => {
     const { device, serial } = await enrolledUser("lou", true);
