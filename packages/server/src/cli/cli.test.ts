@@ -188,7 +188,7 @@ describeEachDatabase("tessera CLI", (kind) => {
 
   describe("migrate", () => {
     it("applies the migrations once and then reports nothing to apply", async () => {
-      expect(await tesseraJson(["migrate"], env)).toEqual({ applied: ["001-initial", "002-provisioning", "003-applications", "004-challenges", "005-server-secrets", "006-guessing-limits", "007-user-search", "008-unkeyed-users", "009-challenge-redemption", "010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed"] });
+      expect(await tesseraJson(["migrate"], env)).toEqual({ applied: ["001-initial", "002-provisioning", "003-applications", "004-challenges", "005-server-secrets", "006-guessing-limits", "007-user-search", "008-unkeyed-users", "009-challenge-redemption", "010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed", "015-wake-owed-devices"] });
       expect(await tesseraJson(["migrate"], env)).toEqual({ applied: [] });
     });
   });

@@ -32,7 +32,7 @@ describeEachDatabase("storage contract", (kind) => {
       await before.insertInto("virtual_servers").values({ id: "vs_old", name: "Old", parent_id: null, path: "/old/", created_at: 0, updated_at: 0 }).execute();
       const old = Array.from({ length: 1500 }, (_, i) => ({ id: `usr_${String(i).padStart(5, "0")}`, virtual_server_id: "vs_old", user_id: `old-${i}`, first_name: i === 1234 ? "Ørjan" : "", last_name: "Old", email: "", created_at: 0, updated_at: 0 }));
       for (let i = 0; i < old.length; i += 500) await before.insertInto("users").values(old.slice(i, i + 500)).execute();
-      expect((await migrateToLatest(storage)).applied).toEqual(["007-user-search", "008-unkeyed-users", "009-challenge-redemption", "010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed"]);
+      expect((await migrateToLatest(storage)).applied).toEqual(["007-user-search", "008-unkeyed-users", "009-challenge-redemption", "010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed", "015-wake-owed-devices"]);
       const keys = await storage.db.selectFrom("users").select(["user_id", "search_key"]).where("virtual_server_id", "=", "vs_old").execute();
       expect(keys).toHaveLength(1500);
       expect(keys.filter((row) => row.search_key === "")).toEqual([]);
@@ -54,7 +54,7 @@ describeEachDatabase("storage contract", (kind) => {
         .insertInto("applications")
         .values({ id: "app_old", virtual_server_id: "vs_old", name: "vpn", kind: "radius", resource_name: "vpn", push_otp: 1, push_mode: "hold", radius_addresses: "[]", created_at: 0, updated_at: 0 })
         .execute();
-      expect((await migrateToLatest(storage)).applied).toEqual(["010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed"]);
+      expect((await migrateToLatest(storage)).applied).toEqual(["010-push-timeout", "011-audit-pending", "012-challenges-by-user", "013-ended-push-owed", "014-wake-push-owed", "015-wake-owed-devices"]);
       expect(await storage.db.selectFrom("applications").select(["id", "push_timeout_seconds"]).execute()).toEqual([{ id: "app_old", push_timeout_seconds: 60 }]);
     } finally {
       await storage.close();

@@ -14,6 +14,7 @@ import { auditPendingMigration } from "./migrations/011-audit-pending.js";
 import { challengesByUserMigration } from "./migrations/012-challenges-by-user.js";
 import { endedPushOwedMigration } from "./migrations/013-ended-push-owed.js";
 import { wakePushOwedMigration } from "./migrations/014-wake-push-owed.js";
+import { wakeOwedDevicesMigration } from "./migrations/015-wake-owed-devices.js";
 
 // Migrations are code, listed here in order, identical for both databases except where
 // a migration asks for the database kind.
@@ -33,6 +34,7 @@ function migrationsFor(storage: Storage): Record<string, Migration> {
     "012-challenges-by-user": challengesByUserMigration(),
     "013-ended-push-owed": endedPushOwedMigration(),
     "014-wake-push-owed": wakePushOwedMigration(),
+    "015-wake-owed-devices": wakeOwedDevicesMigration(),
   };
 }
 

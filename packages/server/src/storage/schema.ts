@@ -262,6 +262,8 @@ export interface ChallengesTable {
   /** 1 while its devices with a Web Push subscription are owed the message that it ended. */
   end_push_owed: number;
   wake_push_owed: number;
+  /** JSON list of the devices still owed the wake message, when some push services took it and others did not; null: all of them. */
+  wake_owed_devices: string | null;
 }
 
 /** A secret of the service itself (the Web Push key pair), sealed under the master key. */

@@ -116,5 +116,6 @@ export function expiredChallengeRow(input: { id: string; virtualServerId: string
     redeemed_at: null,
     end_push_owed: 0,
     wake_push_owed: 0,
+    wake_owed_devices: null,
   };
 }

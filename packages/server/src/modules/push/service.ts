@@ -111,7 +111,7 @@ export interface ChallengeView {
 
 const CHALLENGE_COLUMNS = [
   "id", "virtual_server_id", "application_id", "user_pk", "device_ids", "resource_name", "source", "number_to_match",
-  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at", "end_push_owed", "wake_push_owed",
+  "status", "answered_serial", "created_at", "expires_at", "answered_at", "redeemed_at", "end_push_owed", "wake_push_owed", "wake_owed_devices",
 ] as const satisfies readonly (keyof ChallengeRow)[];
 
 /** A challenge that ended, for the devices that showed it; `owed`: it owes its Web Push devices the message. */
@@ -253,33 +253,37 @@ export function createPushService(
   };
 
   /**
-   * Posts one message to the push services of the devices that have a subscription;
-   * true when every one took it or has no more use for it (gone, or not allowed). A
-   * login does not wait for it: the push service's round trip (often hundreds of
-   * milliseconds) is the device's business. Never rejects.
+   * Posts one message to the push services of the devices that have a subscription.
+   * Returns the devices whose push service did not take it (failed): none when every
+   * one took it or has no more use for it (gone, or not allowed). A login does not wait
+   * for it: the push service's round trip (often hundreds of milliseconds) is the
+   * device's business. Never rejects.
    */
-  async function sendWebPush(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): Promise<boolean> {
-    if (!deps.webPush) return false;
+  async function sendWebPush(targets: Array<{ device_id: string | null; push_subscription: string | null }>, payload: Record<string, unknown>, ttlSeconds: number): Promise<string[]> {
     const subscribed = targets.filter((device) => device.device_id && device.push_subscription).map((device) => ({ deviceId: device.device_id!, subscription: device.push_subscription! }));
-    if (subscribed.length === 0) return true;
+    if (!deps.webPush) return subscribed.map((device) => device.deviceId);
+    if (subscribed.length === 0) return [];
     try {
       const results = await deps.webPush.send(subscribed, payload, ttlSeconds);
       for (const result of results) {
         deps.metrics?.webPush(result.outcome);
         if (result.outcome !== "sent") deps.onWebPushFailure?.(result.deviceId, result.detail ?? result.outcome);
       }
-      return results.every((result) => result.outcome !== "failed");
+      return results.filter((result) => result.outcome === "failed").map((result) => result.deviceId);
     } catch (error) {
       deps.metrics?.webPush("failed");
       deps.onWebPushFailure?.("*", (error as Error).message);
-      return false;
+      return subscribed.map((device) => device.deviceId);
     }
   }
 
   /**
    * The message a device's service worker turns into a notification: what the app would
    * show. Once every push service took it, the login owes it no more (`wake_push_owed`);
-   * otherwise `sendOwedWakes` sends it again while the login is open. Never rejects.
+   * otherwise `sendOwedWakes` sends it again while the login is open, to the devices
+   * whose push service did not take it (`wake_owed_devices` once some did), so that a
+   * phone that has it does not ring again for another's failing push service. Never
+   * rejects.
    */
   async function wake(devices: Array<{ device_id: string | null; push_subscription: string | null }>, challenge: Pick<ChallengeRow, "id" | "resource_name" | "source" | "number_to_match" | "expires_at">): Promise<void> {
     const payload = {
@@ -290,9 +294,16 @@ export function createPushService(
       numberToMatch: challenge.number_to_match,
       expiresAt: new Date(challenge.expires_at).toISOString(),
     };
-    if (!(await sendWebPush(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000))) return;
+    const failed = await sendWebPush(devices, payload, (challenge.expires_at - clock.nowMs()) / 1000);
+    // None of them took it: owed as before.
+    if (failed.length > 0 && failed.length === devices.filter((device) => device.push_subscription).length) return;
     try {
-      await db.updateTable("challenges").set({ wake_push_owed: 0 }).where("id", "=", challenge.id).where("wake_push_owed", "=", 1).execute();
+      await db
+        .updateTable("challenges")
+        .set(failed.length === 0 ? { wake_push_owed: 0, wake_owed_devices: null } : { wake_owed_devices: JSON.stringify(failed) })
+        .where("id", "=", challenge.id)
+        .where("wake_push_owed", "=", 1)
+        .execute();
     } catch (error) {
       deps.onWebPushFailure?.("*", (error as Error).message);
     }
@@ -323,12 +334,12 @@ export function createPushService(
         challenges.map(async (challenge) => {
           const payload = { type: "ended", id: challenge.id, outcome: challenge.outcome, resourceName: challenge.resourceName };
           const ttlSeconds = (Math.max(0, challenge.expiresAt - now) + ENDED_MESSAGE_GRACE_MS) / 1000;
-          const sent = await sendWebPush(
+          const failed = await sendWebPush(
             devices.filter((device) => challenge.deviceIds.includes(device.device_id!)),
             payload,
             ttlSeconds,
           );
-          return sent && challenge.owed ? challenge.id : null;
+          return failed.length === 0 && challenge.owed ? challenge.id : null;
         }),
       );
       const done = told.filter((id): id is string => id !== null);
@@ -392,6 +403,7 @@ export function createPushService(
         redeemed_at: null,
         end_push_owed: devices.some((device) => device.push_subscription) ? 1 : 0,
         wake_push_owed: devices.some((device) => device.push_subscription) ? 1 : 0,
+        wake_owed_devices: null,
       };
       await trx.executeQuery(queries.insertChallenge(row));
       return { ...view(row, now), row, devices };
@@ -574,7 +586,7 @@ export function createPushService(
         (after) =>
           db
             .selectFrom("challenges")
-            .select(["id", "device_ids", "resource_name", "source", "number_to_match", "expires_at", "created_at"])
+            .select(["id", "device_ids", "wake_owed_devices", "resource_name", "source", "number_to_match", "expires_at", "created_at"])
             // Written out, so that both databases take the partial index.
             .where("wake_push_owed", "=", sql.lit(1))
             .where("created_at", "<=", now - OWED_WAKE_DELAY_MS)
@@ -588,9 +600,10 @@ export function createPushService(
             .execute(),
         (row) => row.created_at,
         async (rows) => {
-          const deviceIds = [...new Set(rows.flatMap((row) => JSON.parse(row.device_ids) as string[]))];
-          const devices = await db.selectFrom("devices").select(["device_id", "push_subscription"]).where("device_id", "in", deviceIds).where("push_subscription", "is not", null).execute();
-          await Promise.all(rows.map((row) => wake(devices.filter((device) => (JSON.parse(row.device_ids) as string[]).includes(device.device_id!)), row)));
+          // Each login's devices still owed: those whose push service did not take it, or all.
+          const owed = rows.map((row) => JSON.parse(row.wake_owed_devices ?? row.device_ids) as string[]);
+          const devices = await db.selectFrom("devices").select(["device_id", "push_subscription"]).where("device_id", "in", [...new Set(owed.flat())]).where("push_subscription", "is not", null).execute();
+          await Promise.all(rows.map((row, i) => wake(devices.filter((device) => owed[i]!.includes(device.device_id!)), row)));
         },
       );
     },

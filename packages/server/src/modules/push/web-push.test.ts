@@ -28,6 +28,19 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
   const enrolledUser = (userId: string, pushSubscription?: object) => enrollSimulatedUser(core, api, t.virtualServerId, userId, { pushPermitted: true, pushSubscription });
 
   const login = (userId: string) => api.call("POST", "/api/v1/auth", appKey, { userId, passcode: "", sourceAddress: "203.0.113.9" });
+  /** A second device of the user: another token, enrolled by a tablet. */
+  const enrollSecondDevice = async (userId: string, pushSubscription: object) => {
+    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: [userId] }, tokenType: "mobile", apps: ["tessera"] });
+    const code = newEnrollmentCode();
+    const user = await core.storage.db.selectFrom("users").select("id").where("virtual_server_id", "=", t.virtualServerId).where("user_id", "=", userId).executeTakeFirstOrThrow();
+    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).where("enrolled_at", "is", null).execute();
+    const second = await simulatedDevice(api, () => core.clock.nowMs());
+    const enrolled = await second.enroll(code, true, pushSubscription);
+    expect(enrolled.status).toBe(201);
+    expect((await second.confirm(enrolled.json.enrollmentId, second.passcode())).status).toBe(200);
+    core.clock.advance(30_000);
+    return second;
+  };
   const subscriptionOf = async (deviceId: string) =>
     (await core.storage.db.selectFrom("devices").select("push_subscription").where("device_id", "=", deviceId).executeTakeFirstOrThrow()).push_subscription;
 
@@ -40,7 +53,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     });
     api = await createTestApp(core);
     t = await createTenant(core.services, "WebPush");
-    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 12 });
+    await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 16 });
     appKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "vpn", resourceName: "Corporate VPN", kind: "rest", pushOtp: true })).apiKey!;
   });
   afterAll(async () => {
@@ -99,16 +112,7 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     const phone = push.subscribe();
     const tablet = push.subscribe();
     const { device, serial } = await enrolledUser("enda", phone.subscription);
-    // A second device of the same user: another token, enrolled by a tablet.
-    await core.services.provisioning.createTask(installerPrincipal, { virtualServerId: t.virtualServerId, users: { userIds: ["enda"] }, tokenType: "mobile", apps: ["tessera"] });
-    const code = newEnrollmentCode();
-    const user = await core.storage.db.selectFrom("users").select("id").where("virtual_server_id", "=", t.virtualServerId).where("user_id", "=", "enda").executeTakeFirstOrThrow();
-    await core.storage.db.updateTable("enrollments").set({ code_hash: hashEnrollmentCode(code) }).where("user_pk", "=", user.id).where("enrolled_at", "is", null).execute();
-    const second = await simulatedDevice(api, () => core.clock.nowMs());
-    const enrolled = await second.enroll(code, true, tablet.subscription);
-    expect(enrolled.status).toBe(201);
-    expect((await second.confirm(enrolled.json.enrollmentId, second.passcode())).status).toBe(200);
-    core.clock.advance(30_000);
+    await enrollSecondDevice("enda", tablet.subscription);
 
     const messagesOf = (challengeId: string) =>
       push.received.filter((message) => message.payload.id === challengeId).map((message) => ({ to: message.subscriptionId === phone.id ? "phone" : message.subscriptionId === tablet.id ? "tablet" : "?", payload: message.payload }));
@@ -227,6 +231,40 @@ describeEachDatabase("Web Push to a device whose app is not running", (kind) => 
     core.clock.advance(5_000);
     expect(await core.services.push.sendOwedWakes()).toBe(0);
     expect(await owed(ended)).toBe(1);
+    failures.length = 0;
+  });
+
+  it("sends a push login's request again only to the device whose push service failed, not to the one that has it", async () => {
+    failures.length = 0;
+    const phone = push.subscribe();
+    const tablet = push.subscribe();
+    await enrolledUser("wyn", phone.subscription);
+    const second = await enrollSecondDevice("wyn", tablet.subscription);
+    const owed = async (challengeId: string) => core.storage.db.selectFrom("challenges").select(["wake_push_owed", "wake_owed_devices"]).where("id", "=", challengeId).executeTakeFirstOrThrow();
+    push.answerWith(tablet.id, 503);
+    let before = push.handled;
+    const challengeId = (await login("wyn")).json.challengeId as string;
+    await push.waitFor(before + 2);
+    await expect.poll(() => owed(challengeId)).toEqual({ wake_push_owed: 1, wake_owed_devices: JSON.stringify([second.deviceId]) });
+    expect(failures).toEqual([expect.stringMatching(new RegExp(`^${second.deviceId}: `))]);
+    // The tablet's push service still fails: asked again (one request, refused), the phone is not.
+    const wakesTo = (subscriptionId: string) => push.received.filter((message) => message.subscriptionId === subscriptionId && message.payload.id === challengeId).length;
+    expect([wakesTo(phone.id), wakesTo(tablet.id)]).toEqual([1, 0]);
+    core.clock.advance(5_000);
+    before = push.handled;
+    expect(await core.services.push.sendOwedWakes()).toBe(1);
+    expect(push.handled).toBe(before + 1);
+    expect([wakesTo(phone.id), wakesTo(tablet.id)]).toEqual([1, 0]);
+    expect(failures).toHaveLength(2);
+    expect(await owed(challengeId)).toEqual({ wake_push_owed: 1, wake_owed_devices: JSON.stringify([second.deviceId]) });
+    // Taken at last: owed no more.
+    push.answerWith(tablet.id, 201);
+    before = push.handled;
+    expect(await core.services.push.sendOwedWakes()).toBe(1);
+    expect(push.handled).toBe(before + 1);
+    expect([wakesTo(phone.id), wakesTo(tablet.id)]).toEqual([1, 1]);
+    expect(await owed(challengeId)).toEqual({ wake_push_owed: 0, wake_owed_devices: null });
+    expect(await core.services.push.sendOwedWakes()).toBe(0);
     failures.length = 0;
   });
 
