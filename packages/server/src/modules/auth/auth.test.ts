@@ -559,8 +559,11 @@ describeEachDatabase("passcode authentication", (kind) => {
         let resynced: ReturnType<typeof api.call> | undefined;
         await node2.services.storage.db.transaction().execute(async (trx) => {
           await trx.updateTable("tokens").set({ hotp_counter: 10 }).where("serial", "=", serial).execute();
+          const holder = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid;
           resynced = api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first: at(2), second: at(3) });
-          await expect.poll(() => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'`.execute(core.storage.db).then((r) => r.rows[0]!.waiting)).toBe(1);
+          // The resync waits on this transaction, and on nothing else.
+          const blocked = () => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where ${holder}::int = any(pg_blocking_pids(pid))`.execute(core.storage.db).then((r) => r.rows[0]!.waiting);
+          await expect.poll(blocked, { timeout: 10_000 }).toBe(1);
         });
         expect((await resynced!).json).toMatchObject({ serial, hotp_counter: 10 });
       } finally {
