@@ -573,6 +573,33 @@ describeEachDatabase("passcode authentication", (kind) => {
       expect(await login("hotp-race", at(9))).toMatchObject({ result: "reject" });
     });
 
+  // SQLite has one writer: nothing can suspend the token between a resync's read and write.
+  if (kind === "postgres")
+    it("does not resync a token suspended on another node while the resync was running", async () => {
+      const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "hotp-suspended" });
+      await core.storage.db.updateTable("tokens").set({ otp_mode: "hotp", hotp_counter: 0, failures: 2 }).where("serial", "=", serial).execute();
+      const at = (counter: number) => hotp(KEY, { counter, digits: 6, algorithm: "SHA1" });
+      const node2 = await openSecondNode(core);
+      try {
+        let resynced: ReturnType<typeof api.call> | undefined;
+        await node2.services.storage.db.transaction().execute(async (trx) => {
+          await trx.updateTable("tokens").set({ state: "suspended" }).where("serial", "=", serial).execute();
+          const holder = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid;
+          resynced = api.call("POST", `/api/v1/tokens/${serial}/resync`, t.apiKeys.helpdesk, { first: at(2), second: at(3) });
+          const blocked = () => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where ${holder}::int = any(pg_blocking_pids(pid))`.execute(core.storage.db).then((r) => r.rows[0]!.waiting);
+          await expect.poll(blocked, { timeout: 10_000 }).toBe(1);
+        });
+        const answer = await resynced!;
+        expect(answer.status).toBe(409);
+        expect(answer.json.error).toMatchObject({ code: "TOKEN_STATE_CONFLICT" });
+      } finally {
+        await node2.close();
+      }
+      expect(await tokenRow(serial)).toMatchObject({ state: "suspended", hotp_counter: 0, failures: 2 });
+      await core.services.audit.settle();
+      expect(await core.storage.db.selectFrom("audit_log").select("seq").where("action", "=", "token.resync").where("target_id", "=", serial).execute()).toEqual([]);
+    });
+
   it("never moves the accepted step back on a resync, so a passcode once accepted stays spent", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "spent" });
     core.clock.advance(30_000);

@@ -7,7 +7,6 @@ import { findVisibleToken } from "../tokens/lifecycle-service.js";
 import { requirePermission } from "../operators/access.js";
 import { MAX_DRIFT_STEPS } from "./verify.js";
 
-
 /**
  * Resynchronises a token from two consecutive passcodes: HOTP finds the counter (RFC 4226
  * section 7.4), TOTP learns how many steps the device's clock is off. Neither passcode
@@ -46,7 +45,7 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       // login accepted meanwhile (on another connection or node, after the read above)
       // be undone by writing a lower counter over the one it stored.
       const { last_totp_step: step, hotp_counter: counter, ...rest } = changes;
-      await trx
+      const updated = await trx
         .updateTable("tokens")
         .set({
           ...rest,
@@ -56,7 +55,13 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
           updated_at: now,
         })
         .where("serial", "=", serial)
-        .execute();
+        // Suspended or revoked on another connection since the read: no resync.
+        .where("state", "in", ["active", "locked"])
+        .executeTakeFirst();
+      if (Number(updated.numUpdatedRows) !== 1) {
+        const current = await trx.selectFrom("tokens").select("state").where("serial", "=", serial).executeTakeFirst();
+        throw fail("TOKEN_STATE_CONFLICT", { serial, state: current?.state ?? "deleted", action: "resync", allowed: "active or locked" });
+      }
       const stored = await trx.selectFrom("tokens").select(["hotp_counter", "drift_steps", "last_totp_step"]).where("serial", "=", serial).executeTakeFirstOrThrow();
       const result = token.otp_mode === "hotp" ? { hotp_counter: Number(stored.hotp_counter) } : { drift_steps: Number(stored.drift_steps), last_totp_step: Number(stored.last_totp_step) };
       await audit.append(trx, principal, [

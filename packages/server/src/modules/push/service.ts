@@ -6,6 +6,7 @@ import { sql, type Kysely, type Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
+import { PUSH_TIMEOUT_SECONDS } from "../applications/service.js";
 import type { AuditEntry } from "../audit/service.js";
 import { resetFailures } from "../auth/service.js";
 import { verifyPasscode } from "../auth/verify.js";
@@ -62,8 +63,8 @@ const OWED_END_WINDOW_MS = 10 * 60_000;
  */
 const OWED_WAKE_DELAY_MS = 5_000;
 
-/** The longest a push login lives (the application's push timeout, at most 300 s): older ones owe no wake. */
-const LONGEST_CHALLENGE_MS = 300_000;
+/** The longest a push login lives (the longest push timeout an application may have): older ones owe no wake. */
+const LONGEST_CHALLENGE_MS = PUSH_TIMEOUT_SECONDS.max * 1000;
 
 /** Owed end messages sent in one look. */
 const OWED_END_BATCH = 100;
