@@ -412,6 +412,17 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(await core.storage.db.selectFrom("tokens").select(["state", "failures"]).where("serial", "=", other).executeTakeFirstOrThrow()).toEqual({ state: "active", failures: 0 });
   });
 
+  it("files a denial under the user when the device holds no active token of theirs any more", async () => {
+    const { device, serial } = await enrolledUser("hal", true);
+    const pending = await authenticate(pushKey, "hal");
+    await core.services.tokenLifecycle.suspend(installerPrincipal, serial);
+    expect((await device.answer(pending.json.challengeId, "deny")).json).toEqual({ status: "denied" });
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_denied`, t.apiKeys.auditor);
+    expect(trail.json.items.filter((item: { details: { challengeId: string } }) => item.details.challengeId === pending.json.challengeId)).toEqual([
+      expect.objectContaining({ targetType: "user", targetId: "hal", tokenSerial: null, reason: "the user denied the login" }),
+    ]);
+  });
+
   it("sends no push to a user for half an hour after they reported one as fraud, and files the report under their token", async () => {
     const { device, serial } = await enrolledUser("fay", true);
     const { device: otherDevice } = await enrolledUser("gus", true);

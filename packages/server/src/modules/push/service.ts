@@ -765,11 +765,15 @@ export function createPushService(
                 .execute()
             : [];
         const device = { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } } as const;
+        // No active token of the user on the device any more (suspended since the login
+        // opened, say): the answer goes in the user's trail.
+        const target = serial
+          ? ({ targetType: "token", targetId: serial } as const)
+          : ({ targetType: "user", targetId: (await trx.selectFrom("users").select("user_id").where("id", "=", row.user_pk).executeTakeFirst())?.user_id ?? row.user_pk } as const);
         const record = (closed: Pick<ChallengeRow, "id" | "application_id" | "resource_name" | "source">, action: string, reason: string | null): AuditEntry => ({
           action,
           virtualServerId: row.virtual_server_id,
-          targetType: "token",
-          targetId: serial ?? closed.id,
+          ...target,
           tokenSerial: serial,
           userPk: row.user_pk,
           reason,
