@@ -454,7 +454,14 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     const deniedBefore = await endedCount("denied");
     // The application waits on one of them as the report comes in.
     const waiting = outcome(pushKey, third.json.challengeId, 10);
-    expect((await device.answer(reported.json.challengeId, "fraud")).json).toEqual({ status: "fraud" });
+    // Every login the report ended wakes its waits at once (here and, over NOTIFY, on other nodes).
+    const changed = vi.spyOn(core.services.pushHub, "challengeChanged");
+    try {
+      expect((await device.answer(reported.json.challengeId, "fraud")).json).toEqual({ status: "fraud" });
+      expect(changed.mock.calls.map(([id]) => id).sort()).toEqual([reported.json.challengeId, second.json.challengeId, third.json.challengeId].sort());
+    } finally {
+      changed.mockRestore();
+    }
     expect((await waiting).json).toEqual({ status: "reject", reason: "denied" });
     expect((await outcome(pushKey, second.json.challengeId)).json).toEqual({ status: "reject", reason: "denied" });
     expect((await device.poll()).json.items).toEqual([]);
