@@ -372,8 +372,10 @@ export function createPushService(
       // Counted and opened in one transaction: on SQLite, with its one writer, requests
       // that arrive together stop exactly at the limit. On PostgreSQL they would all count
       // before any inserts, on connections and nodes of their own: the user's row is
-      // locked first, so they count one after another.
-      if (deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", input.userPk).forUpdate().execute();
+      // locked first, so they count one after another. FOR NO KEY UPDATE: it orders them
+      // as well, and leaves alone statements that only refer to the user (a token
+      // provisioned to them takes a key-share lock on the row, which FOR UPDATE would block).
+      if (deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", input.userPk).forNoKeyUpdate().execute();
       const rows = (await trx.executeQuery(queries.pushDevicesOfUser({ userPk: input.userPk }))).rows;
       // One device may hold several of the user's tokens: it is asked once.
       const byDevice = new Map<string, { device_id: string; push_subscription: string | null }>();
@@ -714,7 +716,7 @@ export function createPushService(
         // A report and a push request for the same user on two nodes (PostgreSQL) take
         // the user's row in turn, as `open` does: the request either counts the report
         // and is refused, or committed first and its challenge is closed below.
-        if (status === "fraud" && deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", row.user_pk).forUpdate().execute();
+        if (status === "fraud" && deps.kind === "postgres") await trx.selectFrom("users").select("id").where("id", "=", row.user_pk).forNoKeyUpdate().execute();
         let serial: string | null = null;
         let approval: { serial: string; step: number; driftSteps: number } | null = null;
         if (status === "approved") {
