@@ -625,6 +625,8 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(metrics.headers["content-type"]).toContain("text/plain");
     expect(metrics.body).toMatch(/tessera_authentications_total\{method="rest",result="accept",reason=""\} [1-9]/);
     expect(metrics.body).toMatch(/tessera_authentications_total\{method="rest",result="reject",reason="wrong"\} [1-9]/);
+    // No RADIUS server here: none of its figures, rather than gauges that say 0.
+    expect(metrics.body).not.toMatch(/tessera_radius_/);
     expect(metrics.body).toMatch(/tessera_authentication_duration_seconds_bucket\{le="0.01",method="rest"\}/);
     expect(metrics.body).toContain("tessera_http_request_duration_seconds_bucket");
   });

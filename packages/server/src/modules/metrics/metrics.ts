@@ -31,35 +31,38 @@ export function createMetrics() {
   });
   let radiusStats: (() => RadiusStats) | null = null;
   // Read from the RADIUS server at each scrape: its counts since start as counters, and
-  // what it holds at that moment as gauges.
-  new Counter({
-    name: "tessera_radius_packets_total",
-    help: "RADIUS server counts since start, by counter (requests, accepts, rejects, challenges, statusAnswers, duplicates, resent, dropped, unknownClient, badAuthenticator, malformed, unexpectedCode, overloaded, notReady, errors)",
-    labelNames: ["counter"] as const,
-    registers: [registry],
-    collect() {
-      if (!radiusStats) return;
-      this.reset();
-      const { inFlight: _inFlight, cached: _cached, ...counts } = radiusStats();
-      for (const [counter, value] of Object.entries(counts)) this.inc({ counter }, value);
-    },
-  });
-  new Gauge({
-    name: "tessera_radius_in_flight",
-    help: "RADIUS requests being authenticated now",
-    registers: [registry],
-    collect() {
-      if (radiusStats) this.set(radiusStats().inFlight);
-    },
-  });
-  new Gauge({
-    name: "tessera_radius_cached_answers",
-    help: "RADIUS answers held now for retransmissions (the duplicate cache)",
-    registers: [registry],
-    collect() {
-      if (radiusStats) this.set(radiusStats().cached);
-    },
-  });
+  // what it holds at that moment as gauges. Registered once a RADIUS server is watched:
+  // a node without one shows none, rather than gauges that say 0.
+  const radiusMetrics = [
+    new Counter({
+      name: "tessera_radius_packets_total",
+      help: "RADIUS server counts since start, by counter (requests, accepts, rejects, challenges, statusAnswers, duplicates, resent, dropped, unknownClient, badAuthenticator, malformed, unexpectedCode, overloaded, notReady, errors)",
+      labelNames: ["counter"] as const,
+      registers: [],
+      collect() {
+        if (!radiusStats) return;
+        this.reset();
+        const { inFlight: _inFlight, cached: _cached, ...counts } = radiusStats();
+        for (const [counter, value] of Object.entries(counts)) this.inc({ counter }, value);
+      },
+    }),
+    new Gauge({
+      name: "tessera_radius_in_flight",
+      help: "RADIUS requests being authenticated now",
+      registers: [],
+      collect() {
+        if (radiusStats) this.set(radiusStats().inFlight);
+      },
+    }),
+    new Gauge({
+      name: "tessera_radius_cached_answers",
+      help: "RADIUS answers held now for retransmissions (the duplicate cache)",
+      registers: [],
+      collect() {
+        if (radiusStats) this.set(radiusStats().cached);
+      },
+    }),
+  ];
   const webPushes = new Counter({
     name: "tessera_web_push_total",
     help: "Web Push messages to devices, by outcome (sent, gone: the subscription expired, failed)",
@@ -105,6 +108,7 @@ export function createMetrics() {
       } else auditLinks.inc({ outcome: "failed" });
     },
     watchRadius(stats: () => RadiusStats): void {
+      if (!radiusStats) for (const metric of radiusMetrics) registry.registerMetric(metric);
       radiusStats = stats;
     },
     async render(): Promise<{ contentType: string; body: string }> {
