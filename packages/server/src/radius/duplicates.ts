@@ -32,6 +32,7 @@ export interface DuplicateCache {
   complete(key: string, response: Buffer): void;
   /** The request got no answer (an error): forget it, so a retransmission is processed afresh. */
   abandon(key: string): void;
+  /** What is held now; answers past their time are forgotten first. */
   size(): { answered: number; inFlight: number };
   clear(): void;
 }
@@ -88,7 +89,11 @@ export function createDuplicateCache(options: DuplicateCacheOptions): DuplicateC
     abandon(key) {
       inFlight.delete(key);
     },
-    size: () => ({ answered: answered.size, inFlight: inFlight.size }),
+    size: () => {
+      // What is held now: answers past their time are gone, even with no request since.
+      forgetExpired(clock.nowMs());
+      return { answered: answered.size, inFlight: inFlight.size };
+    },
     clear() {
       answered.clear();
       inFlight.clear();

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { describe, expect, it } from "vitest";
+import { fixedClock } from "../clock.js";
 import { fuzzSeed, seededRandom } from "../testing/random.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, textAttribute } from "./codec.js";
@@ -62,6 +63,20 @@ describe("RADIUS server over raw UDP", () => {
     await nas.send(request);
     expect((await nas.nextReply(2000))?.equals(nas.replies[0]!)).toBe(true);
     expect(server.stats()).toMatchObject({ requests: 4, accepts: 1, duplicates: 3, resent: 1, dropped: 2 });
+  });
+
+  it("forgets answers past their time without waiting for another Access-Request", async () => {
+    const clock = fixedClock(Date.parse("2026-01-01T00:00:00Z"));
+    const { port, server } = await startTestServer({ clock, duplicateCacheMs: 5_000 });
+    const nas = await createTestNas(port);
+    for (let identifier = 0; identifier < 5; identifier++) {
+      await nas.send(alice({ identifier }));
+      await nas.nextReply(2000);
+    }
+    expect(server.stats().cached).toBe(5);
+    clock.advance(5_001);
+    // Read by /metrics as the gauge of answers held now: those past their time are none.
+    expect(server.stats().cached).toBe(0);
   });
 
   it("treats the same Identifier with a new Request Authenticator as a new request", async () => {

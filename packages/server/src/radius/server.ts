@@ -153,6 +153,10 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   const lastDropLogMs = new Map<DropReason, { atMs: number; suppressed: number }>();
   const socket = createSocket({ type: isIP(options.host) === 6 ? "udp6" : "udp4" });
   let closed = false;
+  // Answers past their time are forgotten when a request comes, and also when none does:
+  // after a burst, the memory and the cached-answers gauge do not wait for the next one.
+  const sweeper = setInterval(() => cache.size(), Math.max(1_000, options.duplicateCacheMs ?? 30_000));
+  sweeper.unref();
 
   function drop(reason: DropReason, fields: object) {
     counters[reason]++;
@@ -286,6 +290,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   } catch (error) {
     // A port in use or an address not on this host is a start-up failure, not a request's.
     closed = true;
+    clearInterval(sweeper);
     socket.removeAllListeners();
     socket.close();
     throw error;
@@ -299,6 +304,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     close() {
       if (closed) return Promise.resolve();
       closed = true;
+      clearInterval(sweeper);
       cache.clear();
       return new Promise((resolve) => socket.close(() => resolve()));
     },
