@@ -8,7 +8,8 @@ import { startServer, type RunningServer } from "../main.js";
 import { installerPrincipal } from "../modules/operators/access.js";
 import { createTestDatabase, type TestDatabase } from "../testing/databases.js";
 import { placeTokenInState } from "../testing/fixtures.js";
-import { radclient, radclientStatus } from "./testing.js";
+import { Attribute, Code } from "./attributes.js";
+import { accessRequest, createTestNas, radclient, radclientStatus } from "./testing.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
 const KEY = Buffer.alloc(20, 1);
@@ -65,6 +66,8 @@ describe("RADIUS in the running server, checked by radclient", () => {
     const intruder = await server.services.applications.create(installerPrincipal, { virtualServerId: otherVs.id, name: "intruder", kind: "radius", radiusAddresses: ["127.0.0.1", "0.0.0.0/0"], radiusSecret: "the-other-organisations-secret" });
     // The same secret as narrow's on a wider range: where both verify, the most specific range decides.
     const twin = await server.services.applications.create(installerPrincipal, { virtualServerId: otherVs.id, name: "twin", kind: "radius", radiusAddresses: ["127.0.0.0/14"], radiusSecret: "the-narrow-ranges-shared-secret" });
+    // Written as IPv6, 127.0.0.0/8 is still a /8 for an IPv4 NAS, not a /104.
+    const mapped = await server.services.applications.create(installerPrincipal, { virtualServerId: otherVs.id, name: "mapped", kind: "radius", radiusAddresses: ["::ffff:127.0.0.0/104"], radiusSecret: "the-narrow-ranges-shared-secret" });
     await server.refreshRadiusClients();
     const answeredBy = async (secret: string) => {
       const answer = await radclient(server.radius!.port, secret, `${request("000000")}Response-Packet-Type = Access-Reject\n`);
@@ -83,12 +86,12 @@ describe("RADIUS in the running server, checked by radclient", () => {
       expect(`${wrong.stdout}${wrong.stderr}`).toMatch(/no reply/i);
       expect(await badAuthenticators()).toBeGreaterThan(before);
     } finally {
-      for (const application of [wide, narrow, intruder, twin]) await server.services.applications.delete(installerPrincipal, application.id);
+      for (const application of [wide, narrow, intruder, twin, mapped]) await server.services.applications.delete(installerPrincipal, application.id);
       await server.refreshRadiusClients();
     }
   });
 
-  it("audits and counts a request refused for using CHAP instead of PAP, and one without a User-Name", async () => {
+  it("audits and counts a request refused for using CHAP instead of PAP, and one without a User-Name; an empty Calling-Station-Id names no source", async () => {
     const db = server.services.storage.db;
     const lastLogin = async () => {
       await server.services.audit.settle();
@@ -102,6 +105,12 @@ describe("RADIUS in the running server, checked by radclient", () => {
     const nameless = await radclient(server.radius!.port, SECRET, `User-Password = "123456"\nMessage-Authenticator = 0x00\nResponse-Packet-Type = Access-Reject\n`);
     expect(nameless.stdout).toContain("Received Access-Reject");
     expect(await lastLogin()).toMatchObject({ action: "auth.reject", reason: "no_user_name", details: { method: "radius", userId: "", source: "127.0.0.1" } });
+    // An empty Calling-Station-Id names no address: the NAS's own counts, not "" shared by every such NAS.
+    // (radclient leaves an empty attribute out; a NAS of our own sends it.)
+    const nas = await createTestNas(server.radius!.port);
+    await nas.send(accessRequest({ secret: Buffer.from(SECRET), userName: "nobody-here", password: "000000", attributes: [{ type: Attribute.CallingStationId, value: Buffer.alloc(0) }] }));
+    expect((await nas.nextReply(5000))?.[0]).toBe(Code.AccessReject);
+    expect(await lastLogin()).toMatchObject({ action: "auth.reject", reason: "user_unknown", details: { userId: "nobody-here", source: "127.0.0.1" } });
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="not_pap"\} 1$/m);
     expect(metrics).toMatch(/^tessera_authentications_total\{method="radius",result="reject",reason="no_user_name"\} 1$/m);

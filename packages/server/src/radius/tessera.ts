@@ -1,5 +1,6 @@
 import type { Services } from "../core.js";
-import { addressMatcher } from "../modules/applications/addresses.js";
+import { isIP } from "node:net";
+import { addressMatcher, entrySpecificity, mappedIPv4 } from "../modules/applications/addresses.js";
 import { asksForPush } from "../modules/auth/service.js";
 import { isMigrated } from "../storage/migrate.js";
 import type { ApplicationRow } from "../storage/schema.js";
@@ -8,9 +9,18 @@ import { createRadiusServer, type RadiusClient, type RadiusLogger, type RadiusSe
 /** One address or range of a RADIUS application's list. */
 interface ClientEntry {
   matches: (address: string) => boolean;
-  /** The entry's prefix length (32 or 128 for one address): the most specific entry wins. */
+  /** The entry's prefix length for sources of its family (see entrySpecificity): the most specific entry wins. */
   specificity: number;
   client: RadiusClient;
+}
+
+/**
+ * The end user's address as the NAS gives it (Calling-Station-Id), else the NAS's own:
+ * an empty or blank Calling-Station-Id says nothing, and must not put every such NAS of
+ * the virtual server under one source for the guessing limits.
+ */
+function sourceOf(request: { callingStationId: string | null; source: { address: string } }): string {
+  return request.callingStationId?.trim() || request.source.address;
 }
 
 /** The Reply-Message when the user did not answer on the phone before the challenge ended. */
@@ -22,10 +32,6 @@ const STATUS_TIMEOUT_MS = 2_000;
 /** How often the table of RADIUS clients is read again from the applications. */
 const CLIENT_TABLE_REFRESH_MS = 10_000;
 
-function specificityOf(entry: string): number {
-  return entry.includes("/") ? Number(entry.split("/")[1]) : entry.includes(":") ? 128 : 32;
-}
-
 /**
  * Tessera's RADIUS server: clients are the RADIUS applications of every virtual server,
  * recognised by source address and shared secret (where ranges overlap, the secret that
@@ -35,7 +41,8 @@ function specificityOf(entry: string): number {
  * datagram never costs a query or a decryption before its client is known.
  */
 export async function startTesseraRadius(services: Services, options: { host: string; port: number; logger?: RadiusLogger }): Promise<RadiusServer & { refreshClients(): Promise<void> }> {
-  let table: ClientEntry[] = [];
+  // One table a family, each in its own order: ::ffff:10.0.0.0/104 is a /8 for IPv4 sources.
+  let tables: { ipv4: ClientEntry[]; ipv6: ClientEntry[] } = { ipv4: [], ipv6: [] };
   let applications = new Map<string, ApplicationRow>();
   // Reads may overlap (a change notified during the periodic read): the newest read wins.
   let started = 0;
@@ -50,13 +57,19 @@ export async function startTesseraRadius(services: Services, options: { host: st
     // cannot take the requests of another's NAS. Where both secrets would verify, the
     // entry with the longer prefix that holds the source decides (10.1.0.0/16 of one over
     // 10.0.0.0/8 of another), then the older application.
-    table = rows
+    const entries = rows
       .sort((a, b) => a.created_at - b.created_at || (a.id < b.id ? -1 : 1))
       .flatMap((row) => {
         const client = { id: row.id, secret: services.applications.radiusSecretOf(row) };
-        return (JSON.parse(row.radius_addresses ?? "[]") as string[]).map((entry) => ({ matches: addressMatcher([entry]), specificity: specificityOf(entry), client }));
-      })
-      .sort((a, b) => b.specificity - a.specificity);
+        return (JSON.parse(row.radius_addresses ?? "[]") as string[]).map((entry) => ({ matches: addressMatcher([entry]), specificity: entrySpecificity(entry), client }));
+      });
+    // A stable sort: among entries as specific, the older application's comes first.
+    const tableFor = (family: "ipv4" | "ipv6") =>
+      entries
+        .filter((entry) => entry.specificity[family] >= 0)
+        .map((entry) => ({ ...entry, specificity: entry.specificity[family] }))
+        .sort((a, b) => b.specificity - a.specificity);
+    tables = { ipv4: tableFor("ipv4"), ipv6: tableFor("ipv6") };
     applications = new Map(rows.map((row) => [row.id, row]));
   };
   await refreshClients();
@@ -96,6 +109,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
     },
     findClients: (address) => {
       const found: RadiusClient[] = [];
+      const table = isIP(mappedIPv4(address) ?? address) === 4 ? tables.ipv4 : tables.ipv6;
       for (const entry of table) if (entry.matches(address) && !found.includes(entry.client)) found.push(entry.client);
       return found;
     },
@@ -107,7 +121,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
         {
           application,
           userId: request.userName ?? "",
-          source: request.callingStationId ?? request.source.address,
+          source: sourceOf(request),
           method: "radius",
           client: { address: request.source.address, nasIdentifier: request.nasIdentifier },
         },
@@ -120,7 +134,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
       const asked = {
         application,
         userId: request.userName,
-        source: request.callingStationId ?? request.source.address,
+        source: sourceOf(request),
         method: "radius" as const,
         client: { address: request.source.address, nasIdentifier: request.nasIdentifier },
       };

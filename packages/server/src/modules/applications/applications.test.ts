@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { describeEachDatabase, type TestCore } from "../../testing/databases.js";
 import { createTenant, type TestTenant } from "../../testing/fixtures.js";
-import { addressMatcher, addressProblem } from "./addresses.js";
+import { addressMatcher, addressProblem, entrySpecificity, ipv6Groups, mappedIPv4 } from "./addresses.js";
 
 describe("client addresses", () => {
   it("accepts addresses and CIDR ranges of both families and refuses anything else", () => {
@@ -19,6 +19,30 @@ describe("client addresses", () => {
     expect(matches("10.2.0.1")).toBe(false);
     expect(matches("192.0.2.8")).toBe(false);
     expect(matches("not an address")).toBe(false);
+    // However the IPv4 address is written inside IPv6.
+    expect(matches("::ffff:a01:9")).toBe(true);
+    expect(matches("0:0:0:0:0:ffff:10.1.0.9")).toBe(true);
+  });
+
+  it("reads every way of writing an IPv6 address, and IPv4-mapped ones as the IPv4 address", () => {
+    expect(ipv6Groups("2001:db8::5:6:7:1.2.3.4")).toEqual([0x2001, 0xdb8, 0, 5, 6, 7, 0x102, 0x304]);
+    expect(ipv6Groups("::")).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    expect(ipv6Groups("fe80::1%eth0")).toEqual([0xfe80, 0, 0, 0, 0, 0, 0, 1]);
+    expect(ipv6Groups("1:2:3:4:5:6:7:8")).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+    expect(ipv6Groups("192.0.2.1")).toBeNull();
+    for (const written of ["::ffff:192.0.2.10", "::FFFF:c000:20a", "0:0:0:0:0:ffff:192.0.2.10", "0::ffff:c000:020a"]) expect(mappedIPv4(written)).toBe("192.0.2.10");
+    for (const other of ["::1", "::c000:20a", "64:ff9b::c000:20a", "2001:db8::ffff:c000:20a", "192.0.2.10"]) expect(mappedIPv4(other)).toBeNull();
+  });
+
+  it("ranks an entry by how much of each family it names: ::ffff:10.0.0.0/104 is a /8 for IPv4 sources", () => {
+    expect(entrySpecificity("10.0.0.0/8")).toEqual({ ipv4: 8, ipv6: -1 });
+    expect(entrySpecificity("192.0.2.7")).toEqual({ ipv4: 32, ipv6: -1 });
+    expect(entrySpecificity("::ffff:10.0.0.0/104")).toEqual({ ipv4: 8, ipv6: 104 });
+    expect(entrySpecificity("::ffff:10.0.0.1")).toEqual({ ipv4: 32, ipv6: 128 });
+    expect(entrySpecificity("::/0")).toEqual({ ipv4: 0, ipv6: 0 });
+    expect(entrySpecificity("::/64")).toEqual({ ipv4: 0, ipv6: 64 });
+    expect(entrySpecificity("2001:db8::/32")).toEqual({ ipv4: -1, ipv6: 32 });
+    expect(entrySpecificity("::1")).toEqual({ ipv4: -1, ipv6: 128 });
   });
 });
 

@@ -454,11 +454,17 @@ describeEachDatabase("passcode authentication", (kind) => {
     const other = await core.services.applications.create(installerPrincipal, { virtualServerId: elsewhere.id, name: "other-portal", kind: "rest" });
     const otherApplication = await core.storage.db.selectFrom("applications").selectAll().where("id", "=", other.id).executeTakeFirstOrThrow();
     expect(await core.services.auth.authenticate({ application: otherApplication, userId: "ghost6-z", passcode: "000000", source: "2001:db8:5:6::99", method: "rest" })).toMatchObject({ reason: "user_unknown" });
-    expect(["::ffff:192.0.2.1", "192.0.2.1", "2001:db8::1", "2001:db8:0:0:1::", "00:11:22:33:44:55", "+15555550100"].map(sourceLimitKey)).toEqual([
+    const ways = ["::ffff:192.0.2.1", "::ffff:c000:201", "0:0:0:0:0:ffff:192.0.2.1", "192.0.2.1", "2001:db8::1", "2001:db8:0:0:1::", "2001:db8::5:6:7:1.2.3.4", "2001:db8:0:5::1"];
+    expect([...ways, "00:11:22:33:44:55", "+15555550100"].map(sourceLimitKey)).toEqual([
+      "192.0.2.1",
+      "192.0.2.1",
       "192.0.2.1",
       "192.0.2.1",
       "2001:db8:0:0::/64",
       "2001:db8:0:0::/64",
+      // A dotted IPv4 tail is two groups: this address's /64 is its fourth group's.
+      "2001:db8:0:5::/64",
+      "2001:db8:0:5::/64",
       "00:11:22:33:44:55",
       "+15555550100",
     ]);

@@ -1,6 +1,6 @@
-import { isIPv6 } from "node:net";
 import { sql, type DeleteQueryBuilder, type DeleteResult, type Kysely, type QueryCreator, type SelectQueryBuilder, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
+import { ipv6Groups, mappedIPv4 } from "../applications/addresses.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
 import type { WriteScope } from "../../storage/write-batch.js";
@@ -61,21 +61,17 @@ export interface TakenAtOnce {
  * The place a source's failures are counted under. An IPv6 address counts with the rest
  * of its /64, the block one subscriber or machine is given: one attacker holds 2^64
  * addresses there, and counting each alone would let it try without end. An IPv4 address
- * written as IPv6 (::ffff:192.0.2.1) is the IPv4 address. Anything else (a RADIUS
+ * written as IPv6 (::ffff:192.0.2.1, ::ffff:c000:201) is the IPv4 address. Anything else (a RADIUS
  * Calling-Station-Id may be a MAC address or a phone number) is counted as it is.
  */
 export function sourceLimitKey(source: string): string {
-  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(source);
-  if (mapped) return mapped[1]!;
-  if (!isIPv6(source)) return source;
-  const [head = "", tail = ""] = source.split("::");
-  const left = head === "" ? [] : head.split(":");
-  const right = tail === "" ? [] : tail.split(":");
-  // An embedded IPv4 tail is two groups; the /64 lies in the first four either way.
-  const groups = source.includes("::") ? [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right] : left;
+  const ipv4 = mappedIPv4(source);
+  if (ipv4) return ipv4;
+  const groups = ipv6Groups(source);
+  if (!groups) return source;
   return `${groups
     .slice(0, 4)
-    .map((group) => Number.parseInt(group, 16).toString(16))
+    .map((group) => group.toString(16))
     .join(":")}::/64`;
 }
 
