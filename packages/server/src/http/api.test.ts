@@ -55,9 +55,56 @@ describeEachDatabase("admin API", (kind) => {
       );
       for (const id of requiredOperationIds) expect(ids).toContain(id);
       expect(new Set(ids).size).toBe(ids.length);
+      // Every $ref leads somewhere in the document, so that generators and validators can read it.
+      const refs = new Set<string>();
+      const walk = (value: unknown): void => {
+        if (Array.isArray(value)) value.forEach(walk);
+        else if (value && typeof value === "object")
+          for (const [key, inner] of Object.entries(value)) {
+            if (key === "$ref" && typeof inner === "string") refs.add(inner);
+            else walk(inner);
+          }
+      };
+      walk(document);
+      const resolve = (ref: string) => ref.replace(/^#\//, "").split("/").reduce<unknown>((node, part) => (node as Record<string, unknown> | undefined)?.[part.replaceAll("~1", "/").replaceAll("~0", "~")], document);
+      expect(refs.size).toBeGreaterThan(0);
+      expect([...refs].filter((ref) => resolve(ref) === undefined)).toEqual([]);
+      expect(document.components.schemas.Error).toBeDefined();
       const docs = await api.call("GET", "/api/docs/", null);
       expect(docs.status).toBe(200);
       expect(docs.body).toContain("<html");
+    });
+  });
+
+  describe("what cannot be read", () => {
+    it("refuses a path that does not decode, a NUL in an id or a name, and a wait that is not whole seconds, each with a 400 in the catalogue's shape", async () => {
+      const restKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "unreadable", kind: "rest", pushOtp: true })).apiKey!;
+      const application = (await api.call("GET", `/api/v1/applications?virtualServerId=${t.virtualServerId}`, key)).json.items[0].id as string;
+      const before = await count("audit_log");
+      const cases: Array<[string, string, string, unknown?]> = [
+        ["GET", "/api/v1/auth/challenges/%E0%A4%A", restKey],
+        ["DELETE", "/api/v1/applications/%", key],
+        ["GET", "/api/v1/auth/challenges/chl_%00x?wait=0", restKey],
+        ["DELETE", "/api/v1/auth/challenges/chl_%00x", restKey],
+        ["PATCH", "/api/v1/applications/app_%00x", key, { pushOtp: true }],
+        ["POST", "/api/v1/applications", key, { kind: "rest", virtualServerId: t.virtualServerId, name: "a\u0000b" }],
+        ["PATCH", `/api/v1/applications/${application}`, key, { resourceName: "a\u0000b" }],
+        ...["", "%20", "0x1", "1e0", "-0", "0b1", "61", "2.5"].map((wait): [string, string, string] => ["GET", `/api/v1/auth/challenges/chl_x?wait=${wait}`, restKey]),
+      ];
+      for (const [method, url, credential, body] of cases) {
+        const answer = await api.call(method, url, credential, body);
+        expect(answer.status, `${method} ${url}`).toBe(400);
+        expect(answer.json.error.code, `${method} ${url}`).toMatch(/^(VALIDATION_FAILED|MALFORMED_REQUEST)$/);
+        expect(answer.json.error.message).toEqual(expect.any(String));
+      }
+      // A query value with NUL names nothing: not found where it can be looked for (SQLite), refused where it cannot (PostgreSQL).
+      const nulQuery = await api.call("GET", "/api/v1/applications?virtualServerId=vs_%00x", key);
+      expect([400, 404]).toContain(nulQuery.status);
+      expect(nulQuery.json.error.code).toMatch(/^(VALIDATION_FAILED|VIRTUAL_SERVER_NOT_FOUND)$/);
+      // Digits are read as seconds, and a missing wait is the default.
+      expect((await api.call("GET", "/api/v1/auth/challenges/chl_x?wait=0", restKey)).json).toEqual({ status: "reject", reason: "unknown_challenge" });
+      expect((await api.call("GET", "/api/v1/auth/challenges/chl_x", restKey)).json).toEqual({ status: "reject", reason: "unknown_challenge" });
+      expect(await count("audit_log")).toBe(before);
     });
   });
 

@@ -1,9 +1,10 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from "fastify";
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from "fastify";
 import {
   hasZodFastifySchemaValidationErrors,
   jsonSchemaTransform,
+  jsonSchemaTransformObject,
   serializerCompiler,
   validatorCompiler,
   type ZodTypeProvider,
@@ -76,6 +77,12 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
       return fail("UNSUPPORTED_MEDIA_TYPE");
   }
   if (error instanceof SyntaxError && error.statusCode === 400) return fail("MALFORMED_JSON");
+  // PostgreSQL text cannot hold NUL (22021): a value that does is refused, and the
+  // statement that met it changed nothing.
+  if ((error as { code?: string }).code === "22021") {
+    const problems = ["a value holds a NUL character (\\0), which no id, name or text here may hold"];
+    return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+  }
   return fail("INTERNAL");
 }
 
@@ -107,6 +114,12 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     // and the devices reconnect (to another node).
     forceCloseConnections: true,
     clientErrorHandler: answerUnreadableRequest,
+    // A path whose percent-encoding does not decode (/api/v1/applications/%) gets the
+    // catalogue's shape too, not Fastify's own.
+    frameworkErrors: (_error, _request, reply) => {
+      const mapped = fail("MALFORMED_REQUEST");
+      void (reply as unknown as FastifyReply).status(mapped.status).send(errorBody(mapped));
+    },
   }).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
@@ -133,6 +146,19 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     request.principal = principal;
   });
 
+  // No id in a path holds NUL, and PostgreSQL text cannot: one that does is refused
+  // alike on either database, before a route reads it. (A query value with NUL that
+  // reaches PostgreSQL is refused there, 22021 above; a search folds it away.)
+  app.addHook("preValidation", async (request) => {
+    if (!request.params || typeof request.params !== "object") return;
+    for (const [name, value] of Object.entries(request.params)) {
+      if (typeof value === "string" && value.includes("\0")) {
+        const problems = [`params.${name}: holds a NUL character`];
+        throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+      }
+    }
+  });
+
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
@@ -146,6 +172,8 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
       security: [{ bearer: [] }],
     },
     transform: jsonSchemaTransform,
+    // The schemas the paths refer to by name (.meta({ id })) go into components.schemas.
+    transformObject: jsonSchemaTransformObject,
   });
   await app.register(swaggerUi, { routePrefix: "/api/docs" });
 

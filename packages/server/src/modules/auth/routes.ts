@@ -5,6 +5,12 @@ import { fail } from "../../errors.js";
 import { principalOf } from "../../http/app.js";
 import { commonErrors, errorResponse } from "../../http/schemas.js";
 
+/** How long `getAuthChallenge` waits for the user's answer when `wait` is not given, in seconds. */
+const DEFAULT_WAIT_SECONDS = 25;
+
+/** A challenge id as Tessera makes them, printable ASCII: one holding NUL, spaces or other text names none. */
+const challengeId = z.string().min(1).max(64).regex(/^[\x21-\x7e]+$/, "a challenge id (printable ASCII)");
+
 /** REST authentication for applications: `POST /api/v1/auth` with the application's API key. */
 export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
   /** The REST application whose API key the Authorization header carries; UNAUTHENTICATED otherwise. */
@@ -69,17 +75,19 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       schema: {
         operationId: "getAuthChallenge",
         summary: "Where a push login stands; waits up to `wait` seconds for the user's answer (long poll)",
-        params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
-        querystring: z.strictObject({ wait: z.coerce.number().int().min(0).max(60).default(25) }),
+        params: z.strictObject({ challengeId }),
+        // Whole seconds, 0 to 60, written as digits: "", "0x1" or "1e1" are refused, not read as a number.
+        querystring: z.strictObject({ wait: z.string().regex(/^(?:[0-5]?\d|60)$/, "whole seconds from 0 to 60").optional() }),
         response: {
           200: z.object({ status: z.enum(["pending", "accept", "reject"]), reason: z.string().optional(), serial: z.string().optional() }),
+          400: errorResponse,
           401: errorResponse,
         },
       },
     },
     async (request) => {
       const application = await restApplicationOf(request.headers.authorization);
-      return services.auth.challengeOutcome({ application, method: "rest", client: { address: request.ip } }, request.params.challengeId, request.query.wait * 1000);
+      return services.auth.challengeOutcome({ application, method: "rest", client: { address: request.ip } }, request.params.challengeId, Number(request.query.wait ?? DEFAULT_WAIT_SECONDS) * 1000);
     },
   );
 
@@ -90,8 +98,8 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
       schema: {
         operationId: "cancelAuthChallenge",
         summary: "Withdraw a push login nobody has answered yet (the user types the passcode instead, or left): the phone stops offering it",
-        params: z.strictObject({ challengeId: z.string().min(1).max(64) }),
-        response: { 204: z.null(), 401: errorResponse, 404: errorResponse, 409: errorResponse },
+        params: z.strictObject({ challengeId }),
+        response: { 204: z.null(), 400: errorResponse, 401: errorResponse, 404: errorResponse, 409: errorResponse },
       },
     },
     async (request, reply) => {
