@@ -82,7 +82,13 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const writes = writeBatcherFor(storage.kind, storage.db);
   const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, writes, onWebPushFailure: options.onWebPushFailure });
   // Application changes reach every node through the hub (PostgreSQL NOTIFY between nodes).
-  const applications = createApplicationService({ ...deps, announceChange: () => hub.applicationsChanged() });
+  const applications = createApplicationService({
+    ...deps,
+    announceChange: () => hub.applicationsChanged(),
+    closeChallengesOf: async (application) => {
+      for (const id of await push.openOfApplication(application.id)) await push.cancel(id, application, { by: "deleted" });
+    },
+  });
   hub.onApplicationsChanged(() => applications.forgetApiKeys());
   return {
     publicUrl,

@@ -103,6 +103,52 @@ describeEachDatabase("applications", (kind) => {
     expect(names.filter((name: string) => name === "bad" || name === "twice")).toEqual(["twice"]);
   });
 
+  it("refuses fields of the other kind of application instead of ignoring them, and names with control characters, changing nothing", async () => {
+    const rest = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "rest-only" });
+    const radius = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "radius-only", radiusAddresses: ["10.7.0.1"] });
+    const trailSize = async () => {
+      await core.services.audit.settle();
+      return (await core.storage.db.selectFrom("audit_log").select("seq").where("action", "=", "application.update").execute()).length;
+    };
+    const before = await trailSize();
+    const refusals: Array<[string, Record<string, unknown>]> = [
+      [rest.json.id, { radiusSecret: "a-shared-secret-for-the-nas", radiusAddresses: ["10.0.0.1"] }],
+      [rest.json.id, { pushMode: "challenge" }],
+      [radius.json.id, { rotateApiKey: true }],
+      [rest.json.id, { resourceName: "Staff\nportal" }],
+      [rest.json.id, { name: "a\u0000b" }],
+    ];
+    for (const [id, body] of refusals) {
+      const refused = await api.call("PATCH", `/api/v1/applications/${id}`, t.apiKeys.admin, body);
+      expect(refused.status, JSON.stringify(body)).toBe(400);
+      expect(refused.json.error.code).toBe("VALIDATION_FAILED");
+    }
+    expect((await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "tab\there" })).json.error.code).toBe("VALIDATION_FAILED");
+    // The service refuses them too (the CLI's path), before anything is written.
+    await expect(core.services.applications.create(t.principals.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "cli-rest", radiusAddresses: ["10.0.0.1"] })).rejects.toMatchObject({ code: "VALIDATION_FAILED" });
+    expect(await trailSize()).toBe(before);
+    const rows = await core.storage.db.selectFrom("applications").selectAll().where("id", "in", [rest.json.id, radius.json.id]).orderBy("name").execute();
+    expect(rows.map((row) => [row.name, row.resource_name, row.push_mode, row.radius_addresses])).toEqual([
+      ["radius-only", "radius-only", "hold", '["10.7.0.1"]'],
+      ["rest-only", "rest-only", "hold", null],
+    ]);
+    expect(await core.storage.db.selectFrom("applications").select("id").where("name", "in", ["cli-rest", "tab\there"]).execute()).toEqual([]);
+    // rotateApiKey: false asks for nothing, and the trail does not say it changed.
+    await api.call("PATCH", `/api/v1/applications/${radius.json.id}`, t.apiKeys.admin, { rotateApiKey: false, pushOtp: true });
+    await core.services.audit.settle();
+    const last = await core.storage.db.selectFrom("audit_log").select("details").where("action", "=", "application.update").orderBy("seq", "desc").limit(1).executeTakeFirstOrThrow();
+    expect(JSON.parse(last.details!)).toMatchObject({ changed: ["pushOtp"] });
+  });
+
+  it("gives one of several creations or renames to one name at the same moment the name, and the others APPLICATION_NAME_TAKEN", async () => {
+    const created = await Promise.all([1, 2, 3, 4].map(() => api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: "raced" })));
+    expect(created.map((answer) => answer.status).sort()).toEqual([201, 409, 409, 409]);
+    expect(created.filter((answer) => answer.status === 409).map((answer) => answer.json.error.code)).toEqual(["APPLICATION_NAME_TAKEN", "APPLICATION_NAME_TAKEN", "APPLICATION_NAME_TAKEN"]);
+    const others = await Promise.all([1, 2, 3].map((i) => core.services.applications.create(t.principals.admin, { kind: "rest", virtualServerId: t.virtualServerId, name: `to-rename-${i}` })));
+    const renamed = await Promise.all(others.map((other) => api.call("PATCH", `/api/v1/applications/${other.id}`, t.apiKeys.admin, { name: "renamed-at-once" })));
+    expect(renamed.map((answer) => answer.status).sort()).toEqual([200, 409, 409]);
+  });
+
   it("sets how long a push login waits, from 10 to 300 whole seconds, refusing anything else and changing nothing", async () => {
     const created = await api.call("POST", "/api/v1/applications", t.apiKeys.admin, { kind: "radius", virtualServerId: t.virtualServerId, name: "asa", radiusAddresses: ["10.9.0.1"], pushTimeoutSeconds: 25 });
     expect(created.json).toMatchObject({ pushTimeoutSeconds: 25 });

@@ -70,6 +70,8 @@ function checkInput(input: ApplicationUpdate): void {
   const problems: string[] = [];
   for (const [field, value] of [["name", input.name], ["resourceName", input.resourceName]] as const) {
     if (value !== undefined && (value.trim().length === 0 || value.length > 128)) problems.push(`${field}: 1 to 128 characters`);
+    // The resource name is shown on phones and in push notifications; neither holds NUL or line breaks.
+    else if (value !== undefined && /\p{Cc}/u.test(value)) problems.push(`${field}: no control characters`);
   }
   const seconds = input.pushTimeoutSeconds;
   if (seconds !== undefined && (!Number.isInteger(seconds) || seconds < PUSH_TIMEOUT_SECONDS.min || seconds > PUSH_TIMEOUT_SECONDS.max)) {
@@ -81,6 +83,28 @@ function checkInput(input: ApplicationUpdate): void {
   }
   if (input.radiusSecret !== undefined && (input.radiusSecret.length < 16 || input.radiusSecret.length > 128)) problems.push("radiusSecret: 16 to 128 characters");
   if (problems.length > 0) throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+}
+
+/**
+ * Fields that belong to the other kind of application are refused, not ignored: a REST
+ * application has no addresses, shared secret or RADIUS push mode, a RADIUS application
+ * no API key to rotate. Checked before anything is written.
+ */
+function checkFieldsOfKind(kind: string, input: ApplicationUpdate): void {
+  const foreign =
+    kind === "radius"
+      ? (["rotateApiKey"] as const).filter((field) => input[field] !== undefined && input[field] !== false)
+      : (["radiusAddresses", "radiusSecret", "pushMode"] as const).filter((field) => input[field] !== undefined);
+  if (foreign.length === 0) return;
+  const problems = foreign.map((field) => `${field}: not for a ${kind === "radius" ? "RADIUS" : "REST"} application`);
+  throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+}
+
+/** Two creations or renames to one name at the same moment: the unique index refuses the second (PostgreSQL 23505, SQLite SQLITE_CONSTRAINT_UNIQUE). */
+function nameTakenMeanwhile(error: unknown, name: string): never {
+  const { code } = error as { code?: string };
+  if (code === "23505" || code === "SQLITE_CONSTRAINT_UNIQUE") throw fail("APPLICATION_NAME_TAKEN", { name });
+  throw error;
 }
 
 /**
@@ -119,6 +143,8 @@ export function createApplicationService(
   deps: Pick<CoreDeps, "db" | "clock" | "audit" | "keyring"> & {
     /** Tells every node (this one included) that the applications changed; without it, only this node's kept API keys are cleared. */
     announceChange?: () => void;
+    /** Ends the push logins a deleted application left open: nobody can read their outcome any more. */
+    closeChallengesOf?: (application: { id: string; virtualServerId: string }) => Promise<void>;
   },
 ) {
   const { db, clock, audit, keyring } = deps;
@@ -166,6 +192,7 @@ export function createApplicationService(
     /** Creates an application; a made-up RADIUS secret or a REST API key is in the answer, once. */
     async create(principal: Principal, input: ApplicationInput): Promise<Application & { radiusSecret?: string; apiKey?: string }> {
       checkInput(input);
+      checkFieldsOfKind(input.kind, input);
       const created = await db.transaction().execute(async (trx) => {
         await findVisibleVirtualServer(trx, principal, input.virtualServerId, "applications.manage");
         await nameFree(trx, input.virtualServerId, input.name);
@@ -203,7 +230,11 @@ export function createApplicationService(
           ...radius,
           ...rest,
         };
-        await trx.insertInto("applications").values(row).execute();
+        await trx
+          .insertInto("applications")
+          .values(row)
+          .execute()
+          .catch((error: unknown) => nameTakenMeanwhile(error, row.name));
         await audit.append(trx, principal, [
           { action: "application.create", virtualServerId: row.virtual_server_id, targetType: "virtual_server", targetId: id, details: { name: row.name, kind: row.kind, pushOtp: row.push_otp === 1 } },
         ]);
@@ -224,6 +255,7 @@ export function createApplicationService(
       const updated = await db.transaction().execute(async (trx) => {
         const row = await findVisible(trx, principal, id);
         await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
+        checkFieldsOfKind(row.kind, input);
         if (input.name !== undefined) await nameFree(trx, row.virtual_server_id, input.name, id);
         const shown: { apiKey?: string } = {};
         const changes: Partial<ApplicationRow> = { updated_at: clock.nowMs() };
@@ -241,7 +273,12 @@ export function createApplicationService(
           shown.apiKey = `${API_KEY_PREFIX}${keyId}.${secret}`;
           Object.assign(changes, { api_key_id: keyId, api_key_hash: hashSecret(secret) });
         }
-        await trx.updateTable("applications").set(changes).where("id", "=", id).execute();
+        await trx
+          .updateTable("applications")
+          .set(changes)
+          .where("id", "=", id)
+          .execute()
+          .catch((error: unknown) => nameTakenMeanwhile(error, input.name ?? row.name));
         await audit.append(trx, principal, [
           {
             action: "application.update",
@@ -249,7 +286,7 @@ export function createApplicationService(
             targetType: "virtual_server",
             targetId: id,
             details: {
-              changed: Object.entries(input).flatMap(([key, value]) => (value === undefined || key === "radiusSecret" ? [] : [key])),
+              changed: Object.entries(input).flatMap(([key, value]) => (value === undefined || (value === false && key === "rotateApiKey") || key === "radiusSecret" ? [] : [key])),
               radiusSecretChanged: input.radiusSecret !== undefined,
             },
           },
@@ -262,13 +299,17 @@ export function createApplicationService(
     },
 
     async delete(principal: Principal, id: string): Promise<void> {
-      await db.transaction().execute(async (trx) => {
+      const deleted = await db.transaction().execute(async (trx) => {
         const row = await findVisible(trx, principal, id);
         await findVisibleVirtualServer(trx, principal, row.virtual_server_id, "applications.manage");
         await trx.deleteFrom("applications").where("id", "=", id).execute();
         await audit.append(trx, principal, [{ action: "application.delete", virtualServerId: row.virtual_server_id, targetType: "virtual_server", targetId: id, details: { name: row.name } }]);
+        return row;
       });
       changed();
+      // Its key no longer works, so nobody would read how its open push logins end: they
+      // end now, and the phones stop offering them (each audited auth.push_cancelled).
+      await deps.closeChallengesOf?.({ id, virtualServerId: deleted.virtual_server_id });
     },
 
     /** Drops the kept API keys: another node changed the applications. */

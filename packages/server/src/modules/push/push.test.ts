@@ -29,7 +29,7 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     "Push",
     async (setting) => {
       ({ core, api, t } = setting);
-      await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 32 });
+      await core.services.tokens.add(installerPrincipal, { virtualServerId: t.virtualServerId, type: "mobile", count: 40 });
       pushKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "portal", resourceName: "Staff portal", kind: "rest", pushOtp: true })).apiKey!;
       plainKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "legacy", kind: "rest", pushOtp: false })).apiKey!;
     },
@@ -146,6 +146,23 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect((await device.answer(id, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
     const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_cancelled`, t.apiKeys.auditor);
     expect(trail.json.items.find((item: { details: { challengeId: string } }) => item.details.challengeId === id)).toMatchObject({ reason: "the application withdrew the sign-in request", targetId: "wren" });
+  });
+
+  it("ends the open push logins of an application that is deleted, so no phone offers a login nobody can read", async () => {
+    const { device, serial } = await enrolledUser("gone-app-user", true);
+    const doomed = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "doomed", resourceName: "Doomed portal", kind: "rest", pushOtp: true });
+    const pending = await authenticate(doomed.apiKey!, "gone-app-user");
+    const id = pending.json.challengeId as string;
+    const waiting = outcome(doomed.apiKey!, id, 5);
+    expect((await device.poll()).json.items.map((item: { id: string }) => item.id)).toContain(id);
+    await core.services.applications.delete(installerPrincipal, doomed.id);
+    // The waiting long poll hears it ended; the phone no longer lists it and cannot approve it.
+    expect((await waiting).json).toMatchObject({ status: "reject", reason: "cancelled" });
+    expect((await device.poll()).json.items.map((item: { id: string }) => item.id)).not.toContain(id);
+    expect((await device.answer(id, "approve", serial, device.passcode())).json.error.code).toBe("CHALLENGE_CLOSED");
+    expect((await authenticate(doomed.apiKey!, "gone-app-user")).status).toBe(401);
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_cancelled`, t.apiKeys.auditor);
+    expect(trail.json.items.find((item: { details: { challengeId: string } }) => item.details.challengeId === id)).toMatchObject({ reason: "the application was deleted", targetId: "gone-app-user" });
   });
 
   it("tells a device on the live connection of each new challenge and of the end of each it was told of", async () => {

@@ -661,7 +661,7 @@ export function createPushService(
     async cancel(
       challengeId: string,
       application: { id: string; virtualServerId: string },
-      why: { by: "typed"; userId: string } | { by: "withdrawn" },
+      why: { by: "typed"; userId: string } | { by: "withdrawn" } | { by: "deleted" },
     ): Promise<"cancelled" | "not_found" | "closed"> {
       const now = clock.nowMs();
       const closed = await db.transaction().execute(async (trx) => {
@@ -684,7 +684,7 @@ export function createPushService(
             targetType: "user",
             targetId: row.user_id,
             userPk: row.user_pk,
-            reason: why.by === "typed" ? "the user typed the passcode instead" : "the application withdrew the sign-in request",
+            reason: why.by === "typed" ? "the user typed the passcode instead" : why.by === "deleted" ? "the application was deleted" : "the application withdrew the sign-in request",
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
@@ -696,6 +696,12 @@ export function createPushService(
       // The phones showing it hear that it ended.
       void tellEnded([{ id: challengeId, deviceIds: closed.deviceIds, outcome: "cancelled", expiresAt: closed.expiresAt, resourceName: closed.resourceName, owed: closed.owed }]);
       return "cancelled";
+    },
+
+    /** The ids of an application's push logins still open (to end them when it is deleted). */
+    async openOfApplication(applicationId: string): Promise<string[]> {
+      const rows = await db.selectFrom("challenges").select("id").where("application_id", "=", applicationId).where("status", "=", "pending").execute();
+      return rows.map((row) => row.id);
     },
 
     /** The device's answer: approve (with the current passcode), deny, or deny and report fraud. */
