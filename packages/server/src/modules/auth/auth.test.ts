@@ -402,6 +402,12 @@ describeEachDatabase("passcode authentication", (kind) => {
       // The right passcode now is refused unchecked too: nothing was stored.
       expect(await login("swarmed", code(), "192.0.2.201")).toMatchObject({ result: "reject", reason: "rate_limited" });
       expect(await tokenRow(serial)).toMatchObject({ last_totp_step: null });
+      // The refused guesses are in the user's trail, where an operator looks for them.
+      await core.services.audit.settle();
+      const userPk = (await core.storage.db.selectFrom("users").select("id").where("user_id", "=", "swarmed").executeTakeFirstOrThrow()).id;
+      const refusals = await core.storage.db.selectFrom("audit_log").select(["user_pk", "token_serial"]).where("action", "=", "auth.reject").where("reason", "=", "rate_limited").where("target_id", "=", "swarmed").execute();
+      expect(refusals).toHaveLength(21);
+      expect(refusals.every((row) => row.user_pk === userPk && row.token_serial === null)).toBe(true);
     } finally {
       await node2?.close();
     }

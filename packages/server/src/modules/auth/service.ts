@@ -490,6 +490,10 @@ export function createAuthService(
 
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
         audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push })]);
+      // A refusal past the limits looks at no token, but its record goes in the user's
+      // trail (GET /audit?userId=) when the user exists: the guessing shows where an
+      // operator looks for it. One indexed read; the requester learns nothing from it.
+      const userPkOf = async (trx: Transaction<Database>) => (impossibleUser ? null : ((await trx.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0]?.id ?? null));
 
       // A typed passcode takes its attempt from the user's limit before it is checked,
       // and a success gives it back: guesses sent all at once stop at the limit, on
@@ -523,7 +527,7 @@ export function createAuthService(
           const limit = await limits.check(tx, sourceKey, userKey);
           if (limit.over) {
             const result = reject("rate_limited");
-            await record(trx, result, null, null);
+            await record(trx, result, await userPkOf(trx), null);
             return { result };
           }
           // An unknown user is told what a user without push is told: the reason (for the
@@ -572,7 +576,7 @@ export function createAuthService(
           // commit of the logins around it, so a flood of refused guesses does not cost
           // a commit each).
           const result = reject("rate_limited");
-          await record(trx, result, null, null);
+          await record(trx, result, await userPkOf(trx), null);
           return result;
         }
         if (impossibleUser) return refused(tx, reject("user_unknown"), null);
