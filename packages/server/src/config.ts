@@ -24,7 +24,7 @@ const environmentSchema = z.object({
   TESSERA_MASTER_KEY: z.string().optional(),
   /** Former master keys, comma separated, still accepted for decryption until `tessera keys rotate` has run. @default (none) */
   TESSERA_PREVIOUS_MASTER_KEYS: z.string().optional(),
-  /** Address the RADIUS server listens on (UDP). @default 127.0.0.1 */
+  /** Address the RADIUS server listens on (UDP), or several, comma separated: answers leave from the address asked. @default 127.0.0.1 */
   TESSERA_RADIUS_HOST: z.string().min(1).default("127.0.0.1"),
   /** UDP port of the RADIUS server (RFC 2865: 1812); 0 picks a free one, "off" runs none. @default 1812 */
   TESSERA_RADIUS_PORT: z.union([z.literal("off"), z.coerce.number().int().min(0).max(65535)]).default(1812),

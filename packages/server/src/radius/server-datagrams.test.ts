@@ -1,11 +1,12 @@
 import { randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { createSocket } from "node:dgram";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { fixedClock } from "../clock.js";
 import { fuzzSeed, seededRandom } from "../testing/random.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, textAttribute } from "./codec.js";
 import { verifyResponse } from "./crypto.js";
-import { accessRequest, createTestNas, eventually, malformedDatagrams, startTestServer, TEST_SECRET, type TestRequest } from "./testing.js";
+import { accessRequest, createTestNas, eventually, malformedDatagrams, radclient, startTestServer, TEST_SECRET, type TestRequest } from "./testing.js";
 
 /** The server over raw UDP: what radclient cannot send (retransmissions, strangers, junk). */
 
@@ -77,6 +78,27 @@ describe("RADIUS server over raw UDP", () => {
     clock.advance(5_001);
     // Read by /metrics as the gauge of answers held now: those past their time are none.
     expect(server.stats().cached).toBe(0);
+  });
+
+  it("answers from the address a request was sent to, on each of several addresses, as a NAS (and radclient) checks", async () => {
+    const { port, server } = await startTestServer({ host: "127.0.0.1, 127.0.0.5" });
+    const nas = createSocket("udp4");
+    onTestFinished(() => new Promise<void>((resolve) => nas.close(() => resolve())));
+    await new Promise<void>((resolve) => nas.bind(0, "127.0.0.1", resolve));
+    const answerFrom = async (to: string, identifier: number) => {
+      const request = alice({ identifier });
+      const answered = new Promise<{ reply: Buffer; from: string }>((resolve) => nas.once("message", (reply, remote) => resolve({ reply, from: remote.address })));
+      nas.send(request, port, to);
+      const { reply, from } = await answered;
+      expect(checkedReply(reply, request).code).toBe(Code.AccessAccept);
+      return from;
+    };
+    expect(await answerFrom("127.0.0.5", 1)).toBe("127.0.0.5");
+    expect(await answerFrom("127.0.0.1", 2)).toBe("127.0.0.1");
+    expect(server.address()).toEqual({ address: "127.0.0.1", port });
+    // radclient drops an answer from another address than the one it asked.
+    const answer = await radclient(port, TEST_SECRET, `User-Name = "alice"\nUser-Password = "123456"\nMessage-Authenticator = 0x00\n`, "127.0.0.5");
+    expect(answer.stdout).toContain("Received Access-Accept");
   });
 
   it("treats the same Identifier with a new Request Authenticator as a new request", async () => {

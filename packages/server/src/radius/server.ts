@@ -1,4 +1,4 @@
-import { createSocket, type RemoteInfo } from "node:dgram";
+import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIP } from "node:net";
 import { systemClock, type Clock } from "../clock.js";
 import { Attribute, Code } from "./attributes.js";
@@ -9,7 +9,7 @@ import { answerFits, replyFor, type AccessDecision } from "./reply.js";
 import { readPapRequest, REJECTED_FAILURES, type RefusedRequest } from "./request.js";
 
 /**
- * Tessera's RADIUS server (RFC 2865, PAP only) on one UDP socket. The pipeline, cheapest
+ * Tessera's RADIUS server (RFC 2865, PAP only) on a UDP socket per address. The pipeline, cheapest
  * checks first; a datagram failing a check is dropped silently (RFC 2865 section 3) and
  * counted:
  *
@@ -56,9 +56,16 @@ export interface RadiusLogger {
 }
 
 export interface RadiusServerOptions {
-  /** An IP address to bind: "0.0.0.0", "127.0.0.1", or "::" for IPv6 and IPv4-mapped sources. */
+  /**
+   * The address to listen on ("127.0.0.1"; "::" for IPv6 and IPv4-mapped sources), or
+   * several, comma separated ("192.0.2.10,192.0.2.11"). Each
+   * gets a socket of its own, so that an answer leaves from the address its request was
+   * sent to: a NAS drops an answer from another address, and node:dgram cannot tell which
+   * address a request on a wildcard socket (0.0.0.0, ::) came to. A wildcard hears every
+   * address of the host, but answers from whichever address the kernel routes by.
+   */
   host: string;
-  /** UDP port; 0 takes a free one (see address()). RFC 2865 section 3: 1812. */
+  /** UDP port, the same on every address; 0 takes a free one (see address()). RFC 2865 section 3: 1812. */
   port: number;
   /**
    * The clients whose addresses hold a source address, the most specific first; empty
@@ -134,6 +141,9 @@ export interface RadiusServer {
 
 type DropReason = "unknownClient" | "badAuthenticator" | "malformed" | "unexpectedCode" | "overloaded" | "duplicates" | "notReady";
 
+/** Where a datagram came from, and the socket (the address) it came to: its answer leaves from there. */
+type Remote = RemoteInfo & { via: Socket };
+
 /** One warning per reason per this many milliseconds: a flood of junk must not flood the log. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -151,7 +161,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     unknownClient: 0, badAuthenticator: 0, malformed: 0, unexpectedCode: 0, overloaded: 0, notReady: 0, errors: 0,
   };
   const lastDropLogMs = new Map<DropReason, { atMs: number; suppressed: number }>();
-  const socket = createSocket({ type: isIP(options.host) === 6 ? "udp6" : "udp4" });
+  const hosts = options.host.split(",").map((host) => host.trim()).filter(Boolean);
+  const sockets = hosts.map((host) => createSocket({ type: isIP(host) === 6 ? "udp6" : "udp4" }));
   let closed = false;
   // Answers past their time are forgotten when a request comes, and also when none does:
   // after a burst, the memory and the cached-answers gauge do not wait for the next one.
@@ -172,9 +183,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     logger.warn({ ...fields, reason, suppressedSinceLast: last?.suppressed ?? 0 }, "RADIUS datagram dropped");
   }
 
-  function send(response: Buffer, source: RemoteInfo) {
+  function send(response: Buffer, source: Remote) {
     if (closed) return;
-    socket.send(response, source.port, source.address, (error) => {
+    source.via.send(response, source.port, source.address, (error) => {
       if (!error) return;
       counters.errors++;
       logger?.error({ source: source.address, error: error.message }, "RADIUS response not sent");
@@ -194,7 +205,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
    * RFC 5997: Access-Accept, signed like every answer, each time it is asked (the answer
    * costs less than a cache, and a client checks liveness with each one).
    */
-  async function answerStatus(packet: RadiusPacket, client: RadiusClient, remote: RemoteInfo, proxyStates: Buffer[]) {
+  async function answerStatus(packet: RadiusPacket, client: RadiusClient, remote: Remote, proxyStates: Buffer[]) {
     const ready = options.ready ? await options.ready().catch(() => false) : true;
     if (!ready) return drop("notReady", { source: remote.address, clientId: client.id });
     const { code, attributes } = replyFor({ result: "accept", replyMessage: "Tessera is up" }, proxyStates);
@@ -202,7 +213,7 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     send(signResponse({ code, identifier: packet.identifier, attributes }, packet.authenticator, client.secret), remote);
   }
 
-  async function handle(datagram: Buffer, remote: RemoteInfo) {
+  async function handle(datagram: Buffer, remote: Remote) {
     const decoded = decodePacket(datagram);
     if (!decoded.ok) return drop("malformed", { source: remote.address, problem: decoded.reason });
     const packet = decoded.packet;
@@ -266,47 +277,65 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     }
   }
 
-  socket.on("message", (datagram, remote) => {
-    counters.requests++;
-    handle(datagram, remote).catch((error: unknown) => {
-      counters.errors++;
-      counters.dropped++;
-      logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
-    });
-  });
-  socket.on("error", (error) => {
-    counters.errors++;
-    logger?.error({ error: error.message }, "RADIUS socket error");
-  });
-
-  try {
-    await new Promise<void>((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind({ address: options.host, port: options.port }, () => {
-        socket.off("error", reject);
-        resolve();
+  for (const socket of sockets) {
+    socket.on("message", (datagram, remote) => {
+      counters.requests++;
+      // The answer goes out through the socket the request came in on, from its address.
+      handle(datagram, Object.assign(remote, { via: socket })).catch((error: unknown) => {
+        counters.errors++;
+        counters.dropped++;
+        logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
       });
     });
+    socket.on("error", (error) => {
+      counters.errors++;
+      logger?.error({ error: error.message }, "RADIUS socket error");
+    });
+  }
+
+  try {
+    if (sockets.length === 0) throw new Error("no address to listen on for RADIUS");
+    // The first address takes the port (a free one when 0 is asked); the others the same.
+    let port = options.port;
+    for (const [index, socket] of sockets.entries()) {
+      await new Promise<void>((resolve, reject) => {
+        socket.once("error", reject);
+        socket.bind({ address: hosts[index], port }, () => {
+          socket.off("error", reject);
+          resolve();
+        });
+      });
+      port = socket.address().port;
+    }
   } catch (error) {
     // A port in use or an address not on this host is a start-up failure, not a request's.
     closed = true;
     clearInterval(sweeper);
-    socket.removeAllListeners();
-    socket.close();
+    for (const socket of sockets) {
+      socket.removeAllListeners();
+      try {
+        socket.close();
+      } catch {
+        // Never bound: nothing to close.
+      }
+    }
     throw error;
+  }
+  if (hosts.some((host) => host === "0.0.0.0" || host === "::")) {
+    logger?.warn({ host: options.host }, "RADIUS listens on every address, and answers from the address the kernel routes by: a NAS that sends to another address of this host drops the answer; list the addresses NASes use instead");
   }
 
   return {
     address() {
-      const { address, port } = socket.address();
+      const { address, port } = sockets[0]!.address();
       return { address, port };
     },
-    close() {
-      if (closed) return Promise.resolve();
+    async close() {
+      if (closed) return;
       closed = true;
       clearInterval(sweeper);
       cache.clear();
-      return new Promise((resolve) => socket.close(() => resolve()));
+      await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
     },
     stats() {
       const { answered, inFlight } = cache.size();

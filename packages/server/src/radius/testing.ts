@@ -135,8 +135,8 @@ export interface RadclientRun {
  * Runs FreeRADIUS's radclient once: `-x` prints both packets, `-t 2 -r 1` waits two seconds
  * for one try. Killed after 15 seconds whatever happens.
  */
-export function radclient(port: number, secret: string, attributes: string): Promise<RadclientRun> {
-  return runRadclient(port, secret, "auth", attributes);
+export function radclient(port: number, secret: string, attributes: string, server = "127.0.0.1"): Promise<RadclientRun> {
+  return runRadclient(port, secret, "auth", attributes, server);
 }
 
 /** radclient's Status-Server (RFC 5997), with the Message-Authenticator it must carry. */
@@ -144,9 +144,9 @@ export function radclientStatus(port: number, secret: string): Promise<Radclient
   return runRadclient(port, secret, "status", "Message-Authenticator = 0x00\n");
 }
 
-function runRadclient(port: number, secret: string, command: "auth" | "status", attributes: string): Promise<RadclientRun> {
+function runRadclient(port: number, secret: string, command: "auth" | "status", attributes: string, server = "127.0.0.1"): Promise<RadclientRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn("radclient", ["-x", "-t", "2", "-r", "1", `127.0.0.1:${port}`, command, secret], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn("radclient", ["-x", "-t", "2", "-r", "1", `${server}:${port}`, command, secret], { stdio: ["pipe", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
