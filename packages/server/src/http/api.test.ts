@@ -115,6 +115,12 @@ describeEachDatabase("admin API", (kind) => {
         expect(response.status).toBe(401);
         expect(response.json.error.code).toBe("UNAUTHENTICATED");
       }
+      // The scheme is read in any case (RFC 9110), for operators and applications alike; another scheme is none.
+      for (const scheme of ["bearer", "BEARER", "Bearer  "]) expect((await api.call("GET", "/api/v1/me", null, undefined, { authorization: `${scheme} ${key}` })).status).toBe(200);
+      expect((await api.call("GET", "/api/v1/me", null, undefined, { authorization: `Basic ${key}` })).status).toBe(401);
+      const restKey = (await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "lowercase", kind: "rest" })).apiKey!;
+      const login = await api.call("POST", "/api/v1/auth", null, { userId: "nobody-here", passcode: "123456" }, { authorization: `bearer ${restKey}` });
+      expect(login.json).toMatchObject({ result: "reject", reason: "user_unknown" });
     });
 
     it("logs an operator in with a password and accepts the session token", async () => {

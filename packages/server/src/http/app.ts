@@ -42,6 +42,15 @@ export interface HttpOptions {
   logLevel: string;
 }
 
+/**
+ * The credential of an `Authorization: Bearer ...` header, the scheme in any case (RFC 9110
+ * section 11.1: "bearer" is "Bearer"); undefined for any other header or none.
+ */
+export function bearerOf(header: string | undefined): string | undefined {
+  const match = header === undefined ? null : /^bearer +(\S.*)$/i.exec(header);
+  return match ? match[1]!.trim() : undefined;
+}
+
 /** The principal of an authenticated route; the onRequest hook guarantees one. */
 export function principalOf(request: FastifyRequest): Principal {
   if (!request.principal) throw fail("UNAUTHENTICATED");
@@ -140,7 +149,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   app.addHook("onRequest", async (request) => {
     if (!request.url.startsWith("/api/v1/") || request.routeOptions.config.public) return;
     const header = request.headers.authorization;
-    const bearer = header?.startsWith("Bearer ") ? header.slice(7).trim() : undefined;
+    const bearer = bearerOf(header);
     const principal = bearer ? await services.operators.authenticate(bearer) : null;
     if (!principal) throw fail("UNAUTHENTICATED");
     request.principal = principal;

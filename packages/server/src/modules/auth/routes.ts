@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Services } from "../../core.js";
 import { fail } from "../../errors.js";
-import { principalOf } from "../../http/app.js";
+import { bearerOf, principalOf } from "../../http/app.js";
 import { commonErrors, errorResponse } from "../../http/schemas.js";
 
 /** How long `getAuthChallenge` waits for the user's answer when `wait` is not given, in seconds. */
@@ -15,7 +15,8 @@ const challengeId = z.string().min(1).max(64).regex(/^[\x21-\x7e]+$/, "a challen
 export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (app, { services }) => {
   /** The REST application whose API key the Authorization header carries; UNAUTHENTICATED otherwise. */
   const restApplicationOf = async (authorization: string | undefined) => {
-    const application = authorization?.startsWith("Bearer ") ? await services.applications.authenticateApiKey(authorization.slice(7).trim()) : null;
+    const bearer = bearerOf(authorization);
+    const application = bearer ? await services.applications.authenticateApiKey(bearer) : null;
     if (!application || application.kind !== "rest") throw fail("UNAUTHENTICATED");
     return application;
   };

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Services } from "../../core.js";
-import { principalOf } from "../../http/app.js";
+import { bearerOf, principalOf } from "../../http/app.js";
 import { commonErrors, errorResponse } from "../../http/schemas.js";
 import { roles } from "./access.js";
 
@@ -46,7 +46,7 @@ export const operatorRoutes: FastifyPluginAsyncZod<{ services: Services }> = asy
     },
     async (request, reply) => {
       principalOf(request);
-      await services.operators.endSession(request.headers.authorization?.slice(7).trim() ?? "");
+      await services.operators.endSession(bearerOf(request.headers.authorization) ?? "");
       return reply.status(204).send(null);
     },
   );
