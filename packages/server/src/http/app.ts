@@ -9,6 +9,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Services } from "../core.js";
 import { fail, TesseraError } from "../errors.js";
@@ -49,6 +50,16 @@ export interface HttpOptions {
 export function bearerOf(header: string | undefined): string | undefined {
   const match = header === undefined ? null : /^bearer +(\S.*)$/i.exec(header);
   return match ? match[1]!.trim() : undefined;
+}
+
+/**
+ * Aborts when the response is closed: answered, or its client gone before the answer. A
+ * long poll ends its looks at the database when nobody is left to tell.
+ */
+export function untilClosed(response: ServerResponse): AbortSignal {
+  const closed = new AbortController();
+  response.once("close", () => closed.abort());
+  return closed.signal;
 }
 
 /** The principal of an authenticated route; the onRequest hook guarantees one. */

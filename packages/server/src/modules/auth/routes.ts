@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { Services } from "../../core.js";
 import { fail } from "../../errors.js";
-import { bearerOf, principalOf } from "../../http/app.js";
+import { bearerOf, principalOf, untilClosed } from "../../http/app.js";
 import { commonErrors, errorResponse } from "../../http/schemas.js";
 
 /** How long `getAuthChallenge` waits for the user's answer when `wait` is not given, in seconds. */
@@ -86,9 +86,14 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const application = await restApplicationOf(request.headers.authorization);
-      return services.auth.challengeOutcome({ application, method: "rest", client: { address: request.ip } }, request.params.challengeId, Number(request.query.wait ?? DEFAULT_WAIT_SECONDS) * 1000);
+      return services.auth.challengeOutcome(
+        { application, method: "rest", client: { address: request.ip } },
+        request.params.challengeId,
+        Number(request.query.wait ?? DEFAULT_WAIT_SECONDS) * 1000,
+        untilClosed(reply.raw),
+      );
     },
   );
 

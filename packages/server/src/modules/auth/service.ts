@@ -408,11 +408,13 @@ export function createAuthService(
       request: Pick<AuthRequest, "application" | "method" | "client">,
       challengeId: string,
       waitMs: number,
+      /** The wait ends when this aborts: the application went away. */
+      signal?: AbortSignal,
     ): Promise<{ status: "pending" | "accept" | "reject"; reason?: string; serial?: string }> {
       if (!deps.push) throw new Error("push is not configured");
       const started = process.hrtime.bigint();
       // Another application's challenge is unknown at once: it learns nothing, not even when it is answered.
-      const outcome = await deps.push.outcome(challengeId, waitMs, request.application.id);
+      const outcome = await deps.push.outcome(challengeId, waitMs, request.application.id, undefined, signal);
       if (!outcome) return { status: "reject", reason: "unknown_challenge" };
       switch (outcome.status) {
         case "pending":

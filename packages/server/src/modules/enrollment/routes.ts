@@ -5,6 +5,7 @@ import { z } from "zod";
 import type { Services } from "../../core.js";
 import { bodyDigest } from "../../crypto/device-signatures.js";
 import { fail, TesseraError } from "../../errors.js";
+import { untilClosed } from "../../http/app.js";
 import { errorResponse } from "../../http/schemas.js";
 import { CHALLENGE_STATUSES } from "../push/service.js";
 import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, possessionPage } from "./page.js";
@@ -333,7 +334,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ services: Services }> = async
         response: { 200: z.object({ items: z.array(challengeSchema) }), ...deviceErrors },
       },
     },
-    async (request) => ({ items: await services.push.pendingForDevice(request.params.deviceId, await signedRequestOf(request), request.query.wait * 1000) }),
+    async (request, reply) => ({ items: await services.push.pendingForDevice(request.params.deviceId, await signedRequestOf(request), request.query.wait * 1000, untilClosed(reply.raw)) }),
   );
 
   app.post(

@@ -50,9 +50,11 @@ export function createChallengeHub() {
       return () => events.off(`device:${deviceId}`, listener);
     },
     /** Resolves when told, when `check` says so, or after `timeoutMs`, whichever comes first. */
-    async waitUntil<T>(key: string, timeoutMs: number, check: () => Promise<T | null>, pollMs = 500): Promise<T | null> {
+    async waitUntil<T>(key: string, timeoutMs: number, check: () => Promise<T | null>, pollMs = 500, signal?: AbortSignal): Promise<T | null> {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
+        // Nobody is waiting any more (the client went): no more looks.
+        if (signal?.aborted) return null;
         // Listening before the check: an event while the check reads the database
         // would otherwise be missed, and the waiter would sleep until the next poll.
         let woken = false;
@@ -71,11 +73,14 @@ export function createChallengeHub() {
             await new Promise<void>((resolve) => {
               wake = () => resolve();
               timer = setTimeout(resolve, Math.min(left, pollMs));
+              signal?.addEventListener("abort", listener, { once: true });
+              if (signal?.aborted) resolve();
             });
           }
         } finally {
           clearTimeout(timer);
           events.off(key, listener);
+          signal?.removeEventListener("abort", listener);
         }
       }
     },

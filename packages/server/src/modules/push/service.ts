@@ -424,7 +424,7 @@ export function createPushService(
      * once, when there is no such challenge, another application opened it, or (when
      * `userPk` is given) it is another user's.
      */
-    async outcome(challengeId: string, waitMs: number, applicationId: string, userPk?: string): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
+    async outcome(challengeId: string, waitMs: number, applicationId: string, userPk?: string, signal?: AbortSignal): Promise<{ row: ChallengeRow; status: ChallengeStatus } | null> {
       // One read a look: the first look is the answer when nothing need wait, and a
       // look that times out leaves the state as it was at the deadline.
       let last: { row: ChallengeRow; status: ChallengeStatus } | null = null;
@@ -433,12 +433,12 @@ export function createPushService(
         if (!row || row.application_id !== applicationId || (userPk !== undefined && row.user_pk !== userPk)) return "none" as const;
         last = { row, status: statusOf(row, clock.nowMs()) };
         return last.status !== "pending" ? last : null;
-      });
+      }, undefined, signal);
       return settled === "none" ? null : (settled ?? last);
     },
 
     /** The app's signed poll: pending challenges for this device, waiting up to `waitMs` for one. */
-    async pendingForDevice(deviceId: string, signed: SignedRequest, waitMs: number): Promise<ChallengeView[]> {
+    async pendingForDevice(deviceId: string, signed: SignedRequest, waitMs: number, signal?: AbortSignal): Promise<ChallengeView[]> {
       if (signed.deviceId !== deviceId) throw fail("SIGNATURE_INVALID", { problem: "signed for another device" });
       await deps.verifySigned(signed, await deviceKey(deviceId));
       await db.updateTable("devices").set({ last_seen_at: clock.nowMs() }).where("device_id", "=", deviceId).execute();
@@ -447,7 +447,7 @@ export function createPushService(
         const views = await forDevice(deviceId, await openChallengesFor(deviceId, now), now);
         return views.length > 0 ? views : null;
       };
-      return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending)) ?? [];
+      return (await hub.waitUntil(`device:${deviceId}`, waitMs, pending, undefined, signal)) ?? [];
     },
 
     /**
