@@ -324,6 +324,13 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     // The REST client may still read how it ended.
     expect((await outcome(pushKey, approved)).json).toEqual({ status: "accept", serial });
 
+    // A passcode typed in the answer ends the push login even when the phone approved it
+    // first: the approval no longer lets the State in.
+    const overtaken = (await authenticate(pushKey, "yan")).json.challengeId as string;
+    await device.answer(overtaken, "approve", serial, device.passcode());
+    expect(await core.services.push.cancel(overtaken, { id: portal.id, virtualServerId: t.virtualServerId }, { by: "typed", userId: "yan" })).toBe("closed");
+    expect(await redeem("yan", overtaken)).toEqual({ result: "reject", reason: "redeemed" });
+
     const denied = (await authenticate(pushKey, "yan")).json.challengeId as string;
     await device.answer(denied, "deny");
     expect(await redeem("yan", denied)).toEqual({ result: "reject", reason: "denied" });

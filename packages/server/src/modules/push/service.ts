@@ -676,7 +676,12 @@ export function createPushService(
         const row = await query.executeTakeFirst();
         if (!row) return "not_found" as const;
         const updated = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status: "cancelled", now, serial: null }));
-        if (Number(updated.numAffectedRows) !== 1) return "closed" as const;
+        if (Number(updated.numAffectedRows) !== 1) {
+          // Approved already, and not used yet: a typed passcode ends the push login all
+          // the same, so the approval can no longer let a request with the State in.
+          if (why.by === "typed") await trx.updateTable("challenges").set({ redeemed_at: now }).where("id", "=", challengeId).where("status", "=", "approved").where("redeemed_at", "is", null).execute();
+          return "closed" as const;
+        }
         await audit.append(trx, systemPrincipal, [
           {
             action: "auth.push_cancelled",
