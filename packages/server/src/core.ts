@@ -44,7 +44,7 @@ export interface ServiceOptions {
   onWebPushFailure?: (deviceId: string, detail: string) => void;
   /** Told when audit records could not be linked into the chain (PostgreSQL): they wait, and the next pass tries again. */
   onAuditLinkFailure?: (error: unknown) => void;
-  /** Told when work after a committed login failed (the login stands). */
+  /** Told when work after a commit failed (a login, a deletion): what was committed stands. */
   onFollowUpFailure?: (what: string, error: unknown) => void;
 }
 
@@ -85,8 +85,14 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const applications = createApplicationService({
     ...deps,
     announceChange: () => hub.applicationsChanged(),
+    // After the deletion's commit: should it fail, the deletion stands, and the push
+    // logins end at their expiry (the application's push timeout) instead.
     closeChallengesOf: async (application) => {
-      for (const id of await push.openOfApplication(application.id)) await push.cancel(id, application, { by: "deleted" });
+      try {
+        for (const id of await push.openOfApplication(application.id)) await push.cancel(id, application, { by: "deleted" });
+      } catch (error) {
+        options.onFollowUpFailure?.("closing a deleted application's push logins", error);
+      }
     },
   });
   hub.onApplicationsChanged(() => applications.forgetApiKeys());

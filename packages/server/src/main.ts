@@ -36,7 +36,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     backgroundCheckpoints: true,
     onWebPushFailure: (deviceId, detail) => late.log?.warn({ deviceId, detail }, "web push not delivered"),
     onAuditLinkFailure: (error) => late.log?.error({ err: error }, "audit records not linked into the chain; they wait and are tried again"),
-    onFollowUpFailure: (what, error) => late.log?.warn({ err: error }, `${what} failed; the login stands`),
+    onFollowUpFailure: (what, error) => late.log?.warn({ err: error }, `${what} failed; what was committed stands`),
     publicUrl: () => late.publicUrl,
   });
   const app = await buildHttpApp(services, { bodyLimitBytes: config.http.bodyLimitBytes, logLevel: config.logLevel });
