@@ -168,15 +168,20 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
 
   // No id in a path holds NUL, and PostgreSQL text cannot: one that does is refused
   // alike on either database, before a route reads it. (A query value with NUL that
-  // reaches PostgreSQL is refused there, 22021 above; a search folds it away.)
-  app.addHook("preValidation", async (request) => {
-    if (!request.params || typeof request.params !== "object") return;
-    for (const [name, value] of Object.entries(request.params)) {
+  // reaches PostgreSQL is refused there, 22021 above; a search folds it away.) Only
+  // routes with path parameters pay for the look: not a login, not /healthz.
+  const refuseNulInPath = async (request: FastifyRequest) => {
+    for (const [name, value] of Object.entries(request.params as Record<string, unknown>)) {
       if (typeof value === "string" && value.includes("\0")) {
         const problems = [`params.${name}: holds a NUL character`];
         throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
       }
     }
+  };
+  app.addHook("onRoute", (route) => {
+    if (!route.url.includes(":")) return;
+    const own = route.preValidation;
+    (route as { preValidation?: unknown }).preValidation = [...(Array.isArray(own) ? own : own ? [own] : []), refuseNulInPath];
   });
 
   await app.register(swagger, {
