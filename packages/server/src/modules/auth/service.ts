@@ -164,6 +164,7 @@ export function preparePasscodeQueries(db: Kysely<Database>) {
     storeTotp: prepareQuery<StoreTotp, never>(db, storeTotp),
     storeHotp: prepareQuery<StoreHotp, never>(db, storeHotp),
     resetFailures: prepareQuery<ResetFailures, never>(db, resetFailures),
+    lockForSuccess: prepareQuery<{ userPk: string; serial: string }, { serial: string }>(db, lockForSuccess),
     /** The state of the token that approved a push login, found only while it is still that user's. */
     approverState: prepareQuery<{ serial: string; userPk: string }, { state: string }>(db, (db, param) =>
       db.selectFrom("tokens").select("state").where("serial", "=", param("serial")).where("user_pk", "=", param("userPk")),
@@ -200,6 +201,24 @@ type ResetFailures = { userPk: string; now: number };
  */
 export function resetFailures(db: QueryCreator<Database>, param: Param<ResetFailures>) {
   return db.updateTable("tokens").set({ failures: 0, updated_at: param("now") }).where("user_pk", "=", param("userPk")).where("state", "=", "active").where("failures", ">", 0);
+}
+
+/**
+ * On PostgreSQL, before a success stores its token's step and resets the others: the
+ * user's active tokens it will write (the answering one, and those with failures), locked
+ * in serial order, the order in which a wrong passcode counts against them. Taken the
+ * other way round (the answering token first, then a token with a smaller serial), a
+ * success and a wrong guess at the same user could each hold a row the other waits for.
+ */
+export function lockForSuccess(db: QueryCreator<Database>, param: Param<{ userPk: string; serial: string }>) {
+  return db
+    .selectFrom("tokens")
+    .select("serial")
+    .where("user_pk", "=", param("userPk"))
+    .where("state", "=", "active")
+    .where((eb) => eb.or([eb("failures", ">", 0), eb("serial", "=", param("serial"))]))
+    .orderBy("serial")
+    .forNoKeyUpdate();
 }
 
 /** Whether tokens other than the one that answered still count failures: `resetFailures` has work only then. */
@@ -600,6 +619,8 @@ export function createAuthService(
             if (verdict.reason === "replayed") replayed = true;
             continue;
           }
+          const resets = othersFailed(active, token.serial);
+          if (resets && deps.kind === "postgres") await trx.executeQuery(queries.lockForSuccess({ userPk: user.id, serial: token.serial }));
           // Compare-and-set: of two nodes checking the same passcode at once, one stores it.
           const stored = await trx.executeQuery(
             verdict.mode === "totp"
@@ -611,7 +632,7 @@ export function createAuthService(
             continue;
           }
           const result: AuthResult = { result: "accept", serial: token.serial, userId };
-          if (othersFailed(active, token.serial)) await trx.executeQuery(queries.resetFailures({ userPk: user.id, now }));
+          if (resets) await trx.executeQuery(queries.resetFailures({ userPk: user.id, now }));
           await record(trx, result, user.id, token.serial);
           await limits.succeeded(tx, userKey);
           return result;

@@ -536,6 +536,35 @@ describeEachDatabase("Push OTP over REST", (kind) => {
       expect(opened).toMatchObject({ result: "reject", reason: "push_blocked" });
     });
 
+  // SQLite has one writer at a time: nothing can interleave there.
+  if (kind === "postgres")
+    it("takes an approval's token rows in serial order, as a wrong passcode at the same user does, so the two cannot deadlock", async () => {
+      const { device, serial } = await enrolledUser("lin", true);
+      // An email token (EM..., before the phone's MP... by serial) that has failures to reset.
+      const other = await placeTokenInState(core.services, t.virtualServerId, "active", { type: "email", userId: "lin" });
+      expect(other < serial).toBe(true);
+      await core.storage.db.updateTable("tokens").set({ failures: 1 }).where("serial", "=", other).execute();
+      const pending = await authenticate(pushKey, "lin");
+      let answered: Promise<{ status: number; json: { status?: string } }> | undefined;
+      // A wrong passcode's transaction counts against the user's tokens in serial order:
+      // it holds the email token when the approval comes, and the phone's token after.
+      await core.storage.db.transaction().execute(async (trx) => {
+        await trx.updateTable("tokens").set((eb) => ({ failures: eb("failures", "+", 1) })).where("serial", "=", other).execute();
+        const holder = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid;
+        answered = device.answer(pending.json.challengeId, "approve", serial, device.passcode());
+        const blocked = () => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where ${holder}::int = any(pg_blocking_pids(pid))`.execute(core.storage.db).then((r) => r.rows[0]!.waiting);
+        await expect.poll(blocked, { timeout: 10_000 }).toBe(1);
+        // Had the approval taken the phone's token first, this would wait for it while the
+        // approval waits for this transaction: PostgreSQL would end one with a deadlock.
+        await trx.updateTable("tokens").set((eb) => ({ failures: eb("failures", "+", 1) })).where("serial", "=", serial).execute();
+      });
+      expect((await answered!).json).toEqual({ status: "approved" });
+      expect((await outcome(pushKey, pending.json.challengeId)).json).toEqual({ status: "accept", serial });
+      // The success came after the failures: it reset them all.
+      const failures = await core.storage.db.selectFrom("tokens").select(["serial", "failures"]).where("serial", "in", [serial, other]).orderBy("serial").execute();
+      expect(failures.map((row) => Number(row.failures))).toEqual([0, 0]);
+    });
+
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {
     const { device } = await enrolledUser("xia", true);
     const opened = [];

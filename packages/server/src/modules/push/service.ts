@@ -8,7 +8,7 @@ import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
 import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
 import { PUSH_TIMEOUT_SECONDS } from "../applications/service.js";
 import type { AuditEntry } from "../audit/service.js";
-import { resetFailures } from "../auth/service.js";
+import { lockForSuccess, resetFailures } from "../auth/service.js";
 import { verifyPasscode } from "../auth/verify.js";
 import type { EnrollmentEngine, SignedRequest } from "../enrollment/engine.js";
 import type { Metrics } from "../metrics/metrics.js";
@@ -209,6 +209,7 @@ function preparePushQueries(db: Kysely<Database>) {
         .where((eb) => eb.or([eb("last_totp_step", "is", null), eb("last_totp_step", "<=", param("step"))])),
     ),
     resetFailures: prepareQuery<{ userPk: string; now: number }, never>(db, resetFailures),
+    lockForSuccess: prepareQuery<{ userPk: string; serial: string }, { serial: string }>(db, lockForSuccess),
     closeChallenge: prepareQuery<{ id: string; status: string; now: number; serial: string | null }, never>(db, (db, param) =>
       db
         .updateTable("challenges")
@@ -755,12 +756,16 @@ export function createPushService(
         const closed = await trx.executeQuery(queries.closeChallenge({ id: challengeId, status, now, serial }));
         if (Number(closed.numAffectedRows) !== 1) return { refused: fail("CHALLENGE_CLOSED", { id: challengeId, status: "answered" }) };
         if (approval) {
+          // On PostgreSQL the rows this writes are taken first, in serial order, as a wrong
+          // passcode at the same user takes them (see lockForSuccess); and they tell
+          // whether any other token has failures to reset.
+          const held = deps.kind === "postgres" ? (await trx.executeQuery(queries.lockForSuccess({ userPk: row.user_pk, serial: approval.serial }))).rows : null;
           // The step, after the close: should it be refused (a replay by another login
           // meanwhile), this throws and the close rolls back with it.
           const stored = await trx.executeQuery(queries.storeApprovalStep({ ...approval, now }));
           if (Number(stored.numAffectedRows) !== 1) throw fail("CHALLENGE_ANSWER_INVALID", { problem: "passcode replayed, or the token is no longer active" });
           // A success, as a typed passcode's: the user's other tokens start counting afresh.
-          await trx.executeQuery(queries.resetFailures({ userPk: row.user_pk, now }));
+          if (!held || held.some((token) => token.serial !== approval.serial)) await trx.executeQuery(queries.resetFailures({ userPk: row.user_pk, now }));
         }
         // A report says "this is not me": the user's other push logins still waiting came
         // from the same moment, likely the same stranger, and are denied with it, so that
