@@ -134,7 +134,11 @@ export type RadiusStats = {
 
 export interface RadiusServer {
   address(): { address: string; port: number };
-  /** Stops listening; answers still being decided are not sent. */
+  /**
+   * Stops listening, then resolves once every request being decided has finished (so that
+   * nothing of theirs runs against a database closed next); their answers are not sent. A
+   * request that waits on the phone should be told to stop waiting first (see tessera.ts).
+   */
   close(): Promise<void>;
   stats(): RadiusStats;
 }
@@ -164,6 +168,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   const hosts = options.host.split(",").map((host) => host.trim()).filter(Boolean);
   const sockets = hosts.map((host) => createSocket({ type: isIP(host) === 6 ? "udp6" : "udp4" }));
   let closed = false;
+  /** The requests being decided: close waits for them. */
+  const handling = new Set<Promise<void>>();
   // Answers past their time are forgotten when a request comes, and also when none does:
   // after a burst, the memory and the cached-answers gauge do not wait for the next one.
   const sweeper = setInterval(() => cache.size(), Math.max(1_000, options.duplicateCacheMs ?? 30_000));
@@ -281,11 +287,15 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     socket.on("message", (datagram, remote) => {
       counters.requests++;
       // The answer goes out through the socket the request came in on, from its address.
-      handle(datagram, Object.assign(remote, { via: socket })).catch((error: unknown) => {
-        counters.errors++;
+      const work = handle(datagram, Object.assign(remote, { via: socket })).catch((error: unknown) => {
         counters.dropped++;
+        // A wait ended because the server stops: no answer, and nothing went wrong.
+        if (closed && error instanceof Error && error.name === "AbortError") return;
+        counters.errors++;
         logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
       });
+      handling.add(work);
+      void work.finally(() => handling.delete(work));
     });
     socket.on("error", (error) => {
       counters.errors++;
@@ -334,8 +344,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
-      cache.clear();
       await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+      await Promise.all(handling);
+      cache.clear();
     },
     stats() {
       const { answered, inFlight } = cache.size();

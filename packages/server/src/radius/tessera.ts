@@ -78,16 +78,21 @@ export async function startTesseraRadius(services: Services, options: { host: st
   timer.unref();
   // A change on any node (a new client, a new secret, a deleted application) applies at once.
   const stopListening = services.pushHub.onApplicationsChanged(refresh);
+  // Ends the waits for the phone when the server stops: a wait can last minutes, and
+  // close() waits for every request being decided, so that none outlives the database.
+  const stopping = new AbortController();
 
-  /** Closes the push challenge a State names, if it is this application's and this user's; the login's answer goes out whatever happens here. */
-  async function cancelChallenge(state: Buffer, application: ApplicationRow, userName: string): Promise<void> {
-    const challengeId = state.toString("utf8");
+  /**
+   * Closes a push challenge (one a State names: if it is this application's and this
+   * user's); the login's answer goes out, or not, whatever happens here.
+   */
+  async function cancelChallenge(challengeId: string, application: ApplicationRow, why: { by: "typed"; userId: string } | { by: "stopped" }): Promise<void> {
     // Our States are challenge ids (ASCII); PostgreSQL text holds no NUL.
-    if (challengeId.includes("\0") || userName.includes("\0")) return;
+    if (challengeId.includes("\0") || (why.by === "typed" && why.userId.includes("\0"))) return;
     try {
-      await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, { by: "typed", userId: userName });
+      await services.push.cancel(challengeId, { id: application.id, virtualServerId: application.virtual_server_id }, why);
     } catch (error) {
-      options.logger?.error({ err: error }, "RADIUS: closing the push challenge of a typed passcode failed");
+      options.logger?.error({ err: error }, why.by === "typed" ? "RADIUS: closing the push challenge of a typed passcode failed" : "RADIUS: closing a push challenge nobody waits for any more failed");
     }
   }
 
@@ -145,20 +150,27 @@ export async function startTesseraRadius(services: Services, options: { host: st
       // user in once it is approved, and only once. A passcode typed in the answer instead
       // (the phone is offline, say) is checked as any passcode.
       if (request.state && asksForPush(request.password)) {
-        const redeemed = await services.auth.redeemChallenge({ ...asked, challengeId: request.state.toString("utf8") }, pushWaitMs);
+        const redeemed = await services.auth.redeemChallenge({ ...asked, challengeId: request.state.toString("utf8") }, pushWaitMs, stopping.signal);
         return redeemed.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: redeemed.reason === "no_answer" || redeemed.reason === "expired" ? NO_ANSWER : "Access denied" };
       }
       const outcome = await services.auth.authenticate({ ...asked, passcode: request.password });
       // A passcode typed in answer to our Access-Challenge ends that login either way (the
       // NAS does not come back with the State after Access-Reject): the push challenge is
       // closed, so that the phone cannot approve what nobody waits for any more.
-      if (request.state && outcome.result !== "pending") await cancelChallenge(request.state, application, request.userName);
+      if (request.state && outcome.result !== "pending") await cancelChallenge(request.state.toString("utf8"), application, { by: "typed", userId: request.userName });
       if (outcome.result === "pending") {
         if (application.push_mode === "challenge") {
           return { result: "challenge", state: Buffer.from(outcome.challengeId, "utf8"), replyMessage: `${outcome.message}, then press Enter (or type your passcode)`, sessionTimeoutSeconds: application.push_timeout_seconds };
         }
         // Hold mode: the request waits for the user; the NAS retransmits meanwhile and is answered from the cache.
-        const decided = await services.auth.challengeOutcome(asked, outcome.challengeId, pushWaitMs);
+        const decided = await services.auth.challengeOutcome(asked, outcome.challengeId, pushWaitMs, stopping.signal);
+        if (decided.status === "pending" && stopping.signal.aborted) {
+          // Stopping: no answer. The NAS's next try (at another server, or here after the
+          // restart) opens another push login, so this one, which nobody will wait for,
+          // leaves the phone rather than wait there to be approved for nothing.
+          await cancelChallenge(outcome.challengeId, application, { by: "stopped" });
+          stopping.signal.throwIfAborted();
+        }
         return decided.status === "accept" ? { result: "accept" } : { result: "reject", replyMessage: decided.status === "pending" || decided.reason === "expired" ? NO_ANSWER : "Access denied" };
       }
       return outcome.result === "accept" ? { result: "accept" } : { result: "reject", replyMessage: outcome.message };
@@ -170,6 +182,7 @@ export async function startTesseraRadius(services: Services, options: { host: st
     async close() {
       clearInterval(timer);
       stopListening();
+      stopping.abort();
       await server.close();
     },
   };

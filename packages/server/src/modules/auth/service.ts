@@ -372,7 +372,7 @@ export function createAuthService(
     return result;
   }
 
-  async function redeem(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
+  async function redeem(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number, signal?: AbortSignal): Promise<RedeemResult> {
     if (!deps.push) throw new Error("push is not configured");
     const { application } = request;
     const vsId = application.virtual_server_id;
@@ -383,7 +383,10 @@ export function createAuthService(
     const impossible = request.challengeId.includes("\0") || request.userId.includes("\0");
     const user = impossible ? undefined : (await db.executeQuery(queries.userPk({ virtualServerId: vsId, userId }))).rows[0];
     // The user is checked before the wait: nobody waits on, or learns of, another's login.
-    const outcome = user ? await deps.push.outcome(request.challengeId, waitMs, application.id, user.id) : null;
+    const outcome = user ? await deps.push.outcome(request.challengeId, waitMs, application.id, user.id, signal) : null;
+    // The wait was ended (the server stops) before the phone answered: nothing is
+    // decided nor recorded; asked again, another server finds the login as it stands.
+    if (outcome?.status === "pending") signal?.throwIfAborted();
     return writes.run(async (trx): Promise<RedeemResult> => {
       const now = clock.nowMs();
       let result: RedeemResult;
@@ -468,10 +471,12 @@ export function createAuthService(
      * the push login it names lets in the user it was opened for, at this application,
      * once. Another user name, another application, a State we never gave, or an
      * approval already used are all `unknown_challenge` or `redeemed`; each redemption
-     * is audited like a login. Waits up to `waitMs` while the user has not answered.
+     * is audited like a login. Waits up to `waitMs` while the user has not answered;
+     * `signal` ends that wait, and if the login is still open then, this throws the
+     * signal's AbortError (the server stops: nothing is decided).
      */
-    async redeemChallenge(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number): Promise<RedeemResult> {
-      return measured(request.method, () => redeem(request, waitMs));
+    async redeemChallenge(request: Omit<AuthRequest, "passcode"> & { challengeId: string }, waitMs: number, signal?: AbortSignal): Promise<RedeemResult> {
+      return measured(request.method, () => redeem(request, waitMs, signal));
     },
 
     /**

@@ -39,6 +39,14 @@ export const FRAUD_PUSH_BLOCK_MS = 30 * 60_000;
 /** Challenges a prune deletes in one statement. */
 const PRUNE_BATCH = 1000;
 
+/** The reason `auth.push_cancelled` gives, by how the push login ended (see cancel). */
+const CANCELLED_BECAUSE = {
+  typed: "the user typed the passcode instead",
+  withdrawn: "the application withdrew the sign-in request",
+  deleted: "the application was deleted",
+  stopped: "the server that waited for the answer stopped; the sign-in is asked again",
+} as const;
+
 export const CHALLENGE_STATUSES = ["pending", "approved", "denied", "fraud", "expired", "cancelled"] as const;
 
 /**
@@ -653,7 +661,9 @@ export function createPushService(
      * Ends a push login that ended another way before anyone answered on the phone: the
      * user typed the passcode in answer to the RADIUS Access-Challenge (`typed`), or the
      * application withdrew it (`withdrawn`: the user chose to type the passcode, or left
-     * the login page). The phone can no longer approve it (the app says it is no longer
+     * the login page), its application was deleted (`deleted`), or the server whose RADIUS
+     * request waited for it in hold mode stopped (`stopped`: the NAS's next try opens
+     * another). The phone can no longer approve it (the app says it is no longer
      * waiting, at once over the live connection) and the trail says how it ended
      * (`auth.push_cancelled`). Only a challenge this application opened (and, for a typed
      * passcode, for the user who typed it); `not_found` otherwise, `closed` when it has
@@ -662,7 +672,7 @@ export function createPushService(
     async cancel(
       challengeId: string,
       application: { id: string; virtualServerId: string },
-      why: { by: "typed"; userId: string } | { by: "withdrawn" } | { by: "deleted" },
+      why: { by: "typed"; userId: string } | { by: "withdrawn" } | { by: "deleted" } | { by: "stopped" },
     ): Promise<"cancelled" | "not_found" | "closed"> {
       const now = clock.nowMs();
       const closed = await db.transaction().execute(async (trx) => {
@@ -690,7 +700,7 @@ export function createPushService(
             targetType: "user",
             targetId: row.user_id,
             userPk: row.user_pk,
-            reason: why.by === "typed" ? "the user typed the passcode instead" : why.by === "deleted" ? "the application was deleted" : "the application withdrew the sign-in request",
+            reason: CANCELLED_BECAUSE[why.by],
             details: { challengeId, applicationId: application.id, resourceName: row.resource_name, source: row.source, result: "reject" },
           },
         ]);
