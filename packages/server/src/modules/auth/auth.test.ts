@@ -8,7 +8,7 @@ import { createTenant, placeTokenInState, type TestTenant } from "../../testing/
 import { auditFields, prepareAuditedUpdate, verifyAuditChain } from "../audit/service.js";
 import { installerPrincipal } from "../operators/access.js";
 import { databaseGuessingLimits, endedWindowSweeper, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type TakeParams } from "./limits.js";
-import { createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
+import { asksForPush, createAuthService, preparePasscodeQueries, type AuthRequest } from "./service.js";
 
 // placeTokenInState gives tokens the key 0x01 x 20 (SHA1, 6 digits, 30 s).
 const KEY = Buffer.alloc(20, 1);
@@ -38,6 +38,24 @@ describeEachDatabase("passcode authentication", (kind) => {
     expect(await login("once", passcode)).toMatchObject({ result: "reject", reason: "replayed" });
     core.clock.advance(30_000);
     expect(await login("once", code())).toMatchObject({ result: "accept" });
+  });
+
+  it("reads a passcode typed as the app shows it, in groups, or copied with a line end, as its digits; the same digits are then a replay", async () => {
+    const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "grouped" });
+    core.clock.advance(30_000);
+    const passcode = code();
+    expect(await login("grouped", `${passcode.slice(0, 3)} ${passcode.slice(3)}`)).toMatchObject({ result: "accept", serial });
+    expect(await login("grouped", passcode)).toMatchObject({ result: "reject", reason: "replayed" });
+    core.clock.advance(30_000);
+    expect(await login("grouped", ` ${code()}\r\n`)).toMatchObject({ result: "accept", serial });
+    core.clock.advance(30_000);
+    // Over RADIUS too (PAP), and no failure was counted on the way.
+    expect(await core.services.auth.authenticate({ application, userId: "grouped", passcode: `${code().slice(0, 3)}\u00a0${code().slice(3)}`, source: "192.0.2.10", method: "radius" })).toMatchObject({ result: "accept" });
+    expect((await tokenRow(serial)).failures).toBe(0);
+    // Whitespace alone is an empty passcode: it asks for push, as "" does.
+    expect(asksForPush("  ")).toBe(true);
+    expect(asksForPush(" 1 ")).toBe(true);
+    expect(asksForPush("12")).toBe(false);
   });
 
   it("accepts a passcode one step off and learns the drift", async () => {

@@ -103,14 +103,27 @@ export const APPROVAL_GRACE_MS = 60_000;
 const RESERVED_LETTERS = new Set<string>();
 
 /**
+ * A typed passcode as it is checked: whitespace is no part of one. Apps show a passcode
+ * in groups ("123 456"), and one copied may bring a space, a no-break space or a line
+ * end along; without this each such login would be a wrong passcode, counted towards
+ * the token's lock. The digits are the same, so a passcode once accepted is a replay
+ * however it is spaced.
+ */
+export function typedPasscode(passcode: string): string {
+  return /\s/u.test(passcode) ? passcode.replace(/\s/gu, "") : passcode;
+}
+
+/**
  * An empty passcode, or one character that is not a reserved letter, asks for Push OTP
- * (DESIGN section 4). A character is a Unicode code point: an emoji typed on a phone's
- * keyboard is one, though JavaScript counts it as two.
+ * (DESIGN section 4); whitespace does not count (see typedPasscode). A character is a
+ * Unicode code point: an emoji typed on a phone's keyboard is one, though JavaScript
+ * counts it as two.
  */
 export function asksForPush(passcode: string): boolean {
-  if (passcode.length === 0) return true;
-  const characters = [...passcode];
-  return characters.length === 1 && !RESERVED_LETTERS.has(passcode.toLowerCase());
+  const typed = typedPasscode(passcode);
+  if (typed.length === 0) return true;
+  const characters = [...typed];
+  return characters.length === 1 && !RESERVED_LETTERS.has(typed.toLowerCase());
 }
 
 /**
@@ -298,7 +311,7 @@ export function createAuthService(
    * a compare-and-set another login won (which the general path then finds replayed).
    * Null on SQLite, where the general path takes the attempt itself.
    */
-  async function acceptAtOnce(request: AuthRequest, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | { taken: TakenVerdict } | null> {
+  async function acceptAtOnce(request: AuthRequest, passcode: string, who: { vsId: string; userId: string; source: string; sourceKey: string; userKey: string; principal: Principal }): Promise<AuthResult | { taken: TakenVerdict } | null> {
     if (!atOnce) return null;
     const params = atOnce.taken.params(who.sourceKey, who.userKey);
     const rows = (await db.executeQuery(atOnce.takeWithUserTokens({ virtualServerId: who.vsId, userId: who.userId, ...params }))).rows;
@@ -313,7 +326,7 @@ export function createAuthService(
     for (const token of held) {
       if (token.state !== "active" || token.key_ciphertext === null) continue;
       const key = keyring.decrypt(token.key_ciphertext, token.key_id!, token.serial);
-      const verdict = verifyPasscode(token, key, request.passcode, now);
+      const verdict = verifyPasscode(token, key, passcode, now);
       key.fill(0);
       if (!verdict.ok) continue;
       const result: AuthResult = { result: "accept", serial: token.serial, userId: who.userId };
@@ -497,7 +510,8 @@ export function createAuthService(
     },
 
     async decide(request: AuthRequest): Promise<AuthResult> {
-      const { application, passcode } = request;
+      const { application } = request;
+      const passcode = typedPasscode(request.passcode);
       // A RADIUS attribute or a JSON string may hold NUL, which PostgreSQL text cannot:
       // what is stored and counted has it written as \0. No user id holds one.
       const impossibleUser = request.userId.includes("\0");
@@ -591,7 +605,7 @@ export function createAuthService(
         return opened.result;
       }
 
-      const first = impossibleUser ? null : await acceptAtOnce(request, { vsId, userId, source, sourceKey, userKey, principal });
+      const first = impossibleUser ? null : await acceptAtOnce(request, passcode, { vsId, userId, source, sourceKey, userKey, principal });
       if (first && "result" in first) return first;
       // Passcode checks arriving together share a transaction (group commit).
       return writes.run(async (trx, scope) => {
