@@ -101,6 +101,63 @@ describe("RADIUS server over raw UDP", () => {
     expect(answer.stdout).toContain("Received Access-Accept");
   });
 
+  /** A NAS on 127.0.0.1 that sends to any address of the server and sees where each answer comes from. */
+  async function nasOnLoopback() {
+    const nas = createSocket("udp4");
+    onTestFinished(() => new Promise<void>((resolve) => nas.close(() => resolve())));
+    await new Promise<void>((resolve) => nas.bind(0, "127.0.0.1", resolve));
+    let identifier = 0;
+    return async (to: string, port: number, waitMs = 2_000): Promise<string | null> => {
+      const request = alice({ identifier: ++identifier % 256 });
+      const answered = new Promise<string | null>((resolve) => {
+        const timer = setTimeout(() => {
+          nas.off("message", heard);
+          resolve(null);
+        }, waitMs);
+        function heard(reply: Buffer, remote: { address: string }) {
+          if (reply[1] !== request[1]) return;
+          clearTimeout(timer);
+          nas.off("message", heard);
+          expect(checkedReply(reply, request).code).toBe(Code.AccessAccept);
+          resolve(remote.address);
+        }
+        nas.on("message", heard);
+      });
+      nas.send(request, port, to);
+      return answered;
+    };
+  }
+
+  it("as 0.0.0.0, binds each address of the host on its own, so that an answer leaves from the address asked, not the one the kernel routes by", async () => {
+    // 127.0.0.5 is an address of this host as an alias would be: a reply to 127.0.0.1
+    // from a socket bound to 0.0.0.0 would leave from 127.0.0.1, which a NAS drops.
+    const { port, server } = await startTestServer({ host: "0.0.0.0", localAddresses: () => ["127.0.0.1", "127.0.0.5", "::1"] });
+    const answerFrom = await nasOnLoopback();
+    expect(await answerFrom("127.0.0.5", port)).toBe("127.0.0.5");
+    expect(await answerFrom("127.0.0.1", port)).toBe("127.0.0.1");
+    expect(server.address()).toEqual({ address: "0.0.0.0", port });
+    const answer = await radclient(port, TEST_SECRET, `User-Name = "alice"\nUser-Password = "123456"\nMessage-Authenticator = 0x00\n`, "127.0.0.5");
+    expect(answer.stdout).toContain("Received Access-Accept");
+  });
+
+  it("as 0.0.0.0 with the host's own list of addresses, hears on loopback", async () => {
+    const { port } = await startTestServer({ host: "0.0.0.0" });
+    expect(await (await nasOnLoopback())("127.0.0.1", port)).toBe("127.0.0.1");
+  });
+
+  it("as a wildcard, looks at the host's addresses again: one added is heard from the next look, one gone is let go", async () => {
+    const addresses = ["127.0.0.1"];
+    const { port } = await startTestServer({ host: "::", localAddresses: () => addresses, rescanMs: 50 });
+    const answerFrom = await nasOnLoopback();
+    expect(await answerFrom("127.0.0.6", port, 300)).toBeNull();
+    // A VIP that moved to this host, say.
+    addresses.push("127.0.0.6");
+    await expect.poll(() => answerFrom("127.0.0.6", port, 200), { timeout: 5_000, interval: 0 }).toBe("127.0.0.6");
+    addresses.pop();
+    await expect.poll(() => answerFrom("127.0.0.6", port, 200), { timeout: 5_000, interval: 0 }).toBeNull();
+    expect(await answerFrom("127.0.0.1", port)).toBe("127.0.0.1");
+  });
+
   it("treats the same Identifier with a new Request Authenticator as a new request", async () => {
     const { port, calls } = await startTestServer();
     const nas = await createTestNas(port);

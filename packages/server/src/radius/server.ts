@@ -1,5 +1,6 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIP } from "node:net";
+import { networkInterfaces } from "node:os";
 import { systemClock, type Clock } from "../clock.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
@@ -57,14 +58,20 @@ export interface RadiusLogger {
 
 export interface RadiusServerOptions {
   /**
-   * The address to listen on ("127.0.0.1"; "::" for IPv6 and IPv4-mapped sources), or
-   * several, comma separated ("192.0.2.10,192.0.2.11"). Each
-   * gets a socket of its own, so that an answer leaves from the address its request was
-   * sent to: a NAS drops an answer from another address, and node:dgram cannot tell which
-   * address a request on a wildcard socket (0.0.0.0, ::) came to. A wildcard hears every
-   * address of the host, but answers from whichever address the kernel routes by.
+   * The address to listen on ("127.0.0.1"), or several, comma separated
+   * ("192.0.2.10,192.0.2.11"). Each gets a socket of its own, so that an answer leaves
+   * from the address its request was sent to: a NAS drops an answer from another address,
+   * and node:dgram cannot tell which address a request on a wildcard socket came to. So
+   * "0.0.0.0" (every IPv4 address) and "::" (every address) are not bound as such: they
+   * stand for the host's addresses, each bound on its own, looked for again every
+   * `rescanMs` (an address added, a VIP that moved here, is heard from the next look; one
+   * gone is let go). IPv6 link-local addresses are left out (they need a zone).
    */
   host: string;
+  /** How often the host's addresses are looked at again when `host` has a wildcard. @default 10000 */
+  rescanMs?: number;
+  /** The host's addresses, for a wildcard (tests). @default every address of os.networkInterfaces() but IPv6 link-local */
+  localAddresses?: () => string[];
   /** UDP port, the same on every address; 0 takes a free one (see address()). RFC 2865 section 3: 1812. */
   port: number;
   /**
@@ -166,7 +173,19 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   };
   const lastDropLogMs = new Map<DropReason, { atMs: number; suppressed: number }>();
   const hosts = options.host.split(",").map((host) => host.trim()).filter(Boolean);
-  const sockets = hosts.map((host) => createSocket({ type: isIP(host) === 6 ? "udp6" : "udp4" }));
+  const wildcards: string[] = hosts.filter((host) => host === "0.0.0.0" || host === "::");
+  /** The addresses to hear on now: those listed, and for a wildcard the host's own of its family. */
+  const wanted = (): string[] => {
+    const found = new Set(hosts.filter((host) => !wildcards.includes(host)));
+    if (wildcards.length > 0) {
+      const everyFamily = wildcards.includes("::");
+      for (const address of (options.localAddresses ?? hostAddresses)()) if (everyFamily || isIP(address) === 4) found.add(address);
+    }
+    return [...found];
+  };
+  /** A socket for each address heard on, by address. */
+  const sockets = new Map<string, Socket>();
+  let port = options.port;
   let closed = false;
   /** The requests being decided: close waits for them. */
   const handling = new Set<Promise<void>>();
@@ -191,11 +210,16 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
 
   function send(response: Buffer, source: Remote) {
     if (closed) return;
-    source.via.send(response, source.port, source.address, (error) => {
-      if (!error) return;
+    const failed = (error: Error) => {
       counters.errors++;
       logger?.error({ source: source.address, error: error.message }, "RADIUS response not sent");
-    });
+    };
+    try {
+      source.via.send(response, source.port, source.address, (error) => error && failed(error));
+    } catch (error) {
+      // Its address went from the host, and its socket with it, while the request was decided.
+      failed(error as Error);
+    }
   }
 
   async function decide(packet: RadiusPacket, client: RadiusClient, source: { address: string; port: number }): Promise<AccessDecision | null> {
@@ -283,7 +307,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     }
   }
 
-  for (const socket of sockets) {
+  /** Binds a socket to `address` on the server's port, to hear requests there and answer from there. */
+  async function listenOn(address: string): Promise<void> {
+    const socket = createSocket({ type: isIP(address) === 6 ? "udp6" : "udp4" });
     socket.on("message", (datagram, remote) => {
       counters.requests++;
       // The answer goes out through the socket the request came in on, from its address.
@@ -297,54 +323,80 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       handling.add(work);
       void work.finally(() => handling.delete(work));
     });
-    socket.on("error", (error) => {
-      counters.errors++;
-      logger?.error({ error: error.message }, "RADIUS socket error");
-    });
-  }
-
-  try {
-    if (sockets.length === 0) throw new Error("no address to listen on for RADIUS");
-    // The first address takes the port (a free one when 0 is asked); the others the same.
-    let port = options.port;
-    for (const [index, socket] of sockets.entries()) {
+    try {
       await new Promise<void>((resolve, reject) => {
         socket.once("error", reject);
-        socket.bind({ address: hosts[index], port }, () => {
+        socket.bind({ address, port }, () => {
           socket.off("error", reject);
           resolve();
         });
       });
-      port = socket.address().port;
-    }
-  } catch (error) {
-    // A port in use or an address not on this host is a start-up failure, not a request's.
-    closed = true;
-    clearInterval(sweeper);
-    for (const socket of sockets) {
+    } catch (error) {
       socket.removeAllListeners();
       try {
         socket.close();
       } catch {
         // Never bound: nothing to close.
       }
+      throw error;
     }
+    socket.on("error", (error) => {
+      counters.errors++;
+      logger?.error({ address, error: error.message }, "RADIUS socket error");
+    });
+    // The first address takes the port (a free one when 0 is asked); the others the same.
+    port = socket.address().port;
+    sockets.set(address, socket);
+  }
+
+  const closeSocket = (socket: Socket) => new Promise<void>((resolve) => socket.close(() => resolve()));
+
+  try {
+    const addresses = wanted();
+    if (addresses.length === 0) throw new Error("no address to listen on for RADIUS");
+    for (const address of addresses) await listenOn(address);
+  } catch (error) {
+    // A port in use or an address not on this host is a start-up failure, not a request's.
+    closed = true;
+    clearInterval(sweeper);
+    await Promise.all([...sockets.values()].map(closeSocket));
     throw error;
   }
-  if (hosts.some((host) => host === "0.0.0.0" || host === "::")) {
-    logger?.warn({ host: options.host }, "RADIUS listens on every address, and answers from the address the kernel routes by: a NAS that sends to another address of this host drops the answer; list the addresses NASes use instead");
-  }
+
+  // A wildcard's addresses are looked for again: one added is bound, one gone let go.
+  let rescanning = false;
+  const rescan = async () => {
+    if (rescanning || closed) return;
+    rescanning = true;
+    try {
+      const now = wanted();
+      for (const [address, socket] of sockets) {
+        if (now.includes(address)) continue;
+        sockets.delete(address);
+        await closeSocket(socket);
+      }
+      for (const address of now) {
+        if (sockets.has(address) || closed) continue;
+        await listenOn(address).catch((error: unknown) => logger?.error({ address, error: error instanceof Error ? error.message : String(error) }, "RADIUS cannot listen on an address of this host; tried again at the next look"));
+      }
+    } finally {
+      rescanning = false;
+    }
+  };
+  const rescanner = wildcards.length > 0 ? setInterval(() => void rescan(), options.rescanMs ?? 10_000) : null;
+  rescanner?.unref();
 
   return {
     address() {
-      const { address, port } = sockets[0]!.address();
-      return { address, port };
+      // The first address as given (a wildcard stays one), on the port bound.
+      return { address: hosts[0]!, port };
     },
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(sweeper);
-      await Promise.all(sockets.map((socket) => new Promise<void>((resolve) => socket.close(() => resolve()))));
+      if (rescanner) clearInterval(rescanner);
+      await Promise.all([...sockets.values()].map(closeSocket));
       await Promise.all(handling);
       cache.clear();
     },
@@ -358,4 +410,12 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
 /** "::ffff:192.0.2.1" (an IPv4 source on a dual-stack socket) is 192.0.2.1. */
 function plainAddress(address: string): string {
   return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+}
+
+/** Every address of the host's interfaces, loopback included, but IPv6 link-local ones (they need a zone to be bound). */
+function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((entries) => entries ?? [])
+    .filter((entry) => !(entry.family === "IPv6" && /^fe[89ab]/i.test(entry.address)))
+    .map((entry) => entry.address);
 }
