@@ -158,6 +158,46 @@ describe("RADIUS server over raw UDP", () => {
     expect(await answerFrom("127.0.0.1", port)).toBe("127.0.0.1");
   });
 
+  it("starts without an address that is not on this host yet (a VIP the other node holds), says so, and serves the others", async () => {
+    const warnings: Array<{ address?: string }> = [];
+    const logger = { warn: (fields: object) => void warnings.push(fields), error: () => undefined };
+    // 192.0.2.0/24 is for documentation: no host of ours holds 192.0.2.254.
+    const { port } = await startTestServer({ host: "127.0.0.1, 192.0.2.254", logger, rescanMs: 50 });
+    expect(await (await nasOnLoopback())("127.0.0.1", port)).toBe("127.0.0.1");
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // Told once, not at every look.
+    expect(warnings).toEqual([expect.objectContaining({ address: "192.0.2.254" })]);
+    await expect(startTestServer({ host: "192.0.2.254" })).rejects.toThrow(/port 0 names no port/);
+  });
+
+  it("on close, takes no new request but finishes those being decided and sends their answers before the sockets close", async () => {
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const { port, server, calls } = await startTestServer({
+      async authenticate(request) {
+        calls.push(request);
+        await held;
+        return { result: "accept" };
+      },
+    });
+    const nas = await createTestNas(port);
+    const first = alice({ identifier: 1 });
+    await nas.send(first);
+    expect(await eventually(() => calls.length === 1, 2_000)).toBe(true);
+    let closed = false;
+    const closing = server.close().then(() => (closed = true));
+    // A second close is the same close.
+    const again = server.close().then(() => closed);
+    await nas.send(alice({ identifier: 2 }));
+    expect(await nas.nextReply(200)).toBeNull();
+    expect(closed).toBe(false);
+    release();
+    expect(checkedReply(await nas.nextReply(2_000), first).code).toBe(Code.AccessAccept);
+    await closing;
+    expect(await again).toBe(true);
+    expect(calls).toHaveLength(1);
+  });
+
   it("treats the same Identifier with a new Request Authenticator as a new request", async () => {
     const { port, calls } = await startTestServer();
     const nas = await createTestNas(port);

@@ -142,9 +142,11 @@ export type RadiusStats = {
 export interface RadiusServer {
   address(): { address: string; port: number };
   /**
-   * Stops listening, then resolves once every request being decided has finished (so that
-   * nothing of theirs runs against a database closed next); their answers are not sent. A
-   * request that waits on the phone should be told to stop waiting first (see tessera.ts).
+   * Stops taking requests, lets every request being decided finish and sends its answer,
+   * then closes the sockets (so that nothing of theirs runs against a database closed
+   * next). A request that waits on the phone should be told to stop waiting first (see
+   * tessera.ts); one that then throws an AbortError goes unanswered. Called twice, the
+   * second call resolves with the first.
    */
   close(): Promise<void>;
   stats(): RadiusStats;
@@ -186,9 +188,13 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   /** A socket for each address heard on, by address. */
   const sockets = new Map<string, Socket>();
   let port = options.port;
+  /** close() was called: no new request is taken; waits ended by it go unanswered. */
+  let stopping = false;
+  /** The sockets are closed: nothing more is sent. */
   let closed = false;
-  /** The requests being decided: close waits for them. */
+  /** The requests being decided, and the answers on their way out: close waits for them. */
   const handling = new Set<Promise<void>>();
+  const sending = new Set<Promise<void>>();
   // Answers past their time are forgotten when a request comes, and also when none does:
   // after a burst, the memory and the cached-answers gauge do not wait for the next one.
   const sweeper = setInterval(() => cache.size(), Math.max(1_000, options.duplicateCacheMs ?? 30_000));
@@ -214,10 +220,19 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       counters.errors++;
       logger?.error({ source: source.address, error: error.message }, "RADIUS response not sent");
     };
+    // The datagram has left once the callback comes: close() waits for that.
+    let sent: () => void = () => undefined;
+    const leaving = new Promise<void>((resolve) => (sent = resolve));
+    sending.add(leaving);
+    void leaving.finally(() => sending.delete(leaving));
     try {
-      source.via.send(response, source.port, source.address, (error) => error && failed(error));
+      source.via.send(response, source.port, source.address, (error) => {
+        sent();
+        if (error) failed(error);
+      });
     } catch (error) {
       // Its address went from the host, and its socket with it, while the request was decided.
+      sent();
       failed(error as Error);
     }
   }
@@ -307,16 +322,26 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     }
   }
 
-  /** Binds a socket to `address` on the server's port, to hear requests there and answer from there. */
-  async function listenOn(address: string): Promise<void> {
+  /**
+   * Binds a socket to `address` on the server's port, to hear requests there and answer
+   * from there. Resolves false, with nothing bound, when the address is not on this host
+   * (EADDRNOTAVAIL: a VIP held by another node, an IPv6 address not yet usable): it is
+   * tried again at each look.
+   */
+  async function listenOn(address: string): Promise<boolean> {
     const socket = createSocket({ type: isIP(address) === 6 ? "udp6" : "udp4" });
     socket.on("message", (datagram, remote) => {
       counters.requests++;
+      // The server stops: what is being decided finishes, nothing new is taken (the NAS asks again).
+      if (stopping) {
+        counters.dropped++;
+        return;
+      }
       // The answer goes out through the socket the request came in on, from its address.
       const work = handle(datagram, Object.assign(remote, { via: socket })).catch((error: unknown) => {
         counters.dropped++;
         // A wait ended because the server stops: no answer, and nothing went wrong.
-        if (closed && error instanceof Error && error.name === "AbortError") return;
+        if (stopping && error instanceof Error && error.name === "AbortError") return;
         counters.errors++;
         logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
       });
@@ -338,7 +363,13 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       } catch {
         // Never bound: nothing to close.
       }
+      if ((error as NodeJS.ErrnoException).code === "EADDRNOTAVAIL") return false;
       throw error;
+    }
+    if (stopping) {
+      // Bound by a look that ran into close(): not kept.
+      await closeSocket(socket);
+      return false;
     }
     socket.on("error", (error) => {
       counters.errors++;
@@ -347,58 +378,78 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     // The first address takes the port (a free one when 0 is asked); the others the same.
     port = socket.address().port;
     sockets.set(address, socket);
+    return true;
   }
 
   const closeSocket = (socket: Socket) => new Promise<void>((resolve) => socket.close(() => resolve()));
+  /** Addresses asked for but not on this host yet, each told once in the log until it is bound. */
+  const absent = new Set<string>();
+  const notHere = (address: string) => {
+    if (absent.has(address)) return;
+    absent.add(address);
+    logger?.warn({ address }, "RADIUS address not on this host (yet): listened on once it is, looked for every few seconds");
+  };
 
   try {
     const addresses = wanted();
     if (addresses.length === 0) throw new Error("no address to listen on for RADIUS");
-    for (const address of addresses) await listenOn(address);
+    for (const address of addresses) if (!(await listenOn(address))) notHere(address);
+    // A standby node may hold none of its addresses yet, but it must know its port.
+    if (sockets.size === 0 && port === 0) throw new Error(`none of the RADIUS addresses is on this host (${options.host}), and port 0 names no port to wait on`);
   } catch (error) {
-    // A port in use or an address not on this host is a start-up failure, not a request's.
+    // A port in use, or a wrong address, is a start-up failure, not a request's.
+    stopping = true;
     closed = true;
     clearInterval(sweeper);
     await Promise.all([...sockets.values()].map(closeSocket));
     throw error;
   }
 
-  // A wildcard's addresses are looked for again: one added is bound, one gone let go.
-  let rescanning = false;
-  const rescan = async () => {
-    if (rescanning || closed) return;
-    rescanning = true;
-    try {
-      const now = wanted();
-      for (const [address, socket] of sockets) {
-        if (now.includes(address)) continue;
-        sockets.delete(address);
-        await closeSocket(socket);
+  // The addresses are looked for again: one added to the host (a VIP moved here, a
+  // wildcard's new address) is bound, one a wildcard no longer finds is let go.
+  const look = async () => {
+    const now = wanted();
+    for (const [address, socket] of sockets) {
+      if (now.includes(address)) continue;
+      sockets.delete(address);
+      await closeSocket(socket);
+    }
+    for (const address of now) {
+      if (sockets.has(address) || stopping) continue;
+      try {
+        if (!(await listenOn(address))) notHere(address);
+        else if (absent.delete(address)) logger?.warn({ address }, "RADIUS address now on this host: listening on it");
+      } catch (error) {
+        logger?.error({ address, error: error instanceof Error ? error.message : String(error) }, "RADIUS cannot listen on an address of this host; tried again at the next look");
       }
-      for (const address of now) {
-        if (sockets.has(address) || closed) continue;
-        await listenOn(address).catch((error: unknown) => logger?.error({ address, error: error instanceof Error ? error.message : String(error) }, "RADIUS cannot listen on an address of this host; tried again at the next look"));
-      }
-    } finally {
-      rescanning = false;
     }
   };
-  const rescanner = wildcards.length > 0 ? setInterval(() => void rescan(), options.rescanMs ?? 10_000) : null;
-  rescanner?.unref();
+  let looking: Promise<void> | null = null;
+  const rescanner = setInterval(() => {
+    looking ??= look().finally(() => (looking = null));
+  }, options.rescanMs ?? 10_000);
+  rescanner.unref();
+  let closing: Promise<void> | null = null;
 
   return {
     address() {
       // The first address as given (a wildcard stays one), on the port bound.
       return { address: hosts[0]!, port };
     },
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(sweeper);
-      if (rescanner) clearInterval(rescanner);
-      await Promise.all([...sockets.values()].map(closeSocket));
-      await Promise.all(handling);
-      cache.clear();
+    close() {
+      closing ??= (async () => {
+        stopping = true;
+        clearInterval(sweeper);
+        clearInterval(rescanner);
+        await looking;
+        // The requests being decided finish, and their answers go out, before the sockets close.
+        await Promise.all(handling);
+        await Promise.all(sending);
+        closed = true;
+        await Promise.all([...sockets.values()].map(closeSocket));
+        cache.clear();
+      })();
+      return closing;
     },
     stats() {
       const { answered, inFlight } = cache.size();
