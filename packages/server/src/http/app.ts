@@ -57,6 +57,8 @@ export function bearerOf(header: string | undefined): string | undefined {
  * long poll ends its looks at the database when nobody is left to tell.
  */
 export function untilClosed(response: ServerResponse): AbortSignal {
+  // Closed already (the client went while its key or signature was checked): no look at all.
+  if (response.closed || response.destroyed) return AbortSignal.abort();
   const closed = new AbortController();
   response.once("close", () => closed.abort());
   return closed.signal;

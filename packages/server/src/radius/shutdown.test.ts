@@ -54,6 +54,11 @@ describeEachDatabase("RADIUS stopping while a login waits for the phone", (kind)
         return (await core.storage.db.selectFrom("audit_log").select("seq").where("action", "like", "auth.%").execute()).length;
       };
       const recorded = await records();
+      // Stopped before its wait began: nothing decided, nothing recorded (not an unknown State).
+      const application = await core.storage.db.selectFrom("applications").selectAll().where("name", "=", "gateway").executeTakeFirstOrThrow();
+      const asked = { application, userId: "chad", source: "127.0.0.2", method: "radius" as const, client: { address: "127.0.0.2" }, challengeId: state.toString("utf8") };
+      await expect(core.services.auth.redeemChallenge(asked, 60_000, AbortSignal.abort())).rejects.toMatchObject({ name: "AbortError" });
+      expect(await records()).toBe(recorded);
       // The NAS comes back with the State and an empty password: the answer waits for the phone.
       await nas.send(accessRequest({ secret: Buffer.from(SECRET), userName: "chad", password: "", attributes: [{ type: Attribute.State, value: state }] }));
       await expect.poll(() => radius.stats().inFlight, { timeout: 5_000, interval: 20 }).toBe(1);
@@ -95,6 +100,11 @@ describeEachDatabase("RADIUS stopping while a login waits for the phone", (kind)
       const before = await open();
       await expect.poll(open, { timeout: 5_000, interval: 50 }).toBe(before + 1);
       expect(radius.stats().inFlight).toBe(1);
+      // A wait ended before its first look still looks once: the login is pending, not unknown.
+      const { db } = core.storage;
+      const challenge = await db.selectFrom("challenges").select("id").where("status", "=", "pending").orderBy("created_at", "desc").executeTakeFirstOrThrow();
+      const application = await db.selectFrom("applications").selectAll().where("name", "=", "vpn").executeTakeFirstOrThrow();
+      expect(await core.services.auth.challengeOutcome({ application, method: "radius", client: { address: "127.0.0.1" } }, challenge.id, 60_000, AbortSignal.abort())).toEqual({ status: "pending" });
 
       let settled = false;
       const closing = radius.close().then(() => (settled = true));

@@ -437,12 +437,16 @@ export function createPushService(
       // One read a look: the first look is the answer when nothing need wait, and a
       // look that times out leaves the state as it was at the deadline.
       let last: { row: ChallengeRow; status: ChallengeStatus } | null = null;
-      const settled = await hub.waitUntil(`challenge:${challengeId}`, Math.max(0, waitMs), async () => {
+      const look = async () => {
         const row = await readChallenge(challengeId);
         if (!row || row.application_id !== applicationId || (userPk !== undefined && row.user_pk !== userPk)) return "none" as const;
         last = { row, status: statusOf(row, clock.nowMs()) };
         return last.status !== "pending" ? last : null;
-      }, undefined, signal);
+      };
+      let settled = await hub.waitUntil(`challenge:${challengeId}`, Math.max(0, waitMs), look, undefined, signal);
+      // Ended before its first look (the server stops, the client went): one look all the
+      // same, so that "pending" is not taken for a challenge that does not exist.
+      if (settled === null && last === null) settled = await look();
       return settled === "none" ? null : (settled ?? last);
     },
 
