@@ -5,7 +5,7 @@ import { fail } from "../../errors.js";
 import type { Principal } from "../operators/access.js";
 import { findVisibleToken } from "../tokens/lifecycle-service.js";
 import { requirePermission } from "../operators/access.js";
-import { MAX_DRIFT_STEPS } from "./verify.js";
+import { MAX_DRIFT_STEPS, typedPasscode } from "./verify.js";
 
 /**
  * Resynchronises a token from two consecutive passcodes: HOTP finds the counter (RFC 4226
@@ -26,7 +26,7 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       const now = clock.nowMs();
       let changes: { hotp_counter?: number; drift_steps?: number; last_totp_step?: number } | null = null;
       if (token.otp_mode === "hotp") {
-        const verdict = resyncHotp(key, first.trim(), second.trim(), { ...params, counter: Number(token.hotp_counter) });
+        const verdict = resyncHotp(key, typedPasscode(first), typedPasscode(second), { ...params, counter: Number(token.hotp_counter) });
         if (verdict.ok) changes = { hotp_counter: verdict.nextCounter };
       } else {
         const period = Number(token.period_seconds);
@@ -35,7 +35,7 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
         for (let offset = -MAX_DRIFT_STEPS - 1; offset < MAX_DRIFT_STEPS && !changes; offset++) {
           const step = current + offset;
           const at = (step: number) => totp(key, { ...params, atMs: step * period * 1000, periodSeconds: period });
-          if (at(step) === first.trim() && at(step + 1) === second.trim()) changes = { drift_steps: offset + 1, last_totp_step: step + 1 };
+          if (at(step) === typedPasscode(first) && at(step + 1) === typedPasscode(second)) changes = { drift_steps: offset + 1, last_totp_step: step + 1 };
         }
       }
       key.fill(0);

@@ -125,7 +125,7 @@ export const authRoutes: FastifyPluginAsyncZod<{ services: Services }> = async (
         operationId: "resyncToken",
         summary: "Resynchronise a token from two consecutive passcodes (HOTP counter, or TOTP clock drift)",
         params: z.strictObject({ serial: z.string().min(1).max(64) }),
-        body: z.strictObject({ first: z.string().min(6).max(8), second: z.string().min(6).max(8) }),
+        body: z.strictObject({ first: z.string().min(6).max(16), second: z.string().min(6).max(16) }),
         response: {
           200: z.object({ serial: z.string(), hotp_counter: z.number().optional(), drift_steps: z.number().optional(), last_totp_step: z.number().optional() }),
           ...commonErrors,

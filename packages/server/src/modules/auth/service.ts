@@ -9,7 +9,7 @@ import { effectivePolicy } from "../policy/service.js";
 import type { Metrics } from "../metrics/metrics.js";
 import type { OpenedChallenge, PushService } from "../push/service.js";
 import { databaseGuessingLimits, memoryGuessingLimits, sourceLimitKey, type GuessingLimits, type LoginTransaction, type TakenVerdict, type TakeParams } from "./limits.js";
-import { verifyPasscode } from "./verify.js";
+import { typedPasscode, verifyPasscode } from "./verify.js";
 
 export type RejectReason = "user_unknown" | "no_token" | "wrong" | "replayed" | "locked" | "rate_limited" | "push_unavailable" | "push_blocked";
 
@@ -101,17 +101,6 @@ export const APPROVAL_GRACE_MS = 60_000;
  * in use yet, so today every single character asks for push.
  */
 const RESERVED_LETTERS = new Set<string>();
-
-/**
- * A typed passcode as it is checked: whitespace is no part of one. Apps show a passcode
- * in groups ("123 456"), and one copied may bring a space, a no-break space or a line
- * end along; without this each such login would be a wrong passcode, counted towards
- * the token's lock. The digits are the same, so a passcode once accepted is a replay
- * however it is spaced.
- */
-export function typedPasscode(passcode: string): string {
-  return /\s/u.test(passcode) ? passcode.replace(/\s/gu, "") : passcode;
-}
 
 /**
  * An empty passcode, or one character that is not a reserved letter, asks for Push OTP

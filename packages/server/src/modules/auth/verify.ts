@@ -37,3 +37,14 @@ export function verifyPasscode(token: Pick<TokenRow, "otp_mode" | "digits" | "al
   if (!verdict.ok) return verdict;
   return { ok: true, mode: "totp", step: verdict.step, driftSteps: Math.max(-MAX_DRIFT_STEPS, Math.min(MAX_DRIFT_STEPS, verdict.driftSteps)) };
 }
+
+/**
+ * A typed passcode as it is checked: whitespace is no part of one. Apps show a passcode
+ * in groups ("123 456"), and one copied may bring a space, a no-break space or a line
+ * end along; without this each such login would be a wrong passcode, counted towards
+ * the token's lock. The digits are the same, so a passcode once accepted is a replay
+ * however it is spaced.
+ */
+export function typedPasscode(passcode: string): string {
+  return /\s/u.test(passcode) ? passcode.replace(/\s/gu, "") : passcode;
+}

@@ -5,6 +5,7 @@ import { fail } from "../../errors.js";
 import { queueMail } from "../mail/outbox.js";
 import { escapeHtml } from "../mail/templates.js";
 import { effectivePolicy } from "../policy/service.js";
+import { typedPasscode } from "../auth/verify.js";
 import { enrollActor, type Claim, type EnrollmentEngine } from "./engine.js";
 import { targetOf, type Platform } from "./platform.js";
 
@@ -98,11 +99,11 @@ export function createPageEnrollment(engine: EnrollmentEngine, deps: CoreDeps & 
         let changes: { last_totp_step?: number; drift_steps?: number; hotp_counter?: number } | null = null;
         if (token.otp_mode === "hotp") {
           // An email code is the counter's first value; a hardware HOTP device may have been pressed a few times.
-          const verdict = verifyHotp(key, otp.trim(), { ...params, counter: Number(token.hotp_counter), lookAhead: token.type === "email" ? 0 : 10 });
+          const verdict = verifyHotp(key, typedPasscode(otp), { ...params, counter: Number(token.hotp_counter), lookAhead: token.type === "email" ? 0 : 10 });
           if (verdict.ok) changes = { hotp_counter: verdict.nextCounter };
         } else {
           // A hardware clock may have drifted further than a phone's: two steps each way.
-          const verdict = verifyTotp(key, otp.trim(), { ...params, atMs: now, periodSeconds: Number(token.period_seconds), window: 2, lastAcceptedStep: null });
+          const verdict = verifyTotp(key, typedPasscode(otp), { ...params, atMs: now, periodSeconds: Number(token.period_seconds), window: 2, lastAcceptedStep: null });
           if (verdict.ok) changes = { last_totp_step: verdict.step, drift_steps: verdict.driftSteps };
         }
         key.fill(0);

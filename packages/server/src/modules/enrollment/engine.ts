@@ -5,6 +5,7 @@ import type { CoreDeps } from "../../deps.js";
 import { fail } from "../../errors.js";
 import type { Database, EnrollmentRow, TokenRow } from "../../storage/schema.js";
 import type { Principal } from "../operators/access.js";
+import { typedPasscode } from "../auth/verify.js";
 import { hashEnrollmentCode, isWellFormedCode } from "../provisioning/codes.js";
 import type { App } from "../provisioning/task.js";
 import type { PushOtpState } from "../tokens/token.js";
@@ -152,7 +153,7 @@ export function createEnrollmentEngine(deps: CoreDeps & { onMailQueued?: () => v
     const token = await trx.selectFrom("tokens").selectAll().where("serial", "=", found.token.serial).executeTakeFirstOrThrow();
     const now = clock.nowMs();
     const key = keyring.decrypt(token.key_ciphertext!, token.key_id!, token.serial);
-    const verdict = verifyTotp(key, otp.trim(), {
+    const verdict = verifyTotp(key, typedPasscode(otp), {
       atMs: now,
       periodSeconds: Number(token.period_seconds),
       digits: Number(token.digits) as OtpDigits,

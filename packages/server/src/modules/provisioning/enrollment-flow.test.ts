@@ -115,7 +115,8 @@ describeEachDatabase("provisioning and self-enrollment, end to end", (kind) => {
     expect(unsigned.json.error.code).toBe("SIGNATURE_INVALID");
     const wrong = await device.confirm(enrolled.json.enrollmentId, "000000" === device.passcode() ? "111111" : "000000");
     expect(wrong.json.error.code).toBe("ENROLLMENT_OTP_WRONG");
-    const confirmed = await device.confirm(enrolled.json.enrollmentId, device.passcode());
+    // Typed as the app shows it, in groups: the same passcode.
+    const confirmed = await device.confirm(enrolled.json.enrollmentId, `${device.passcode().slice(0, 3)} ${device.passcode().slice(3)}`);
     expect(confirmed.json, JSON.stringify(confirmed.json)).toMatchObject({ pushAtEnrollment: "disabled" });
     const on = await device.settings(true);
     expect(on.json.pushNow).toBe("enabled");
