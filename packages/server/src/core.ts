@@ -86,12 +86,21 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     ...deps,
     announceChange: () => hub.applicationsChanged(),
     // After the deletion's commit: should it fail, the deletion stands, and the push
-    // logins end at their expiry (the application's push timeout) instead.
+    // logins end at the next expiry sweep (closeOrphaned) instead. One that fails does
+    // not keep the others open.
     closeChallengesOf: async (application) => {
+      let open: string[] = [];
       try {
-        for (const id of await push.openOfApplication(application.id)) await push.cancel(id, application, { by: "deleted" });
+        open = await push.openOfApplication(application.id);
       } catch (error) {
         options.onFollowUpFailure?.("closing a deleted application's push logins", error);
+      }
+      for (const id of open) {
+        try {
+          await push.cancel(id, application, { by: "deleted" });
+        } catch (error) {
+          options.onFollowUpFailure?.(`closing the push login ${id} of a deleted application`, error);
+        }
       }
     },
   });

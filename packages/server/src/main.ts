@@ -64,7 +64,15 @@ export async function startServer(config: Config): Promise<RunningServer> {
   // Push challenges nobody answered are closed and audited within seconds of their
   // expiry, and the phones that show them hear that they ended (Web Push included, so
   // that the notification leaves the tray). One indexed read when there are none.
-  const expirer = everyWithoutOverlap(EXPIRED_CHALLENGE_SWEEP_MS, () => services.push.closeExpired(), (error) => app.log.error({ err: error }, "expired push challenges not closed"));
+  // The same look ends open push logins whose application was deleted meanwhile.
+  const expirer = everyWithoutOverlap(
+    EXPIRED_CHALLENGE_SWEEP_MS,
+    async () => {
+      await services.push.closeExpired();
+      await services.push.closeOrphaned();
+    },
+    (error) => app.log.error({ err: error }, "expired push challenges not closed"),
+  );
   // The Web Push messages that push logins ended which their node did not send (it
   // stopped after the commit, or the push service failed) go out from here.
   const teller = everyWithoutOverlap(OWED_END_LOOK_MS, () => services.push.sendOwedEnds(), (error) => app.log.error({ err: error }, "owed push end messages not sent"));

@@ -165,6 +165,25 @@ describeEachDatabase("Push OTP over REST", (kind) => {
     expect(trail.json.items.find((item: { details: { challengeId: string } }) => item.details.challengeId === id)).toMatchObject({ reason: "the application was deleted", targetId: "gone-app-user" });
   });
 
+  it("ends a push login opened for an application deleted meanwhile (by a node that had not heard yet) at the next sweep, not at its expiry", async () => {
+    const { device } = await enrolledUser("late-app-user", true);
+    const late = await core.services.applications.create(installerPrincipal, { virtualServerId: t.virtualServerId, name: "late", kind: "rest", pushOtp: true });
+    const pending = await authenticate(late.apiKey!, "late-app-user");
+    const id = pending.json.challengeId as string;
+    // As if the deletion's look for open logins ran before this one was opened: the
+    // application's row goes, the login stays open.
+    await core.storage.db.deleteFrom("applications").where("id", "=", late.id).execute();
+    expect((await device.poll()).json.items.map((item: { id: string }) => item.id)).toContain(id);
+    expect(await core.services.push.closeOrphaned()).toBe(1);
+    expect((await device.poll()).json.items.map((item: { id: string }) => item.id)).not.toContain(id);
+    const row = await core.storage.db.selectFrom("challenges").select("status").where("id", "=", id).executeTakeFirstOrThrow();
+    expect(row.status).toBe("cancelled");
+    // Nothing left to end: the next sweep finds none.
+    expect(await core.services.push.closeOrphaned()).toBe(0);
+    const trail = await api.call("GET", `/api/v1/audit?virtualServerId=${t.virtualServerId}&action=auth.push_cancelled`, t.apiKeys.auditor);
+    expect(trail.json.items.find((item: { details: { challengeId: string } }) => item.details.challengeId === id)).toMatchObject({ reason: "the application was deleted", targetId: "late-app-user" });
+  });
+
   it("tells a device on the live connection of each new challenge and of the end of each it was told of", async () => {
     const { device, serial } = await enrolledUser("liv", true);
     const events: string[] = [];

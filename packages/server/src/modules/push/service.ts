@@ -365,7 +365,7 @@ export function createPushService(
     return row.signing_public_key!;
   }
 
-  return {
+  const service = {
     /**
      * Opens a challenge for the user's push-capable devices inside the login's own
      * transaction (so that the login's checks, the challenge and its audit record take
@@ -719,6 +719,27 @@ export function createPushService(
     },
 
     /** The ids of an application's push logins still open (to end them when it is deleted). */
+    /**
+     * Ends the open push logins whose application is gone: opened by a node that had not
+     * yet heard of the deletion, after the deletion looked for them. Each node's expiry
+     * sweep calls it; open logins are few, and their index is the one the sweep reads.
+     */
+    async closeOrphaned(): Promise<number> {
+      const rows = await db
+        .selectFrom("challenges")
+        .select(["challenges.id", "challenges.application_id", "challenges.virtual_server_id"])
+        .where("challenges.status", "=", "pending")
+        .where("challenges.expires_at", ">", clock.nowMs())
+        .where(({ not, exists, selectFrom }) => not(exists(selectFrom("applications").select("applications.id").whereRef("applications.id", "=", "challenges.application_id"))))
+        .limit(EXPIRE_BATCH)
+        .execute();
+      let closed = 0;
+      for (const row of rows) {
+        if ((await service.cancel(row.id, { id: row.application_id, virtualServerId: row.virtual_server_id }, { by: "deleted" })) === "cancelled") closed++;
+      }
+      return closed;
+    },
+
     async openOfApplication(applicationId: string): Promise<string[]> {
       const rows = await db.selectFrom("challenges").select("id").where("application_id", "=", applicationId).where("status", "=", "pending").execute();
       return rows.map((row) => row.id);
@@ -832,6 +853,7 @@ export function createPushService(
       return { status: result.status };
     },
   };
+  return service;
 }
 
 export type PushService = ReturnType<typeof createPushService>;
