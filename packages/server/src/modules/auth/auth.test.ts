@@ -492,6 +492,10 @@ describeEachDatabase("passcode authentication", (kind) => {
       "00:11:22:33:44:55",
       "+15555550100",
     ]);
+    // IPv4 clients behind a translator (NAT64/SIIT, RFC 6052's 64:ff9b::/96; the old
+    // IPv4-compatible and IPv4-translated forms) are each their own IPv4 address, not one
+    // /64 for them all; the unspecified and loopback addresses are not IPv4.
+    expect(["64:ff9b::192.0.2.1", "64:ff9b::c000:202", "::192.0.2.3", "::ffff:0:192.0.2.4", "::1", "::"].map(sourceLimitKey)).toEqual(["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.4", "0:0:0:0::/64", "0:0:0:0::/64"]);
   });
 
   it("stops a burst of push requests for unknown users at the source's limit, so it cannot tell which users exist past it", async () => {

@@ -61,7 +61,11 @@ export interface TakenAtOnce {
  * The place a source's failures are counted under. An IPv6 address counts with the rest
  * of its /64, the block one subscriber or machine is given: one attacker holds 2^64
  * addresses there, and counting each alone would let it try without end. An IPv4 address
- * written as IPv6 (::ffff:192.0.2.1, ::ffff:c000:201) is the IPv4 address. Anything else (a RADIUS
+ * written as IPv6 (::ffff:192.0.2.1, ::ffff:c000:201) is the IPv4 address, and so is an
+ * IPv4 client as a translator shows it (NAT64/SIIT's 64:ff9b::/96 of RFC 6052, the old
+ * IPv4-compatible ::/96 and IPv4-translated ::ffff:0:0:0/96): counted under one /64, every
+ * IPv4 client behind the translator would share one limit. (A translator's own
+ * network-specific prefix cannot be told from any IPv6 /64.) Anything else (a RADIUS
  * Calling-Station-Id may be a MAC address or a phone number) is counted as it is.
  */
 export function sourceLimitKey(source: string): string {
@@ -69,10 +73,19 @@ export function sourceLimitKey(source: string): string {
   if (ipv4) return ipv4;
   const groups = ipv6Groups(source);
   if (!groups) return source;
+  if (embedsIPv4(groups)) return `${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
   return `${groups
     .slice(0, 4)
     .map((group) => group.toString(16))
     .join(":")}::/64`;
+}
+
+/** 64:ff9b::/96, ::/96 (but :: and ::1) or ::ffff:0:0:0/96: the last 32 bits are an IPv4 client's address. */
+function embedsIPv4(groups: number[]): boolean {
+  const head = (first: number[]) => first.every((group, index) => groups[index] === group);
+  if (head([0x64, 0xff9b, 0, 0, 0, 0])) return true;
+  if (head([0, 0, 0, 0, 0xffff, 0])) return true;
+  return head([0, 0, 0, 0, 0, 0]) && groups[6] !== 0;
 }
 
 /** The login's transaction: the counts are read and taken in it, and undone with it. */
