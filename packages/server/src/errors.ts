@@ -34,6 +34,7 @@ export const errorCatalogue = {
   PUSH_SERVICE_NOT_ALLOWED: defineError(400, "Web Push to {endpoint} is not allowed on this server"),
   REQUEST_INCOMPLETE: defineError(400, "The request body ended before the length it declared"),
   MALFORMED_REQUEST: defineError(400, "The request is not well-formed HTTP"),
+  PATH_PARAMETER_TOO_LONG: defineError(414, "A part of the path is longer than {limit} characters"),
   HEADERS_TOO_LARGE: defineError(431, "The request headers are too large"),
   REQUEST_TIMEOUT: defineError(408, "The request did not arrive in time"),
   UNAUTHENTICATED: defineError(401, "Authenticate with an API key or a session token (Authorization: Bearer ...)"),

@@ -97,6 +97,9 @@ describeEachDatabase("admin API", (kind) => {
         expect(answer.json.error.code, `${method} ${url}`).toMatch(/^(VALIDATION_FAILED|MALFORMED_REQUEST)$/);
         expect(answer.json.error.message).toEqual(expect.any(String));
       }
+      // An id longer than any given out: 414, in the catalogue's shape too.
+      const long = await api.call("DELETE", `/api/v1/applications/app_${"x".repeat(120)}`, key);
+      expect({ status: long.status, code: long.json.error.code }).toEqual({ status: 414, code: "PATH_PARAMETER_TOO_LONG" });
       // A query value with NUL names nothing: not found where it can be looked for (SQLite), refused where it cannot (PostgreSQL).
       const nulQuery = await api.call("GET", "/api/v1/applications?virtualServerId=vs_%00x", key);
       expect([400, 404]).toContain(nulQuery.status);
