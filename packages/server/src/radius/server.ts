@@ -193,8 +193,13 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   /** The sockets are closed: nothing more is sent. */
   let closed = false;
   /** The requests being decided, and the answers on their way out: close waits for them. */
-  const handling = new Set<Promise<void>>();
-  const sending = new Set<Promise<void>>();
+  let handling = 0;
+  let handlersDone: (() => void) | null = null;
+  const handled = () => {
+    if (--handling === 0) handlersDone?.();
+  };
+  let sending = 0;
+  let sendsDone: (() => void) | null = null;
   // Answers past their time are forgotten when a request comes, and also when none does:
   // after a burst, the memory and the cached-answers gauge do not wait for the next one.
   const sweeper = setInterval(() => cache.size(), Math.max(1_000, options.duplicateCacheMs ?? 30_000));
@@ -220,11 +225,12 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       counters.errors++;
       logger?.error({ source: source.address, error: error.message }, "RADIUS response not sent");
     };
-    // The datagram has left once the callback comes: close() waits for that.
-    let sent: () => void = () => undefined;
-    const leaving = new Promise<void>((resolve) => (sent = resolve));
-    sending.add(leaving);
-    void leaving.finally(() => sending.delete(leaving));
+    // The datagram has left once the callback comes: close() waits for that (a count, not
+    // a promise a datagram: this is every answer's path).
+    sending++;
+    const sent = () => {
+      if (--sending === 0) sendsDone?.();
+    };
     try {
       source.via.send(response, source.port, source.address, (error) => {
         sent();
@@ -338,15 +344,15 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         return;
       }
       // The answer goes out through the socket the request came in on, from its address.
-      const work = handle(datagram, Object.assign(remote, { via: socket })).catch((error: unknown) => {
+      handling++;
+      handle(datagram, Object.assign(remote, { via: socket })).then(handled, (error: unknown) => {
+        handled();
         counters.dropped++;
         // A wait ended because the server stops: no answer, and nothing went wrong.
         if (stopping && error instanceof Error && error.name === "AbortError") return;
         counters.errors++;
         logger?.error({ source: remote.address, error: error instanceof Error ? error.message : String(error) }, "RADIUS request failed");
       });
-      handling.add(work);
-      void work.finally(() => handling.delete(work));
     });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -443,8 +449,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         clearInterval(rescanner);
         await looking;
         // The requests being decided finish, and their answers go out, before the sockets close.
-        await Promise.all(handling);
-        await Promise.all(sending);
+        if (handling > 0) await new Promise<void>((resolve) => (handlersDone = resolve));
+        if (sending > 0) await new Promise<void>((resolve) => (sendsDone = resolve));
         closed = true;
         await Promise.all([...sockets.values()].map(closeSocket));
         cache.clear();
