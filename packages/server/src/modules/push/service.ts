@@ -718,7 +718,6 @@ export function createPushService(
       return "cancelled";
     },
 
-    /** The ids of an application's push logins still open (to end them when it is deleted). */
     /**
      * Ends the open push logins whose application is gone: opened by a node that had not
      * yet heard of the deletion, after the deletion looked for them. Each node's expiry
@@ -740,6 +739,7 @@ export function createPushService(
       return closed;
     },
 
+    /** The ids of an application's push logins still open (to end them when it is deleted). */
     async openOfApplication(applicationId: string): Promise<string[]> {
       const rows = await db.selectFrom("challenges").select("id").where("application_id", "=", applicationId).where("status", "=", "pending").execute();
       return rows.map((row) => row.id);
