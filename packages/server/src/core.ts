@@ -80,7 +80,18 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
   const webPush = createWebPush(deps, options.webPush ?? { subject: "mailto:tessera@localhost", allowedHosts: DEFAULT_WEB_PUSH_HOSTS });
   // One group commit for every login and push answer of this node (on PostgreSQL, a transaction each).
   const writes = writeBatcherFor(storage.kind, storage.db);
-  const push = createPushService({ ...deps, hub, verifySigned: enrollmentEngine.verifySigned, webPush, metrics, writes, onWebPushFailure: options.onWebPushFailure });
+  // A push login the user denied counts against the source that asked, as a wrong
+  // passcode does (the auth service keeps the limits; it is made below).
+  const push = createPushService({
+    ...deps,
+    hub,
+    verifySigned: enrollmentEngine.verifySigned,
+    webPush,
+    metrics,
+    writes,
+    onWebPushFailure: options.onWebPushFailure,
+    countDenied: (tx, denied) => auth.countDeniedPushes(tx, denied),
+  });
   // Application changes reach every node through the hub (PostgreSQL NOTIFY between nodes).
   const applications = createApplicationService({
     ...deps,
@@ -105,6 +116,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     },
   });
   hub.onApplicationsChanged(() => applications.forgetApiKeys());
+  const auth = createAuthService({ ...deps, push, metrics, writes, onFollowUpFailure: options.onFollowUpFailure });
   return {
     publicUrl,
     onMailQueued: (listener: () => void) => mailListeners.add(listener),
@@ -128,7 +140,7 @@ export function createServices(storage: Storage, keyring: Keyring, options: Serv
     webPush,
     mail: createMailService(deps),
     applications,
-    auth: createAuthService({ ...deps, push, metrics, writes, onFollowUpFailure: options.onFollowUpFailure }),
+    auth,
     metrics,
     resyncToken: createResync(deps),
   };

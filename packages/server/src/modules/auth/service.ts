@@ -498,6 +498,17 @@ export function createAuthService(
       return measured(request.method, () => service.decide(request));
     },
 
+    /**
+     * Push logins the user denied (or reported), in the answer's transaction: each counts
+     * one failure against the source that asked for it, as a wrong passcode does, so that a stranger who sprays
+     * push requests at many users from one place stops at the source's limit. Not
+     * against the user (a stranger's requests would then cost the user their own
+     * logins), and not an expiry (a phone out of reach is not a guess).
+     */
+    async countDeniedPushes(tx: LoginTransaction, denied: Array<{ virtualServerId: string; source: string }>): Promise<void> {
+      for (const { virtualServerId, source } of denied) await limits.failed(tx, `${virtualServerId}:${sourceLimitKey(source)}`);
+    },
+
     async decide(request: AuthRequest): Promise<AuthResult> {
       const { application } = request;
       const passcode = typedPasscode(request.passcode);

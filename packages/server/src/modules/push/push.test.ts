@@ -584,6 +584,24 @@ describeEachDatabase("Push OTP over REST", (kind) => {
       expect(failures.map((row) => Number(row.failures))).toEqual([0, 0]);
     });
 
+  it("counts each push login the user denies against the source that asked, so a stranger spraying push requests from one place stops at its limit", async () => {
+    const { device } = await enrolledUser("sprayed", true);
+    const from = (source: string, passcode = "") => api.call("POST", "/api/v1/auth", pushKey, { userId: "sprayed", passcode, sourceAddress: source });
+    // The source's limit: 30 failures in the window.
+    for (let i = 0; i < 30; i++) {
+      const pending = await from("203.0.113.77");
+      expect(pending.json, `request ${i}`).toMatchObject({ result: "pending" });
+      expect((await device.answer(pending.json.challengeId, "deny")).json).toEqual({ status: "denied" });
+    }
+    // That place is now refused, push or typed, without a look at the user's tokens.
+    expect((await from("203.0.113.77")).json).toMatchObject({ result: "reject", reason: "rate_limited" });
+    expect((await from("203.0.113.77", "123456")).json).toMatchObject({ result: "reject", reason: "rate_limited" });
+    // The user is not: the denials were the stranger's, not the user's guesses.
+    const elsewhere = await from("198.51.100.78");
+    expect(elsewhere.json).toMatchObject({ result: "pending" });
+    await api.call("DELETE", `/api/v1/auth/challenges/${elsewhere.json.challengeId}`, pushKey);
+  });
+
   it("lets a user have three push sign-ins waiting at most, so a stranger cannot flood the phone", async () => {
     const { device } = await enrolledUser("xia", true);
     const opened = [];

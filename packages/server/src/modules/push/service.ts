@@ -5,7 +5,7 @@ import { newId } from "../../ids.js";
 import { sql, type Kysely, type Transaction } from "kysely";
 import { prepareInsert, prepareQuery } from "../../storage/prepared.js";
 import type { ChallengeRow, Database, TokenRow } from "../../storage/schema.js";
-import { writeBatcherFor, type WriteBatcher } from "../../storage/write-batch.js";
+import { writeBatcherFor, type WriteBatcher, type WriteScope } from "../../storage/write-batch.js";
 import { PUSH_TIMEOUT_SECONDS } from "../applications/service.js";
 import type { AuditEntry } from "../audit/service.js";
 import { lockForSuccess, resetFailures } from "../auth/service.js";
@@ -246,6 +246,14 @@ export function createPushService(
     writes?: WriteBatcher;
     /** Told of Web Push messages that did not go out (for the log). */
     onWebPushFailure?: (deviceId: string, detail: string) => void;
+    /**
+     * Counts, in the answer's transaction, the push logins the user denied or reported
+     * (the fraud report denies the user's other waiting ones too): "not me" answers,
+     * which the guessing limits count against the source that asked (a stranger spraying
+     * push requests). Should it throw, the answer fails whole, as a login whose count
+     * cannot be stored does.
+     */
+    countDenied?: (tx: { trx: Transaction<Database>; scope: WriteScope }, denied: Array<{ virtualServerId: string; source: string }>) => Promise<void>;
   },
 ) {
   const { db, clock, audit, keyring, hub } = deps;
@@ -759,7 +767,7 @@ export function createPushService(
       // anything returns its refusal instead of throwing, so that it does not roll back
       // the answers and logins it shares the transaction with.
       type Closed = Pick<ChallengeRow, "id" | "device_ids" | "expires_at" | "resource_name" | "source" | "application_id" | "end_push_owed">;
-      const result = await writes.run(async (trx): Promise<{ status: ChallengeStatus; alsoClosed: Closed[] } | { refused: ReturnType<typeof fail> }> => {
+      const result = await writes.run(async (trx, scope): Promise<{ status: ChallengeStatus; alsoClosed: Closed[] } | { refused: ReturnType<typeof fail> }> => {
         // A report and a push request for the same user on two nodes (PostgreSQL) take
         // the user's row in turn, as `open` does: the request either counts the report
         // and is refused, or committed first and its challenge is closed below.
@@ -817,6 +825,7 @@ export function createPushService(
                 .returning(["id", "device_ids", "expires_at", "resource_name", "source", "application_id", "end_push_owed"])
                 .execute()
             : [];
+        if (status !== "approved") await deps.countDenied?.({ trx, scope }, [row, ...alsoClosed].map((closed) => ({ virtualServerId: row.virtual_server_id, source: closed.source })));
         const device = { kind: "system", operatorId: null, actor: `device:${signed.deviceId}`, role: "admin", scope: { virtualServerId: null, path: "/", includesChildren: true } } as const;
         // No active token of the user on the device any more (suspended since the login
         // opened, say): the answer goes in the user's trail.
