@@ -198,6 +198,26 @@ describe("RADIUS server over raw UDP", () => {
     expect(calls).toHaveLength(1);
   });
 
+  it("keeps serving when the host's addresses cannot be read at a look (out of file descriptors, say), and says so", async () => {
+    let readable = true;
+    const errors: string[] = [];
+    const logger = { warn: () => undefined, error: (_fields: object, message: string) => void errors.push(message) };
+    const { port, server } = await startTestServer({
+      host: "0.0.0.0",
+      logger,
+      rescanMs: 20,
+      localAddresses: () => {
+        if (!readable) throw new Error("uv_interface_addresses returned Unknown system error 24");
+        return ["127.0.0.1"];
+      },
+    });
+    readable = false;
+    await expect.poll(() => errors.length, { timeout: 2_000, interval: 10 }).toBeGreaterThan(0);
+    expect(errors[0]).toMatch(/could not read this host's addresses/);
+    expect(await (await nasOnLoopback())("127.0.0.1", port)).toBe("127.0.0.1");
+    await server.close();
+  });
+
   it("treats the same Identifier with a new Request Authenticator as a new request", async () => {
     const { port, calls } = await startTestServer();
     const nas = await createTestNas(port);

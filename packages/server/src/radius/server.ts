@@ -68,7 +68,7 @@ export interface RadiusServerOptions {
    * gone is let go). IPv6 link-local addresses are left out (they need a zone).
    */
   host: string;
-  /** How often the host's addresses are looked at again when `host` has a wildcard. @default 10000 */
+  /** How often the addresses are looked at again: a wildcard's (added, gone) and listed ones not on the host yet. @default 10000 */
   rescanMs?: number;
   /** The host's addresses, for a wildcard (tests). @default every address of os.networkInterfaces() but IPv6 link-local */
   localAddresses?: () => string[];
@@ -414,7 +414,15 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   // The addresses are looked for again: one added to the host (a VIP moved here, a
   // wildcard's new address) is bound, one a wildcard no longer finds is let go.
   const look = async () => {
-    const now = wanted();
+    let now: string[];
+    try {
+      now = wanted();
+    } catch (error) {
+      // The host's addresses could not be read (out of file descriptors, say): the
+      // sockets stay as they are until a look that can.
+      logger?.error({ error: error instanceof Error ? error.message : String(error) }, "RADIUS could not read this host's addresses; tried again at the next look");
+      return;
+    }
     for (const [address, socket] of sockets) {
       if (now.includes(address)) continue;
       sockets.delete(address);
