@@ -97,8 +97,8 @@ describeEachDatabase("admin API", (kind) => {
         expect(answer.json.error.code, `${method} ${url}`).toMatch(/^(VALIDATION_FAILED|MALFORMED_REQUEST)$/);
         expect(answer.json.error.message).toEqual(expect.any(String));
       }
-      // An id longer than any given out: 414, in the catalogue's shape too.
-      const long = await api.call("DELETE", `/api/v1/applications/app_${"x".repeat(120)}`, key);
+      // An id longer than any given out or accepted: 414, in the catalogue's shape too.
+      const long = await api.call("DELETE", `/api/v1/applications/app_${"x".repeat(300)}`, key);
       expect({ status: long.status, code: long.json.error.code }).toEqual({ status: 414, code: "PATH_PARAMETER_TOO_LONG" });
       // A query value with NUL names nothing: not found where it can be looked for (SQLite), refused where it cannot (PostgreSQL).
       const nulQuery = await api.call("GET", "/api/v1/applications?virtualServerId=vs_%00x", key);
@@ -108,6 +108,12 @@ describeEachDatabase("admin API", (kind) => {
       expect((await api.call("GET", "/api/v1/auth/challenges/chl_x?wait=0", restKey)).json).toEqual({ status: "reject", reason: "unknown_challenge" });
       expect((await api.call("GET", "/api/v1/auth/challenges/chl_x", restKey)).json).toEqual({ status: "reject", reason: "unknown_challenge" });
       expect(await count("audit_log")).toBe(before);
+    });
+
+    it("routes the longest user id there may be (128 characters), past the router's default of 100", async () => {
+      const longest = "u".repeat(128);
+      expect((await api.call("POST", `/api/v1/virtual-servers/${t.virtualServerId}/users`, key, { userId: longest, firstName: "Long", lastName: "Name", email: "long@example.test", groups: [] })).status).toBe(201);
+      expect((await api.call("GET", `/api/v1/virtual-servers/${t.virtualServerId}/users/${longest}`, key)).json).toMatchObject({ userId: longest });
     });
   });
 

@@ -126,6 +126,9 @@ function answerUnreadableRequest(error: Error & { code?: string }, socket: Duple
   socket.end(`HTTP/1.1 ${mapped.status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
 }
 
+/** The longest path parameter the router takes (Fastify's default, 100, is below a user id's 128). */
+const MAX_PATH_PARAMETER_LENGTH = 256;
+
 export async function buildHttpApp(services: Services, options: HttpOptions): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logLevel === "silent" ? false : { level: options.logLevel, redact: ["req.headers.authorization"] },
@@ -135,12 +138,15 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     // Devices' live connections and long polls stay open: on shutdown they are closed,
     // and the devices reconnect (to another node).
     forceCloseConnections: true,
+    // Room for every id the API gives out or accepts in a path (a user id may be 128
+    // characters); the router refuses a longer one before routing.
+    routerOptions: { maxParamLength: MAX_PATH_PARAMETER_LENGTH },
     clientErrorHandler: answerUnreadableRequest,
     // A path whose percent-encoding does not decode (/api/v1/applications/%) gets the
     // catalogue's shape too, not Fastify's own.
     frameworkErrors: (error, _request, reply) => {
       // Fastify's router refuses a path parameter past maxParamLength (100) here too.
-      const mapped = error.code === "FST_ERR_MAX_PARAM_LENGTH" ? fail("PATH_PARAMETER_TOO_LONG", { limit: 100 }) : fail("MALFORMED_REQUEST");
+      const mapped = error.code === "FST_ERR_MAX_PARAM_LENGTH" ? fail("PATH_PARAMETER_TOO_LONG", { limit: MAX_PATH_PARAMETER_LENGTH }) : fail("MALFORMED_REQUEST");
       void (reply as unknown as FastifyReply).status(mapped.status).send(errorBody(mapped));
     },
   }).withTypeProvider<ZodTypeProvider>();
