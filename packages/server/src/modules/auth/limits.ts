@@ -181,7 +181,10 @@ export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => vo
  * source) after the token rows, and the source's count is upserted (a failure) last.
  * Only a transaction that takes the attempt itself (a user id that cannot exist, which
  * holds no token) or a push request for nobody locks the user's count first, and they
- * touch no token row. So logins cannot deadlock over them; the rows of ended windows
+ * touch no token row. A push login's denial counts against its sources in the answer's
+ * transaction, after the challenge rows and without touching a token or a user's count,
+ * each source once and in the keys' order (a fraud report denies several logins). So
+ * logins cannot deadlock over them; the rows of ended windows
  * are swept elsewhere (`endedWindowSweeper`), skipping rows a login holds.
  */
 export function databaseGuessingLimits(db: Kysely<Database>, clock: Clock, settings: LimitSettings): GuessingLimits {

@@ -109,7 +109,7 @@ export function possessionPage(model: {
   const form =
     model.tokenType === "hardware" || model.sentTo
       ? `${model.error ? `<p class="error">${escapeHtml(model.error)}</p>` : ""}
-<form method="post" action="/enroll/${escapeHtml(model.code)}/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*" maxlength="8" required autofocus>
+<form method="post" action="/enroll/${escapeHtml(model.code)}/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
 <button class="button" type="submit">Confirm</button></form>`
       : "";
   return layout(
@@ -128,7 +128,7 @@ export function otpAppPage(model: { serial: string; qrSvg: string; secretBase32:
 <p class="muted">This code is shown only now. Reloading the page makes a new one.</p></div>
 <div class="card"><h2>Confirm with your first passcode</h2>
 ${model.error ? `<p class="error">${escapeHtml(model.error)}</p>` : ""}
-<form method="post" action="${escapeHtml(model.confirmPath)}"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*" maxlength="8" required autofocus>
+<form method="post" action="${escapeHtml(model.confirmPath)}"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
 <button class="button" type="submit">Confirm</button></form></div>`,
   );
 }

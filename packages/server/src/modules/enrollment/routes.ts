@@ -154,7 +154,7 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services }>
             layout(
               "Confirm your token",
               `<div class="card"><h1>Confirm with your first passcode</h1><p class="error">${error.message}</p>
-<form method="post" action="/enroll/${code}/otp-app/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9]*" maxlength="8" required autofocus>
+<form method="post" action="/enroll/${code}/otp-app/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
 <button class="button" type="submit">Confirm</button></form></div>`,
             ),
           );
