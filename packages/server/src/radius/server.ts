@@ -157,6 +157,9 @@ type DropReason = "unknownClient" | "badAuthenticator" | "malformed" | "unexpect
 /** Where a datagram came from, and the socket (the address) it came to: its answer leaves from there. */
 type Remote = RemoteInfo & { via: Socket };
 
+/** The longest close() waits for answers on their way out. */
+const SEND_DRAIN_MS = 1_000;
+
 /** One warning per reason per this many milliseconds: a flood of junk must not flood the log. */
 const DROP_LOG_INTERVAL_MS = 10_000;
 
@@ -426,6 +429,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     for (const [address, socket] of sockets) {
       if (now.includes(address)) continue;
       sockets.delete(address);
+      // An answer handed to it just now still leaves first (dgram sends after a tick;
+      // a socket closed before then drops the datagram and never calls back).
+      await new Promise((resolve) => setImmediate(resolve));
       await closeSocket(socket);
     }
     for (const address of now) {
@@ -458,7 +464,11 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         await looking;
         // The requests being decided finish, and their answers go out, before the sockets close.
         if (handling > 0) await new Promise<void>((resolve) => (handlersDone = resolve));
-        if (sending > 0) await new Promise<void>((resolve) => (sendsDone = resolve));
+        // Each comes within moments; a callback dgram never makes must not hold the stop.
+        if (sending > 0) await new Promise<void>((resolve) => {
+          sendsDone = resolve;
+          setTimeout(resolve, SEND_DRAIN_MS).unref();
+        });
         closed = true;
         await Promise.all([...sockets.values()].map(closeSocket));
         cache.clear();
