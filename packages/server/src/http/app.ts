@@ -145,7 +145,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
     // A path whose percent-encoding does not decode (/api/v1/applications/%) gets the
     // catalogue's shape too, not Fastify's own.
     frameworkErrors: (error, _request, reply) => {
-      // Fastify's router refuses a path parameter past maxParamLength (100) here too.
+      // Fastify's router refuses a path parameter past maxParamLength here too.
       const mapped = error.code === "FST_ERR_MAX_PARAM_LENGTH" ? fail("PATH_PARAMETER_TOO_LONG", { limit: MAX_PATH_PARAMETER_LENGTH }) : fail("MALFORMED_REQUEST");
       void (reply as unknown as FastifyReply).status(mapped.status).send(errorBody(mapped));
     },

@@ -183,7 +183,7 @@ export function endedWindowSweeper(db: Kysely<Database>, clock: Clock): () => vo
  * holds no token) or a push request for nobody locks the user's count first, and they
  * touch no token row. A push login's denial counts against its sources in the answer's
  * transaction, after the challenge rows and without touching a token or a user's count,
- * each source once and in the keys' order (a fraud report denies several logins). So
+ * its sources in the keys' order (a fraud report denies several logins). So
  * logins cannot deadlock over them; the rows of ended windows
  * are swept elsewhere (`endedWindowSweeper`), skipping rows a login holds.
  */
