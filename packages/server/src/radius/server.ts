@@ -1,6 +1,7 @@
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram";
 import { isIP } from "node:net";
 import { networkInterfaces } from "node:os";
+import { mappedIPv4 } from "../modules/applications/addresses.js";
 import { systemClock, type Clock } from "../clock.js";
 import { Attribute, Code } from "./attributes.js";
 import { allAttributes, decodePacket, type RadiusPacket } from "./codec.js";
@@ -275,7 +276,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     // Status-Server); Tessera does no accounting.
     if (packet.code !== Code.AccessRequest && packet.code !== Code.StatusServer) return drop("unexpectedCode", { source: remote.address, code: packet.code });
 
-    const source = { address: plainAddress(remote.address), port: remote.port };
+    // "::ffff:192.0.2.1" (an IPv4 source on an IPv6 socket) is 192.0.2.1 from here on.
+    const source = { address: mappedIPv4(remote.address) ?? remote.address, port: remote.port };
     const candidates = await findClients(source.address);
     if (candidates.length === 0) return drop("unknownClient", { source: source.address });
     // BlastRADIUS: without a verified Message-Authenticator an Access-Request could be
@@ -480,11 +482,6 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
       return { ...counters, inFlight, cached: answered };
     },
   };
-}
-
-/** "::ffff:192.0.2.1" (an IPv4 source on a dual-stack socket) is 192.0.2.1. */
-function plainAddress(address: string): string {
-  return address.startsWith("::ffff:") && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
 }
 
 /** Every address of the host's interfaces, loopback included, but IPv6 link-local ones (they need a zone to be bound). */

@@ -1,6 +1,6 @@
 import type { Services } from "../core.js";
 import { isIP } from "node:net";
-import { addressMatcher, entrySpecificity, mappedIPv4 } from "../modules/applications/addresses.js";
+import { addressMatcher, entrySpecificity } from "../modules/applications/addresses.js";
 import { asksForPush } from "../modules/auth/service.js";
 import { isMigrated } from "../storage/migrate.js";
 import type { ApplicationRow } from "../storage/schema.js";
@@ -114,7 +114,8 @@ export async function startTesseraRadius(services: Services, options: { host: st
     },
     findClients: (address) => {
       const found: RadiusClient[] = [];
-      const table = isIP(mappedIPv4(address) ?? address) === 4 ? tables.ipv4 : tables.ipv6;
+      // The server hands sources over plain: an IPv4-mapped one as its IPv4 address.
+      const table = isIP(address) === 4 ? tables.ipv4 : tables.ipv6;
       for (const entry of table) if (entry.matches(address) && !found.includes(entry.client)) found.push(entry.client);
       return found;
     },

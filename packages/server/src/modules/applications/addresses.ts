@@ -39,6 +39,11 @@ export function ipv6Groups(address: string): number[] | null {
 export function mappedIPv4(address: string): string | null {
   const groups = ipv6Groups(address);
   if (!groups || groups.slice(0, 5).some((group) => group !== 0) || groups[5] !== 0xffff) return null;
+  return lastIPv4(groups);
+}
+
+/** The IPv4 address the last 32 bits of an IPv6 address's groups spell, dotted. */
+export function lastIPv4(groups: number[]): string {
   const [high, low] = [groups[6]!, groups[7]!];
   return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }

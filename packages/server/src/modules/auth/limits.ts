@@ -1,6 +1,6 @@
 import { sql, type DeleteQueryBuilder, type DeleteResult, type Kysely, type QueryCreator, type SelectQueryBuilder, type Transaction } from "kysely";
 import type { Clock } from "../../clock.js";
-import { ipv6Groups, mappedIPv4 } from "../applications/addresses.js";
+import { ipv6Groups, lastIPv4, mappedIPv4 } from "../applications/addresses.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { Database } from "../../storage/schema.js";
 import type { WriteScope } from "../../storage/write-batch.js";
@@ -73,7 +73,7 @@ export function sourceLimitKey(source: string): string {
   if (ipv4) return ipv4;
   const groups = ipv6Groups(source);
   if (!groups) return source;
-  if (embedsIPv4(groups)) return `${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
+  if (embedsIPv4(groups)) return lastIPv4(groups);
   return `${groups
     .slice(0, 4)
     .map((group) => group.toString(16))

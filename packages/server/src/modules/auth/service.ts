@@ -109,7 +109,11 @@ const RESERVED_LETTERS = new Set<string>();
  * counts it as two.
  */
 export function asksForPush(passcode: string): boolean {
-  const typed = typedPasscode(passcode);
+  return typedAsksForPush(typedPasscode(passcode));
+}
+
+/** asksForPush for a passcode whose whitespace is gone already (a login's, in decide). */
+function typedAsksForPush(typed: string): boolean {
   if (typed.length === 0) return true;
   const characters = [...typed];
   return characters.length === 1 && !RESERVED_LETTERS.has(typed.toLowerCase());
@@ -529,7 +533,7 @@ export function createAuthService(
       const principal = authPrincipal(application);
       const now = clock.nowMs();
       const reject = (reason: RejectReason): AuthResult => ({ result: "reject", reason, message: messages[reason] });
-      const push = asksForPush(passcode);
+      const push = typedAsksForPush(passcode);
 
       const record = async (trx: Transaction<Database>, result: AuthResult, userPk: string | null, serial: string | null) =>
         audit.append(trx, principal, [loginRecord(request, result, { userId, source, userPk, serial }, { push })]);
