@@ -14,6 +14,11 @@
 // the load generator, this same file forked with --generator, so that building and checking
 // packets shares no event loop with anything else (on 2 cores: one for the server, one for
 // the generator).
+//
+// A third server answers the same load after them: Tessera's RADIUS layer alone (this file
+// forked with --layer-server: the product's RADIUS server deciding accept without any
+// login). Not a target; it shows what the protocol on node:dgram costs before a passcode is
+// looked at, against what FreeRADIUS spends on a whole request.
 import { execFileSync, fork, spawn, spawnSync } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
@@ -29,6 +34,7 @@ import { installerPrincipal } from "../packages/server/dist/modules/operators/ac
 import { Attribute, Code, HEADER_LENGTH, MESSAGE_AUTHENTICATOR_LENGTH } from "../packages/server/dist/radius/attributes.js";
 import { encodePacket } from "../packages/server/dist/radius/codec.js";
 import { encryptUserPassword, responseAuthenticator } from "../packages/server/dist/radius/crypto.js";
+import { createRadiusServer } from "../packages/server/dist/radius/server.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
 import { benchMasterKey, benchPostgresUrl, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
@@ -429,6 +435,45 @@ async function seedTessera(target, count) {
 }
 
 /**
+ * Tessera's RADIUS layer alone, in a process of its own: the product's RADIUS server
+ * (`createRadiusServer`: decode, the client by address, Message-Authenticator, the
+ * duplicate cache, PAP, the signed answer with Message-Authenticator first, the send) with
+ * a decision that is always accept, made without any login. Not a server anyone could
+ * run: it tells what the protocol layer on node:dgram costs before a passcode is looked
+ * at, the floor under every Tessera figure above it.
+ * @param {string} secret
+ */
+async function serveLayerOnly(secret) {
+  const client = { id: "bench", secret: Buffer.from(secret, "utf8") };
+  const server = await createRadiusServer({
+    host: "127.0.0.1",
+    port: 0,
+    findClients: () => [client],
+    authenticate: async () => ({ result: "accept" }),
+  });
+  const end = () => void server.close().then(() => process.exit(0));
+  process.once("disconnect", end);
+  process.once("SIGTERM", end);
+  process.send?.({ port: server.address().port });
+}
+
+/**
+ * Starts the RADIUS layer alone (this file forked with --layer-server).
+ * @param {string} secret
+ * @param {string | undefined} profileDir where its CPU profile goes, beside the Tessera server's
+ * @returns {Promise<{ port: number, child: import("node:child_process").ChildProcess }>}
+ */
+async function startLayerOnly(secret, profileDir) {
+  const child = tracked(fork(benchFile, ["--layer-server"], { execArgv: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [], stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+  const port = await new Promise((resolve, reject) => {
+    child.once("message", (/** @type {{ port: number }} */ message) => resolve(message.port));
+    child.once("exit", (code) => reject(new Error(`the RADIUS layer's process exited with ${code}`)));
+    child.send({ secret });
+  });
+  return { port: /** @type {number} */ (port), child };
+}
+
+/**
  * Starts `tessera serve` with RADIUS on a free loopback port (HTTP on a free port too), on
  * the SQLite file in `dir` or the PostgreSQL database of `target`.
  * @param {string} dir
@@ -618,7 +663,7 @@ async function main() {
   const userCount = intFlag(flags, "users", 50_000);
   const requests = intFlag(flags, "requests", 100_000);
   const outstanding = intFlag(flags, "outstanding", 64);
-  /** `--profile=DIR` writes the Tessera server's CPU profile (.cpuprofile) there. */
+  /** `--profile=DIR` writes the Tessera server's CPU profile (.cpuprofile) there, and the RADIUS layer's alone. */
   const profileDir = typeof flags.profile === "string" ? path.resolve(flags.profile) : undefined;
   if (outstanding > userCount) throw new Error(`--outstanding ${outstanding} needs at least as many --users: one request in flight per user`);
   // Tessera takes each user's codes for t-1, t and t+1 once: three a user within a step.
@@ -663,9 +708,10 @@ async function main() {
      * @param {LoadOptions["target"]} target
      * @param {import("node:child_process").ChildProcess} child
      * @param {number} port
+     * @param {{ checkAnswers?: boolean }} [options] false for the layer alone, which accepts anything
      */
-    const measure = async (target, child, port) => {
-      await checkServerAnswers(target === "tessera" ? "Tessera" : "FreeRADIUS", { port, secret: radiusSecret, probeUser });
+    const measure = async (target, child, port, { checkAnswers = true } = {}) => {
+      if (checkAnswers) await checkServerAnswers(target === "tessera" ? "Tessera" : "FreeRADIUS", { port, secret: radiusSecret, probeUser });
       const pid = /** @type {number} */ (child.pid);
       const cpuBeforeMs = processCpuMs(pid);
       const result = await runGenerator({ ...load, target, port });
@@ -679,6 +725,11 @@ async function main() {
     const tessera = await startTessera(tesseraDir, database.target, profileDir);
     server = tessera.child;
     const measured = await measure("tessera", server, tessera.port);
+    await stop(server);
+
+    const layer = await startLayerOnly(radiusSecret, profileDir);
+    server = layer.child;
+    const layerOnly = await measure("tessera", server, layer.port, { checkAnswers: false });
     await stop(server);
 
     const throughputRatio = measured.requestsPerSecond / baseline.requestsPerSecond;
@@ -697,6 +748,10 @@ async function main() {
       ["unmatched answers / users skipped", `${fmt(measured.unmatchedAnswers)} / ${fmt(measured.skippedUsers)}`, "", "", `${fmt(baseline.unmatchedAnswers)} / ${fmt(baseline.skippedUsers)}`, ""],
       ["server CPU per request", `${fmt(measured.serverCpuUsPerRequest)} µs`, "", "", `${fmt(baseline.serverCpuUsPerRequest)} µs`, `${fmt(measured.serverCpuUsPerRequest / baseline.serverCpuUsPerRequest, 2)}x`],
       ["generator CPU (of one core)", `${fmt(measured.generatorCpuPercent)} %`, "", "", `${fmt(baseline.generatorCpuPercent)} %`, ""],
+      ["RADIUS layer alone, no login: throughput", `${fmt(layerOnly.requestsPerSecond)} req/s`, "", "", `${fmt(baseline.requestsPerSecond)} req/s`, `${fmt(layerOnly.requestsPerSecond / baseline.requestsPerSecond, 2)}x`],
+      ["  its latency p99", `${fmt(layerOnly.latency.p99, 2)} ms`, "", "", `${fmt(baseline.latency.p99, 2)} ms`, `${fmt(layerOnly.latency.p99 / baseline.latency.p99, 2)}x`],
+      ["  its server CPU per request", `${fmt(layerOnly.serverCpuUsPerRequest)} µs`, "", "", `${fmt(baseline.serverCpuUsPerRequest)} µs`, `${fmt(layerOnly.serverCpuUsPerRequest / baseline.serverCpuUsPerRequest, 2)}x`],
+      ["  its generator CPU (of one core)", `${fmt(layerOnly.generatorCpuPercent)} %`, "", "", "", ""],
     ]);
     console.log(`\n  load average (1, 5, 15 min) at the end: ${loadAverage()}`);
     if (baseline.generatorCpuPercent > 90) console.log("\nnote: the generator was near a full core during the baseline run; FreeRADIUS may be faster than measured.");
@@ -727,6 +782,7 @@ async function main() {
       ],
       tessera: measured,
       freeradius: baseline,
+      radiusLayerOnly: layerOnly,
       allAccepted,
     });
   } finally {
@@ -737,7 +793,14 @@ async function main() {
   }
 }
 
-if (process.argv.includes("--generator")) {
+if (process.argv.includes("--layer-server")) {
+  process.once("message", (/** @type {{ secret: string }} */ { secret }) => {
+    serveLayerOnly(secret).catch((/** @type {Error} */ error) => {
+      console.error(error);
+      process.exit(1);
+    });
+  });
+} else if (process.argv.includes("--generator")) {
   // Its parent gone (interrupted), the generator has no one to report to.
   process.once("disconnect", () => process.exit(1));
   process.once("message", (/** @type {LoadOptions} */ options) => {

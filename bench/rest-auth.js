@@ -37,6 +37,60 @@ async function seed(/** @type {string} */ dir) {
   return { apiKey: /** @type {string} */ (app.apiKey) };
 }
 
+/**
+ * Stops the server and waits for it to exit, so that nothing of it runs beside what is measured next.
+ * @param {import("node:child_process").ChildProcess} child
+ */
+async function stopServer(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  await exited;
+}
+
+/**
+ * Logins through the product's own path in this process, on the server's database: the
+ * application found by its API key, then `services.auth.authenticate`, as the route does,
+ * `connections` at a time, after as many unmeasured ones to warm up.
+ * @param {string} dir
+ * @param {string} apiKey
+ * @param {() => { userId: string, passcode: string }} nextLogin
+ */
+async function loginsInProcess(dir, apiKey, nextLogin) {
+  const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
+  try {
+    const services = createServices(storage, createKeyring([benchMasterKey]));
+    const loginOnce = async () => {
+      const application = await services.applications.authenticateApiKey(apiKey);
+      if (!application) throw new Error("the API key finds no application");
+      const { userId, passcode } = nextLogin();
+      const outcome = await services.auth.authenticate({ application, userId, passcode, source: "127.0.0.1", method: "rest", client: { address: "127.0.0.1" } });
+      return outcome.result === "accept";
+    };
+    /** @param {number} count */
+    const loginMany = async (count) => {
+      let started = 0;
+      let accepted = 0;
+      const worker = async () => {
+        while (started < count) {
+          started += 1;
+          if (await loginOnce()) accepted += 1;
+        }
+      };
+      await Promise.all(Array.from({ length: connections }, worker));
+      return accepted;
+    };
+    const logins = Math.min(20_000, userCount * 4);
+    await loginMany(Math.min(2_000, logins));
+    const before = process.cpuUsage();
+    const accepted = await loginMany(logins);
+    const used = process.cpuUsage(before);
+    return { logins, accepted, cpuUsPerLogin: (used.user + used.system) / logins };
+  } finally {
+    await storage.close();
+  }
+}
+
 function run(/** @type {import("autocannon").Options} */ options) {
   return new Promise((resolve, reject) => autocannon(options, (error, result) => (error ? reject(error) : resolve(result))));
 }
@@ -106,6 +160,19 @@ async function main() {
         kind.p99 = Math.max(kind.p99, result.latency.p99);
       }
     }
+    // The same logins without HTTP: the server stopped, its database opened here, the
+    // product's own path (the API key, then `auth.authenticate`) with the next codes,
+    // `connections` at a time. What a login costs before any request is read or answered.
+    await stopServer(server);
+    server = undefined;
+    const inProcess = await loginsInProcess(dir, apiKey, () => {
+      const i = next % userCount;
+      const round = Math.floor(next / userCount);
+      next += 1;
+      if (round >= codesPerUser) throw new Error(`more than ${codesPerUser * userCount} requests: raise --users`);
+      return /** @type {{ userId: string, passcode: string }} */ (JSON.parse(/** @type {string} */ (bodies[i]?.[round])));
+    });
+
     const rate = (/** @type {{ requests: number, seconds: number }} */ kind) => kind.requests / kind.seconds;
     const median = (/** @type {number[]} */ values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
     const emptyCpuUs = (empty.cpuMs * 1000) / empty.requests;
@@ -119,7 +186,13 @@ async function main() {
       ["authenticate latency p50 / p99", `${median(auth.p50s)} / ${auth.p99} ms`, "", "", `${median(empty.p50s)} / ${empty.p99} ms`, ""],
       ["server CPU per request", `${fmt(authCpuUs)} µs`, "", "", `${fmt(emptyCpuUs)} µs`, `${fmt(authCpuUs / emptyCpuUs, 2)}x`],
       ["accepted / rejected", `${fmt(accepted)} / ${fmt(rejected)}`, "all accepted", rejected === 0 ? "PASS" : "FAIL", "", ""],
+      ["a login without HTTP: CPU per login", `${fmt(inProcess.cpuUsPerLogin)} µs`, "", "", `${fmt(2 * emptyCpuUs)} µs (twice the empty route's)`, `${fmt(inProcess.cpuUsPerLogin / (2 * emptyCpuUs), 2)}x`],
+      ["  its logins / accepted", `${fmt(inProcess.logins)} / ${fmt(inProcess.accepted)}`, "all accepted", inProcess.accepted === inProcess.logins ? "PASS" : "FAIL", "", ""],
     ]);
+    console.log(
+      "\n  Twice the empty route's CPU is what a whole login may cost the server for half its rate, where the server's CPU is what limits both;\n" +
+        "  the login's CPU without HTTP is what the login alone costs, before any request is read or any answer written.",
+    );
     reportResult({
       name: "rest-auth",
       machine: machineInfo,
@@ -128,6 +201,7 @@ async function main() {
         { name: "authenticate throughput", value: Math.round(rate(auth)), unit: "req/s", target: { op: ">=", value: Math.round(rate(empty) / 2) }, pass, baseline: { name: "GET /healthz", value: Math.round(rate(empty)) }, ratio },
         { name: "authenticate p99", value: auth.p99, unit: "ms" },
         { name: "server CPU per authenticate", value: Math.round(authCpuUs), unit: "µs", baseline: { name: "GET /healthz", value: Math.round(emptyCpuUs) }, ratio: authCpuUs / emptyCpuUs },
+        { name: "CPU per login without HTTP", value: Math.round(inProcess.cpuUsPerLogin), unit: "µs", baseline: { name: "twice GET /healthz", value: Math.round(2 * emptyCpuUs) }, ratio: inProcess.cpuUsPerLogin / (2 * emptyCpuUs) },
       ],
     });
   } finally {
