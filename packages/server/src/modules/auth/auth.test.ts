@@ -338,6 +338,49 @@ describeEachDatabase("passcode authentication", (kind) => {
       }
     });
 
+  if (kind === "postgres")
+    it("resets the other tokens' failures after a PostgreSQL fast accept in serial order, whatever plan reads them, so a wrong passcode at the same user cannot deadlock with it", async () => {
+      const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "ordered-reset" });
+      const first = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "ordered-reset" });
+      const second = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "ordered-reset" });
+      expect([serial, first, second]).toEqual([serial, first, second].sort());
+      // Written last, the first one's row comes after the second's in the table: a plan
+      // that reads the table in its own order meets the second one first.
+      await core.storage.db.updateTable("tokens").set({ failures: 2 }).where("serial", "=", second).execute();
+      await core.storage.db.updateTable("tokens").set({ failures: 2 }).where("serial", "=", first).execute();
+      // A node whose PostgreSQL reads tables in their order, not by index (as it may when
+      // its statistics say a user has many tokens).
+      const url = new URL((core.database.target as { url: string }).url);
+      url.searchParams.set("options", "-c enable_indexscan=off -c enable_bitmapscan=off -c enable_indexonlyscan=off");
+      const storage = openStorage({ kind: "postgres", url: url.toString() });
+      try {
+        const plan = (await sql<{ "QUERY PLAN": string }>`explain select serial from tokens where user_pk = (select user_pk from tokens where serial = ${first}) and failures > 0`.execute(storage.db)).rows.map((row) => row["QUERY PLAN"]).join("\n");
+        expect(plan).toMatch(/Seq Scan on tokens/);
+        const followUps: string[] = [];
+        const auth = createAuthService({ db: storage.db, kind: storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, onFollowUpFailure: (what, error) => followUps.push(`${what}: ${(error as Error).message}`) });
+        core.clock.advance(30_000);
+        let accepted: ReturnType<typeof auth.authenticate> | undefined;
+        // A wrong passcode's transaction counts against the user's tokens in serial order:
+        // it holds the first other token as the accept comes, and wants the second after.
+        await core.storage.db.transaction().execute(async (trx) => {
+          await trx.updateTable("tokens").set((eb) => ({ failures: eb("failures", "+", 1) })).where("serial", "=", first).execute();
+          const holder = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(trx)).rows[0]!.pid;
+          accepted = auth.authenticate({ application, userId: "ordered-reset", passcode: code(), source: "192.0.2.43", method: "rest" });
+          const blocked = () => sql<{ waiting: number }>`select count(*)::int as waiting from pg_stat_activity where ${holder}::int = any(pg_blocking_pids(pid))`.execute(core.storage.db).then((r) => r.rows[0]!.waiting);
+          await expect.poll(blocked, { timeout: 10_000 }).toBe(1);
+          // Had the reset taken the second token first, this would wait for it while the
+          // reset waits for this transaction: PostgreSQL would end one with a deadlock.
+          await trx.updateTable("tokens").set((eb) => ({ failures: eb("failures", "+", 1) })).where("serial", "=", second).execute();
+        });
+        expect(await accepted!).toMatchObject({ result: "accept", serial });
+        expect(followUps).toEqual([]);
+        // The success came after the failures: it reset them all.
+        expect([(await tokenRow(first)).failures, (await tokenRow(second)).failures]).toEqual([0, 0]);
+      } finally {
+        await storage.close();
+      }
+    });
+
   it("fails a login whole when its failure count cannot be stored: no token failure, no audit record", async () => {
     const serial = await placeTokenInState(core.services, t.virtualServerId, "active", { userId: "uncounted" });
     core.clock.advance(30_000);

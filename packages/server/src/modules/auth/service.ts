@@ -210,6 +210,27 @@ export function resetFailures(db: QueryCreator<Database>, param: Param<ResetFail
 }
 
 /**
+ * `resetFailures` for a statement of its own on PostgreSQL (after a fast accept, whose
+ * compare-and-set committed alone): the rows are taken in serial order first, as a
+ * wrong passcode takes them. A plain UPDATE takes them in the order its plan reads them,
+ * which is the table's own where PostgreSQL scans the table or a bitmap of it: with a
+ * wrong passcode at the same user holding a token of a smaller serial, each would wait
+ * for a row the other holds (reproduced with such a plan: "deadlock detected"). The
+ * CTE is materialized, so it is run by itself and sorted before anything is updated.
+ */
+export function resetFailuresInOrder(db: QueryCreator<Database>, param: Param<ResetFailures>) {
+  return db
+    .with(
+      (cte) => cte("failed").materialized(),
+      (db) => db.selectFrom("tokens").select("serial").where("user_pk", "=", param("userPk")).where("state", "=", "active").where("failures", ">", 0).orderBy("serial").forNoKeyUpdate(),
+    )
+    .updateTable("tokens")
+    .from("failed")
+    .set({ failures: 0, updated_at: param("now") })
+    .whereRef("tokens.serial", "=", "failed.serial");
+}
+
+/**
  * On PostgreSQL, before a success stores its token's step and resets the others: the
  * user's active tokens it will write (the answering one, and those with failures), locked
  * in serial order, the order in which a wrong passcode counts against them. Taken the
@@ -290,6 +311,7 @@ export function createAuthService(
           ),
           storeTotp: prepareAuditedUpdate<StoreTotp & TakeParams>(db, storeTotp, taken.forget),
           storeHotp: prepareAuditedUpdate<StoreHotp & TakeParams>(db, storeHotp, taken.forget),
+          resetFailuresInOrder: prepareQuery<ResetFailures, never>(db, resetFailuresInOrder),
         }
       : null;
 
@@ -336,7 +358,7 @@ export function createAuthService(
       // still gets in.
       if (othersFailed(held, token.serial)) {
         try {
-          await db.executeQuery(queries.resetFailures({ userPk: holderPk, now }));
+          await db.executeQuery(atOnce.resetFailuresInOrder({ userPk: holderPk, now }));
         } catch (error) {
           deps.onFollowUpFailure?.("reset of the failures of the user's other tokens after an accepted login", error);
         }
