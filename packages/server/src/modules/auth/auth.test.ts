@@ -3,6 +3,7 @@ import { sql } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { useTestApp, type TestApp } from "../../http/testing-app.js";
 import { openStorage } from "../../storage/database.js";
+import { writeBatcherFor } from "../../storage/write-batch.js";
 import { createTestCore, describeEachDatabase, openSecondNode, type TestCore } from "../../testing/databases.js";
 import { createTenant, placeTokenInState, type TestTenant } from "../../testing/fixtures.js";
 import { auditFields, prepareAuditedUpdate, verifyAuditChain } from "../audit/service.js";
@@ -505,6 +506,31 @@ describeEachDatabase("passcode authentication", (kind) => {
     const more = [];
     for (let i = 0; i < 6; i++) more.push(await attempt("rolled-back", `192.0.2.${80 + i}`));
     expect(more.map((o) => (o.result === "reject" ? o.reason : o.result))).toEqual([...Array(5).fill("wrong"), "rate_limited"]);
+  });
+
+  it("counts the push logins a fraud report denies against their sources in one order, whatever order they come in, so two reports at once cannot deadlock on PostgreSQL", async () => {
+    const memory = memoryGuessingLimits({ sourceFailures: 30, userFailures: 10, windowSeconds: 600 }, core.clock);
+    const counted: string[] = [];
+    const limits: GuessingLimits = {
+      ...memory,
+      failed: async (tx, source) => {
+        counted.push(source);
+        return memory.failed(tx, source);
+      },
+    };
+    const auth = createAuthService({ db: core.storage.db, kind: core.storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, limits });
+    const vs = t.virtualServerId;
+    const denied = [
+      { virtualServerId: vs, source: "203.0.113.9" },
+      { virtualServerId: vs, source: "2001:db8:1:2::7" },
+      { virtualServerId: vs, source: "192.0.2.1" },
+      { virtualServerId: vs, source: "203.0.113.9" },
+    ];
+    const writes = writeBatcherFor(core.storage.kind, core.storage.db);
+    await writes.run((trx, scope) => auth.countDeniedPushes({ trx, scope }, denied));
+    await writes.run((trx, scope) => auth.countDeniedPushes({ trx, scope }, [...denied].reverse()));
+    const inOrder = [`${vs}:192.0.2.1`, `${vs}:2001:db8:1:2::/64`, `${vs}:203.0.113.9`, `${vs}:203.0.113.9`];
+    expect(counted).toEqual([...inOrder, ...inOrder]);
   });
 
   it("counts an IPv6 source with the rest of its /64, so rotating addresses does not escape the limit", async () => {
