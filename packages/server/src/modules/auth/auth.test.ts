@@ -520,16 +520,18 @@ describeEachDatabase("passcode authentication", (kind) => {
     };
     const auth = createAuthService({ db: core.storage.db, kind: core.storage.kind, clock: core.clock, audit: core.services.audit, keyring: core.services.keyring, limits });
     const vs = t.virtualServerId;
+    // "2001:DB8:9::1" comes before "2001:db8:1:2::7" as written, after it as counted (by /64).
     const denied = [
       { virtualServerId: vs, source: "203.0.113.9" },
       { virtualServerId: vs, source: "2001:db8:1:2::7" },
+      { virtualServerId: vs, source: "2001:DB8:9::1" },
       { virtualServerId: vs, source: "192.0.2.1" },
       { virtualServerId: vs, source: "203.0.113.9" },
     ];
     const writes = writeBatcherFor(core.storage.kind, core.storage.db);
     await writes.run((trx, scope) => auth.countDeniedPushes({ trx, scope }, denied));
     await writes.run((trx, scope) => auth.countDeniedPushes({ trx, scope }, [...denied].reverse()));
-    const inOrder = [`${vs}:192.0.2.1`, `${vs}:2001:db8:1:2::/64`, `${vs}:203.0.113.9`, `${vs}:203.0.113.9`];
+    const inOrder = [`${vs}:192.0.2.1`, `${vs}:2001:db8:1:2::/64`, `${vs}:2001:db8:9:0::/64`, `${vs}:203.0.113.9`, `${vs}:203.0.113.9`];
     expect(counted).toEqual([...inOrder, ...inOrder]);
   });
 

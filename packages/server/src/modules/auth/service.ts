@@ -215,8 +215,10 @@ export function resetFailures(db: QueryCreator<Database>, param: Param<ResetFail
  * wrong passcode takes them. A plain UPDATE takes them in the order its plan reads them,
  * which is the table's own where PostgreSQL scans the table or a bitmap of it: with a
  * wrong passcode at the same user holding a token of a smaller serial, each would wait
- * for a row the other holds (reproduced with such a plan: "deadlock detected"). The
- * CTE is materialized, so it is run by itself and sorted before anything is updated.
+ * for a row the other holds (reproduced with such a plan: "deadlock detected"). Here
+ * the CTE locks the rows as they come out of its sort, in serial order, and the UPDATE
+ * writes only rows the CTE gave it, each locked before it is written (locking and
+ * writing may alternate row by row; the locks are still taken in serial order).
  */
 export function resetFailuresInOrder(db: QueryCreator<Database>, param: Param<ResetFailures>) {
   return db
