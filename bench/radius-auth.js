@@ -464,13 +464,24 @@ async function serveLayerOnly(secret) {
  * @returns {Promise<{ port: number, child: import("node:child_process").ChildProcess }>}
  */
 async function startLayerOnly(secret, profileDir) {
-  const child = tracked(fork(benchFile, ["--layer-server"], { execArgv: profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [], stdio: ["ignore", "inherit", "inherit", "ipc"] }));
-  const port = await new Promise((resolve, reject) => {
-    child.once("message", (/** @type {{ port: number }} */ message) => resolve(message.port));
-    child.once("exit", (code) => reject(new Error(`the RADIUS layer's process exited with ${code}`)));
-    child.send({ secret });
-  });
-  return { port: /** @type {number} */ (port), child };
+  const profile = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`, "--cpu-prof-name=radius-layer-alone.cpuprofile"] : [];
+  const child = tracked(fork(benchFile, ["--layer-server"], { execArgv: profile, stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+  /** @type {NodeJS.Timeout | undefined} */
+  let timer;
+  try {
+    const port = await new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`the RADIUS layer did not listen within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+      child.once("message", (/** @type {{ port: number }} */ message) => resolve(message.port));
+      child.once("exit", (code) => reject(new Error(`the RADIUS layer's process exited with ${code}`)));
+      child.send({ secret });
+    });
+    return { port: /** @type {number} */ (port), child };
+  } catch (error) {
+    child.kill("SIGKILL");
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -737,6 +748,8 @@ async function main() {
     const throughputPass = throughputRatio >= 1;
     const p99Pass = measured.latency.p99 <= baseline.latency.p99;
     const allAccepted = measured.rejected === 0 && measured.timedOut === 0;
+    // The layer accepts whatever it can read: anything else is a fault of the layer or of the run.
+    const layerAnswered = layerOnly.rejected === 0 && layerOnly.timedOut === 0 && layerOnly.unmatchedAnswers === 0;
     console.log();
     printTable([
       ["figure", "Tessera", "target", "result", "baseline (FreeRADIUS + rlm_totp)", "ratio"],
@@ -752,6 +765,7 @@ async function main() {
       ["  its latency p99", `${fmt(layerOnly.latency.p99, 2)} ms`, "", "", `${fmt(baseline.latency.p99, 2)} ms`, `${fmt(layerOnly.latency.p99 / baseline.latency.p99, 2)}x`],
       ["  its server CPU per request", `${fmt(layerOnly.serverCpuUsPerRequest)} µs`, "", "", `${fmt(baseline.serverCpuUsPerRequest)} µs`, `${fmt(layerOnly.serverCpuUsPerRequest / baseline.serverCpuUsPerRequest, 2)}x`],
       ["  its generator CPU (of one core)", `${fmt(layerOnly.generatorCpuPercent)} %`, "", "", "", ""],
+      ["  its rejected / timed out / unmatched", `${lossesOf(layerOnly)} / ${fmt(layerOnly.unmatchedAnswers)}`, "none", layerAnswered ? "PASS" : "FAIL", "", ""],
     ]);
     console.log(`\n  load average (1, 5, 15 min) at the end: ${loadAverage()}`);
     if (baseline.generatorCpuPercent > 90) console.log("\nnote: the generator was near a full core during the baseline run; FreeRADIUS may be faster than measured.");
@@ -782,7 +796,7 @@ async function main() {
       ],
       tessera: measured,
       freeradius: baseline,
-      radiusLayerOnly: layerOnly,
+      radiusLayerOnly: { ...layerOnly, allAnswered: layerAnswered },
       allAccepted,
     });
   } finally {

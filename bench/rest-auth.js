@@ -3,9 +3,14 @@
 // compare-and-set, audit record), against an empty route of the same server (/healthz)
 // as the baseline. Target: authenticate at least half the requests per second of the
 // empty route. The server runs as `tessera serve` in a child process on SQLite; the load
-// comes from autocannon in this process over loopback.
+// comes from autocannon in this process over loopback. After the rounds, the server
+// stopped, a process of their own (this file forked with --logins-child) runs more logins
+// on its database without HTTP, to show what the login alone costs.
+import { fork } from "node:child_process";
 import { createHash } from "node:crypto";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { hotp } from "../packages/otp/dist/index.js";
 import autocannon from "autocannon";
 import { createServices } from "../packages/server/dist/core.js";
@@ -13,7 +18,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, startTesseraServe, seedUsersWithTokens, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, startTesseraServe, seedUsersWithTokens, tempDir } from "./lib.js";
 
 const flags = parseFlags(process.argv.slice(2));
 const userCount = intFlag(flags, "users", 20_000);
@@ -37,58 +42,96 @@ async function seed(/** @type {string} */ dir) {
   return { apiKey: /** @type {string} */ (app.apiKey) };
 }
 
+/** The processes this one started and that still run, to stop them if it is interrupted. */
+const children = new Set();
 /**
- * Stops the server and waits for it to exit, so that nothing of it runs beside what is measured next.
+ * @template {import("node:child_process").ChildProcess} T
+ * @param {T} child
+ * @returns {T}
+ */
+function tracked(child) {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  return child;
+}
+
+/**
+ * Stops the server and waits for it to exit (SIGKILL after 10 s), so that nothing of it
+ * runs beside what is measured next.
  * @param {import("node:child_process").ChildProcess} child
  */
 async function stopServer(child) {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((resolve) => child.once("exit", resolve));
   child.kill("SIGTERM");
-  await exited;
+  if ((await Promise.race([exited, sleep(10_000).then(() => "late")])) === "late") {
+    child.kill("SIGKILL");
+    await exited;
+  }
 }
 
 /**
- * Logins through the product's own path in this process, on the server's database: the
- * application found by its API key, then `services.auth.authenticate`, as the route does,
- * `connections` at a time, after as many unmeasured ones to warm up.
- * @param {string} dir
- * @param {string} apiKey
- * @param {() => { userId: string, passcode: string }} nextLogin
+ * @typedef {object} InProcessLogins
+ * @property {string} dir the server's data directory
+ * @property {string} apiKey
+ * @property {number} connections logins at a time
+ * @property {Array<{ userId: string, passcode: string }>} warmup unmeasured logins first
+ * @property {Array<{ userId: string, passcode: string }>} logins the measured ones
  */
-async function loginsInProcess(dir, apiKey, nextLogin) {
-  const storage = openStorage({ kind: "sqlite", file: path.join(dir, "tessera.db") });
+
+/**
+ * The logins without HTTP, in a process of their own (this file forked with
+ * --logins-child), so that its CPU time is theirs alone and its heap holds none of the
+ * benchmark's request bodies: the product's own path on the server's database, the
+ * application found by its API key, then `services.auth.authenticate`, as the route does.
+ * @param {InProcessLogins} work
+ * @returns {Promise<{ logins: number, accepted: number, cpuUsPerLogin: number }>}
+ */
+async function loginsWithoutHttp(work) {
+  const storage = openStorage({ kind: "sqlite", file: path.join(work.dir, "tessera.db") });
   try {
     const services = createServices(storage, createKeyring([benchMasterKey]));
-    const loginOnce = async () => {
-      const application = await services.applications.authenticateApiKey(apiKey);
-      if (!application) throw new Error("the API key finds no application");
-      const { userId, passcode } = nextLogin();
-      const outcome = await services.auth.authenticate({ application, userId, passcode, source: "127.0.0.1", method: "rest", client: { address: "127.0.0.1" } });
-      return outcome.result === "accept";
-    };
-    /** @param {number} count */
-    const loginMany = async (count) => {
-      let started = 0;
+    /** @param {Array<{ userId: string, passcode: string }>} batch */
+    const loginAll = async (batch) => {
+      let next = 0;
       let accepted = 0;
       const worker = async () => {
-        while (started < count) {
-          started += 1;
-          if (await loginOnce()) accepted += 1;
+        while (next < batch.length) {
+          const { userId, passcode } = /** @type {{ userId: string, passcode: string }} */ (batch[next++]);
+          const application = await services.applications.authenticateApiKey(work.apiKey);
+          if (!application) throw new Error("the API key finds no application");
+          const outcome = await services.auth.authenticate({ application, userId, passcode, source: "127.0.0.1", method: "rest", client: { address: "127.0.0.1" } });
+          if (outcome.result === "accept") accepted += 1;
         }
       };
-      await Promise.all(Array.from({ length: connections }, worker));
+      await Promise.all(Array.from({ length: work.connections }, worker));
       return accepted;
     };
-    const logins = Math.min(20_000, userCount * 4);
-    await loginMany(Math.min(2_000, logins));
+    await loginAll(work.warmup);
     const before = process.cpuUsage();
-    const accepted = await loginMany(logins);
+    const accepted = await loginAll(work.logins);
     const used = process.cpuUsage(before);
-    return { logins, accepted, cpuUsPerLogin: (used.user + used.system) / logins };
+    return { logins: work.logins.length, accepted, cpuUsPerLogin: (used.user + used.system) / work.logins.length };
   } finally {
     await storage.close();
   }
+}
+
+/**
+ * Runs loginsWithoutHttp in a child process.
+ * @param {InProcessLogins} work
+ * @returns {Promise<{ logins: number, accepted: number, cpuUsPerLogin: number }>}
+ */
+function runLoginsWithoutHttp(work) {
+  const child = tracked(fork(fileURLToPath(import.meta.url), ["--logins-child"], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
+  return new Promise((resolve, reject) => {
+    child.once("message", (/** @type {{ result?: { logins: number, accepted: number, cpuUsPerLogin: number }, error?: string }} */ message) => {
+      if (message.result) resolve(message.result);
+      else reject(new Error(`logins without HTTP: ${message.error}`));
+    });
+    child.once("exit", (code) => reject(new Error(`the process of the logins without HTTP exited with ${code}`)));
+    child.send(work);
+  });
 }
 
 function run(/** @type {import("autocannon").Options} */ options) {
@@ -100,10 +143,11 @@ async function main() {
   const dir = tempDir("rest-auth");
   /** @type {import("node:child_process").ChildProcess | undefined} */
   let server;
+  const stopWatching = cleanUpOnInterrupt(children, dir, "SIGTERM");
   try {
     const { apiKey } = await seed(dir);
     const started = await startTesseraServe({ dir, profileDir });
-    server = started.child;
+    server = tracked(started.child);
     console.log(`inputs: ${fmt(userCount)} users with HOTP tokens, SQLite, ${connections} connections, ${rounds} rounds of ${roundSeconds} s for each kind, taken in turn, server in a child process`);
 
     const pid = /** @type {number} */ (server.pid);
@@ -160,18 +204,22 @@ async function main() {
         kind.p99 = Math.max(kind.p99, result.latency.p99);
       }
     }
-    // The same logins without HTTP: the server stopped, its database opened here, the
-    // product's own path (the API key, then `auth.authenticate`) with the next codes,
-    // `connections` at a time. What a login costs before any request is read or answered.
+    // The same logins without HTTP: the server stopped, its database opened by a process
+    // of their own, the product's own path (the API key, then `auth.authenticate`) with
+    // the next codes, `connections` at a time. What a login costs before any request is
+    // read or answered.
     await stopServer(server);
     server = undefined;
-    const inProcess = await loginsInProcess(dir, apiKey, () => {
+    const nextLogin = () => {
       const i = next % userCount;
       const round = Math.floor(next / userCount);
       next += 1;
       if (round >= codesPerUser) throw new Error(`more than ${codesPerUser * userCount} requests: raise --users`);
       return /** @type {{ userId: string, passcode: string }} */ (JSON.parse(/** @type {string} */ (bodies[i]?.[round])));
-    });
+    };
+    const measuredLogins = Math.min(20_000, userCount * 4);
+    const warmup = Array.from({ length: Math.min(2_000, measuredLogins) }, nextLogin);
+    const inProcess = await runLoginsWithoutHttp({ dir, apiKey, connections, warmup, logins: Array.from({ length: measuredLogins }, nextLogin) });
 
     const rate = (/** @type {{ requests: number, seconds: number }} */ kind) => kind.requests / kind.seconds;
     const median = (/** @type {number[]} */ values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
@@ -205,9 +253,20 @@ async function main() {
       ],
     });
   } finally {
-    server?.kill("SIGTERM");
+    if (server) await stopServer(server);
     removeDir(dir);
+    stopWatching();
   }
 }
 
-await main();
+if (process.argv.includes("--logins-child")) {
+  process.once("disconnect", () => process.exit(1));
+  process.once("message", (/** @type {InProcessLogins} */ work) => {
+    loginsWithoutHttp(work).then(
+      (result) => process.send?.({ result }, () => process.exit(0)),
+      (/** @type {Error} */ error) => process.send?.({ error: error.stack ?? error.message }, () => process.exit(1)),
+    );
+  });
+} else {
+  await main();
+}
