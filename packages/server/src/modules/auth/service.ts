@@ -211,7 +211,7 @@ export function resetFailures(db: QueryCreator<Database>, param: Param<ResetFail
 
 /**
  * `resetFailures` for a statement of its own on PostgreSQL (after a fast accept, whose
- * compare-and-set committed alone): the rows are taken in serial order first, as a
+ * compare-and-set committed alone): the rows are taken in serial order, as a
  * wrong passcode takes them. A plain UPDATE takes them in the order its plan reads them,
  * which is the table's own where PostgreSQL scans the table or a bitmap of it: with a
  * wrong passcode at the same user holding a token of a smaller serial, each would wait
