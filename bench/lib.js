@@ -399,3 +399,40 @@ export async function createBenchDatabase({ label, postgresUrl, keep = false }) 
     },
   };
 }
+
+/**
+ * A task in a forked process, the parent's side: sends `input` to `child` and resolves
+ * with the `{ result }` it sends back; rejects on its `{ error }` or if it exits first.
+ * @template Input, Result
+ * @param {import("node:child_process").ChildProcess} child forked with an IPC channel
+ * @param {string} name what the task is, for its errors
+ * @param {Input} input
+ * @returns {Promise<Result>}
+ */
+export function taskInChild(child, name, input) {
+  return new Promise((resolve, reject) => {
+    child.once("message", (/** @type {{ result?: Result, error?: string }} */ message) => {
+      if (message.result) resolve(message.result);
+      else reject(new Error(`${name}: ${message.error}`));
+    });
+    child.once("exit", (code) => reject(new Error(`${name}: its process exited with ${code}`)));
+    child.send(/** @type {import("node:child_process").Serializable} */ (input));
+  });
+}
+
+/**
+ * A task in a forked process, the child's side: takes one message, runs `work` on it,
+ * sends back `{ result }` or `{ error }`, and exits. Its parent gone (interrupted), it
+ * has no one to report to and exits at once.
+ * @template Input, Result
+ * @param {(input: Input) => Promise<Result>} work
+ */
+export function serveTaskAsChild(work) {
+  process.once("disconnect", () => process.exit(1));
+  process.once("message", (/** @type {Input} */ input) => {
+    work(input).then(
+      (result) => process.send?.({ result }, () => process.exit(0)),
+      (/** @type {Error} */ error) => process.send?.({ error: error.stack ?? error.message }, () => process.exit(1)),
+    );
+  });
+}

@@ -37,7 +37,7 @@ import { encryptUserPassword, responseAuthenticator } from "../packages/server/d
 import { createRadiusServer } from "../packages/server/dist/radius/server.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, benchPostgresUrl, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, startTesseraServe, tempDir } from "./lib.js";
+import { benchMasterKey, benchPostgresUrl, cleanUpOnInterrupt, createBenchDatabase, fmt, intFlag, loadAverage, parseFlags, percentiles, printHeader, printTable, processCpuMs, removeDir, reportResult, seedUsersWithTokens, serveTaskAsChild, startTesseraServe, taskInChild, tempDir } from "./lib.js";
 
 const benchFile = fileURLToPath(import.meta.url);
 const FREERADIUS_BIN = "/usr/sbin/freeradius";
@@ -338,14 +338,7 @@ async function generateLoad(options) {
  */
 function runGenerator(options) {
   const child = tracked(fork(benchFile, ["--generator"], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
-  return new Promise((resolve, reject) => {
-    child.once("message", (/** @type {{ result?: LoadResult, error?: string }} */ message) => {
-      if (message.result) resolve(message.result);
-      else reject(new Error(`load generator: ${message.error}`));
-    });
-    child.once("exit", (code) => reject(new Error(`the load generator exited with ${code}`)));
-    child.send(options);
-  });
+  return taskInChild(child, "load generator", options);
 }
 
 /**
@@ -815,14 +808,7 @@ if (process.argv.includes("--layer-server")) {
     });
   });
 } else if (process.argv.includes("--generator")) {
-  // Its parent gone (interrupted), the generator has no one to report to.
-  process.once("disconnect", () => process.exit(1));
-  process.once("message", (/** @type {LoadOptions} */ options) => {
-    generateLoad(options).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (/** @type {Error} */ error) => process.send?.({ error: error.stack ?? error.message }, () => process.exit(1)),
-    );
-  });
+  serveTaskAsChild(generateLoad);
 } else {
   await main();
 }

@@ -18,7 +18,7 @@ import { createKeyring } from "../packages/server/dist/crypto/keyring.js";
 import { installerPrincipal } from "../packages/server/dist/modules/operators/access.js";
 import { openStorage } from "../packages/server/dist/storage/database.js";
 import { migrateToLatest } from "../packages/server/dist/storage/migrate.js";
-import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, startTesseraServe, seedUsersWithTokens, tempDir } from "./lib.js";
+import { benchMasterKey, cleanUpOnInterrupt, fmt, intFlag, parseFlags, printHeader, printTable, processCpuMs, removeDir, reportResult, serveTaskAsChild, startTesseraServe, seedUsersWithTokens, taskInChild, tempDir } from "./lib.js";
 
 const flags = parseFlags(process.argv.slice(2));
 const userCount = intFlag(flags, "users", 20_000);
@@ -124,14 +124,7 @@ async function loginsWithoutHttp(work) {
  */
 function runLoginsWithoutHttp(work) {
   const child = tracked(fork(fileURLToPath(import.meta.url), ["--logins-child"], { stdio: ["ignore", "inherit", "inherit", "ipc"] }));
-  return new Promise((resolve, reject) => {
-    child.once("message", (/** @type {{ result?: { logins: number, accepted: number, cpuUsPerLogin: number }, error?: string }} */ message) => {
-      if (message.result) resolve(message.result);
-      else reject(new Error(`logins without HTTP: ${message.error}`));
-    });
-    child.once("exit", (code) => reject(new Error(`the process of the logins without HTTP exited with ${code}`)));
-    child.send(work);
-  });
+  return taskInChild(child, "logins without HTTP", work);
 }
 
 function run(/** @type {import("autocannon").Options} */ options) {
@@ -260,13 +253,7 @@ async function main() {
 }
 
 if (process.argv.includes("--logins-child")) {
-  process.once("disconnect", () => process.exit(1));
-  process.once("message", (/** @type {InProcessLogins} */ work) => {
-    loginsWithoutHttp(work).then(
-      (result) => process.send?.({ result }, () => process.exit(0)),
-      (/** @type {Error} */ error) => process.send?.({ error: error.stack ?? error.message }, () => process.exit(1)),
-    );
-  });
+  serveTaskAsChild(loginsWithoutHttp);
 } else {
   await main();
 }
