@@ -103,3 +103,8 @@ export function fail(code: ErrorCode, params: Params = {}, details?: unknown): T
   const definition = errorCatalogue[code];
   return new TesseraError(code, definition.status, render(definition.template, params), details);
 }
+
+/** VALIDATION_FAILED for a list of problems ("field: what is wrong"): in the message, and as `details.problems`. */
+export function invalid(problems: string[]): TesseraError {
+  return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+}

@@ -12,7 +12,7 @@ import {
 import type { ServerResponse } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Services } from "../core.js";
-import { fail, TesseraError } from "../errors.js";
+import { fail, invalid, TesseraError } from "../errors.js";
 import type { Principal } from "../modules/operators/access.js";
 import { applicationRoutes } from "../modules/applications/routes.js";
 import { auditRoutes } from "../modules/audit/routes.js";
@@ -82,7 +82,7 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
       const where = `${error.validationContext ?? "body"}${issue.instancePath.replaceAll("/", ".")}`.replace(/\.$/, "");
       return `${where}: ${issue.message}`;
     });
-    return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+    return invalid(problems);
   }
   // The client stopped sending mid-body: Node aborts the request (ECONNRESET), or the
   // body came out shorter than its Content-Length.
@@ -101,10 +101,7 @@ function toTesseraError(error: FastifyError, limit: number): TesseraError {
   if (error instanceof SyntaxError && error.statusCode === 400) return fail("MALFORMED_JSON");
   // PostgreSQL text cannot hold NUL (22021): a value that does is refused, and the
   // statement that met it changed nothing.
-  if ((error as { code?: string }).code === "22021") {
-    const problems = ["a value holds a NUL character (\\0), which no id, name or text here may hold"];
-    return fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
-  }
+  if ((error as { code?: string }).code === "22021") return invalid(["a value holds a NUL character (\\0), which no id, name or text here may hold"]);
   return fail("INTERNAL");
 }
 
@@ -181,10 +178,7 @@ export async function buildHttpApp(services: Services, options: HttpOptions): Pr
   // routes with path parameters pay for the look: not a login, not /healthz.
   const refuseNulInPath = async (request: FastifyRequest) => {
     for (const [name, value] of Object.entries(request.params as Record<string, unknown>)) {
-      if (typeof value === "string" && value.includes("\0")) {
-        const problems = [`params.${name}: holds a NUL character`];
-        throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
-      }
+      if (typeof value === "string" && value.includes("\0")) throw invalid([`params.${name}: holds a NUL character`]);
     }
   };
   app.addHook("onRoute", (route) => {

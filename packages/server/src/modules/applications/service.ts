@@ -2,7 +2,7 @@ import type { Kysely } from "kysely";
 import { sealingContext } from "../../crypto/keyring.js";
 import { hashSecret, sameHash } from "../../crypto/secrets.js";
 import type { CoreDeps } from "../../deps.js";
-import { fail } from "../../errors.js";
+import { fail, invalid } from "../../errors.js";
 import { newId, newSecret, pooledRandomBytes } from "../../ids.js";
 import { prepareQuery } from "../../storage/prepared.js";
 import type { ApplicationRow, Database } from "../../storage/schema.js";
@@ -82,7 +82,7 @@ function checkInput(input: ApplicationUpdate): void {
     for (const entry of input.radiusAddresses) if (addressProblem(entry) !== null) problems.push(`radiusAddresses: ${entry} is not an IPv4 or IPv6 address or CIDR range`);
   }
   if (input.radiusSecret !== undefined && (input.radiusSecret.length < 16 || input.radiusSecret.length > 128)) problems.push("radiusSecret: 16 to 128 characters");
-  if (problems.length > 0) throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+  if (problems.length > 0) throw invalid(problems);
 }
 
 /**
@@ -96,8 +96,7 @@ function checkFieldsOfKind(kind: string, input: ApplicationUpdate): void {
       ? (["rotateApiKey"] as const).filter((field) => input[field] !== undefined && input[field] !== false)
       : (["radiusAddresses", "radiusSecret", "pushMode"] as const).filter((field) => input[field] !== undefined);
   if (foreign.length === 0) return;
-  const problems = foreign.map((field) => `${field}: not for a ${kind === "radius" ? "RADIUS" : "REST"} application`);
-  throw fail("VALIDATION_FAILED", { problems: problems.join("; ") }, { problems });
+  throw invalid(foreign.map((field) => `${field}: not for a ${kind === "radius" ? "RADIUS" : "REST"} application`));
 }
 
 /** Two creations or renames to one name at the same moment: the unique index refuses the second (PostgreSQL 23505, SQLite SQLITE_CONSTRAINT_UNIQUE). */

@@ -25,8 +25,9 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
       const params = { digits: Number(token.digits) as OtpDigits, algorithm: token.algorithm as OtpAlgorithm };
       const now = clock.nowMs();
       let changes: { hotp_counter?: number; drift_steps?: number; last_totp_step?: number } | null = null;
+      const [one, two] = [typedPasscode(first), typedPasscode(second)];
       if (token.otp_mode === "hotp") {
-        const verdict = resyncHotp(key, typedPasscode(first), typedPasscode(second), { ...params, counter: Number(token.hotp_counter) });
+        const verdict = resyncHotp(key, one, two, { ...params, counter: Number(token.hotp_counter) });
         if (verdict.ok) changes = { hotp_counter: verdict.nextCounter };
       } else {
         const period = Number(token.period_seconds);
@@ -35,7 +36,7 @@ export function createResync(deps: Pick<CoreDeps, "db" | "clock" | "audit" | "ke
         for (let offset = -MAX_DRIFT_STEPS - 1; offset < MAX_DRIFT_STEPS && !changes; offset++) {
           const step = current + offset;
           const at = (step: number) => totp(key, { ...params, atMs: step * period * 1000, periodSeconds: period });
-          if (at(step) === typedPasscode(first) && at(step + 1) === typedPasscode(second)) changes = { drift_steps: offset + 1, last_totp_step: step + 1 };
+          if (at(step) === one && at(step + 1) === two) changes = { drift_steps: offset + 1, last_totp_step: step + 1 };
         }
       }
       key.fill(0);
