@@ -22,6 +22,15 @@ input[type=text]{width:100%;font-size:1.5rem;letter-spacing:.3em;text-align:cent
 .error{color:#b42318;font-weight:600}.ok{color:#067647;font-weight:700;font-size:1.1rem}
 `;
 
+/**
+ * The form that takes a first passcode: digits, and the spaces an app shows them with
+ * (the server takes whitespace out, see typedPasscode), posted to `action`.
+ */
+export function passcodeForm(action: string): string {
+  return `<form method="post" action="${escapeHtml(action)}"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
+<button class="button" type="submit">Confirm</button></form>`;
+}
+
 export function layout(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="robots" content="noindex"><title>${escapeHtml(title)}</title><style>${style}</style></head>
@@ -109,8 +118,7 @@ export function possessionPage(model: {
   const form =
     model.tokenType === "hardware" || model.sentTo
       ? `${model.error ? `<p class="error">${escapeHtml(model.error)}</p>` : ""}
-<form method="post" action="/enroll/${escapeHtml(model.code)}/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
-<button class="button" type="submit">Confirm</button></form>`
+${passcodeForm(`/enroll/${model.code}/confirm`)}`
       : "";
   return layout(
     "Set up your token",
@@ -128,8 +136,7 @@ export function otpAppPage(model: { serial: string; qrSvg: string; secretBase32:
 <p class="muted">This code is shown only now. Reloading the page makes a new one.</p></div>
 <div class="card"><h2>Confirm with your first passcode</h2>
 ${model.error ? `<p class="error">${escapeHtml(model.error)}</p>` : ""}
-<form method="post" action="${escapeHtml(model.confirmPath)}"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
-<button class="button" type="submit">Confirm</button></form></div>`,
+${passcodeForm(model.confirmPath)}</div>`,
   );
 }
 

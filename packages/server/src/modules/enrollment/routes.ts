@@ -8,7 +8,7 @@ import { fail, TesseraError } from "../../errors.js";
 import { untilClosed } from "../../http/app.js";
 import { errorResponse } from "../../http/schemas.js";
 import { CHALLENGE_STATUSES } from "../push/service.js";
-import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, possessionPage } from "./page.js";
+import { enrolledPage, enrollPage, invalidCodePage, layout, otpAppPage, passcodeForm, possessionPage } from "./page.js";
 import { detectPlatform } from "./platform.js";
 import type { SignedRequest } from "./service.js";
 
@@ -154,8 +154,7 @@ export const enrollmentPageRoutes: FastifyPluginAsyncZod<{ services: Services }>
             layout(
               "Confirm your token",
               `<div class="card"><h1>Confirm with your first passcode</h1><p class="error">${error.message}</p>
-<form method="post" action="/enroll/${code}/otp-app/confirm"><input type="text" name="otp" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="16" required autofocus>
-<button class="button" type="submit">Confirm</button></form></div>`,
+${passcodeForm(`/enroll/${code}/otp-app/confirm`)}</div>`,
             ),
           );
       }
