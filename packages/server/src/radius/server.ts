@@ -197,13 +197,8 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
   /** The sockets are closed: nothing more is sent. */
   let closed = false;
   /** The requests being decided, and the answers on their way out: close waits for them. */
-  let handling = 0;
-  let handlersDone: (() => void) | null = null;
-  const handled = () => {
-    if (--handling === 0) handlersDone?.();
-  };
-  let sending = 0;
-  let sendsDone: (() => void) | null = null;
+  const deciding = inFlightCount();
+  const sending = inFlightCount();
   // Answers past their time are forgotten when a request comes, and also when none does:
   // after a burst, the memory and the cached-answers gauge do not wait for the next one.
   const sweeper = setInterval(() => cache.size(), Math.max(1_000, options.duplicateCacheMs ?? 30_000));
@@ -231,18 +226,15 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
     };
     // The datagram has left once the callback comes: close() waits for that (a count, not
     // a promise a datagram: this is every answer's path).
-    sending++;
-    const sent = () => {
-      if (--sending === 0) sendsDone?.();
-    };
+    sending.add();
     try {
       source.via.send(response, source.port, source.address, (error) => {
-        sent();
+        sending.done();
         if (error) failed(error);
       });
     } catch (error) {
       // Its address went from the host, and its socket with it, while the request was decided.
-      sent();
+      sending.done();
       failed(error as Error);
     }
   }
@@ -349,9 +341,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         return;
       }
       // The answer goes out through the socket the request came in on, from its address.
-      handling++;
-      handle(datagram, Object.assign(remote, { via: socket })).then(handled, (error: unknown) => {
-        handled();
+      deciding.add();
+      handle(datagram, Object.assign(remote, { via: socket })).then(deciding.done, (error: unknown) => {
+        deciding.done();
         counters.dropped++;
         // A wait ended because the server stops: no answer, and nothing went wrong.
         if (stopping && error instanceof Error && error.name === "AbortError") return;
@@ -465,12 +457,9 @@ export async function createRadiusServer(options: RadiusServerOptions): Promise<
         clearInterval(rescanner);
         await looking;
         // The requests being decided finish, and their answers go out, before the sockets close.
-        if (handling > 0) await new Promise<void>((resolve) => (handlersDone = resolve));
+        await deciding.none();
         // Each comes within moments; a callback dgram never makes must not hold the stop.
-        if (sending > 0) await new Promise<void>((resolve) => {
-          sendsDone = resolve;
-          setTimeout(resolve, SEND_DRAIN_MS).unref();
-        });
+        await sending.none(SEND_DRAIN_MS);
         closed = true;
         await Promise.all([...sockets.values()].map(closeSocket));
         cache.clear();
@@ -490,4 +479,25 @@ function hostAddresses(): string[] {
     .flatMap((entries) => entries ?? [])
     .filter((entry) => !(entry.family === "IPv6" && /^fe[89ab]/i.test(entry.address)))
     .map((entry) => entry.address);
+}
+
+/** A count of things under way, and a wait for none to be left (at most `limitMs`, when given). */
+function inFlightCount() {
+  let count = 0;
+  let idle: (() => void) | null = null;
+  return {
+    add() {
+      count++;
+    },
+    done() {
+      if (--count === 0) idle?.();
+    },
+    none(limitMs?: number): Promise<void> {
+      if (count === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => {
+        idle = resolve;
+        if (limitMs !== undefined) setTimeout(resolve, limitMs).unref();
+      });
+    },
+  };
 }
